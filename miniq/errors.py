@@ -1,0 +1,38 @@
+"""The one error base of miniq.
+
+Every failure a user can act on is a ``MiniqError`` (or a subclass) whose
+message says what was expected and where.  Only the CLI turns these into
+``Error: ...`` lines and exit codes; library callers catch them as usual.
+"""
+
+from __future__ import annotations
+
+
+class MiniqError(Exception):
+    """Base class of every error miniq reports to a user."""
+
+    #: The exit code the CLI uses for this error (see README, "Exit codes").
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class BadInput(MiniqError):
+    """The user asked for something invalid; nothing was written."""
+
+    exit_code = 2
+
+
+class UnknownJob(BadInput):
+    """No job record with that id exists in any state directory."""
+
+    exit_code = 3
+
+
+class SystemdUnavailable(MiniqError):
+    """systemd or its D-Bus API cannot be reached."""
+
+    exit_code = 4

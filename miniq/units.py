@@ -1,0 +1,100 @@
+"""Installing the shipped units for a pip- or pipx-installed miniq.
+
+The files in ``units/`` are what a distribution package installs as they
+are (``ExecStart=/usr/bin/miniq``, root ``%S/miniq``).  For any other
+installation ``install`` rewrites two things: ``ExecStart=`` points at this
+installation's ``miniq`` (a venv's bin is not on systemd's search path), and
+the root in the service's environment and the path unit's watched directory
+becomes the absolute root the CLI resolves.  The latter matters: systemd 252
+resolves ``%S`` in a user manager to ``~/.config``, not ``$XDG_STATE_HOME``
+(newer releases changed that), so only an explicit path guarantees that the
+units and the CLI mean the same queue.  Everything else stays the shipped
+text, so ``systemd-analyze verify`` on ``units/`` covers both.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+from .errors import MiniqError
+from .settings import Manager
+
+UNITS = ("miniq-process.service", "miniq-process.path", "miniq-process.timer")
+ENABLE = ("miniq-process.timer", "miniq-process.path")
+DEFAULT_ROOT = "%S/miniq"
+
+
+def shipped_dir() -> Path:
+    """Where the unit templates are: inside the wheel, or in a source checkout."""
+    packaged = Path(str(resources.files("miniq"))) / "units"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "units"
+
+
+def unit_dir(manager: Manager) -> Path:
+    if manager is Manager.SYSTEM:
+        return Path("/etc/systemd/system")
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "systemd" / "user"
+
+
+def miniq_command() -> list[str]:
+    """An absolute command line that runs this installation's miniq."""
+    script = Path(sys.executable).parent / "miniq"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "miniq"]
+
+
+def render(name: str, command: list[str], root: str = DEFAULT_ROOT) -> str:
+    text = (shipped_dir() / name).read_text()
+    if root != DEFAULT_ROOT:
+        # systemd specifiers use '%': escape it in a literal path.
+        text = text.replace(DEFAULT_ROOT, root.replace("%", "%%"))
+    exec_start = " ".join(shlex.quote(c).replace("%", "%%") for c in command)
+    return text.replace("ExecStart=/usr/bin/miniq ", f"ExecStart={exec_start} ")
+
+
+def systemctl(manager: Manager, *args: str) -> None:
+    cmd = ["systemctl", *(["--user"] if manager is Manager.USER else []), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MiniqError(f"'{' '.join(cmd)}' failed: {proc.stderr.strip() or proc.returncode}")
+
+
+def install(manager: Manager, root: Path, now: bool = False) -> list[Path]:
+    """Write the units for queue ``root``; with ``now``, enable and start them."""
+    target = unit_dir(manager)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in UNITS:
+        path = target / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(render(name, miniq_command(), str(root)))
+        os.replace(tmp, path)
+        written.append(path)
+    systemctl(manager, "daemon-reload")
+    if now:
+        systemctl(manager, "enable", "--now", *ENABLE)
+    return written
+
+
+def uninstall(manager: Manager) -> list[Path]:
+    """Stop, disable and remove the units that ``install`` wrote."""
+    target = unit_dir(manager)
+    present = [target / n for n in UNITS if (target / n).exists()]
+    if present:
+        subprocess.run(
+            ["systemctl", *(["--user"] if manager is Manager.USER else []), "disable", "--now", *UNITS],
+            capture_output=True,
+        )
+        for path in present:
+            path.unlink()
+        systemctl(manager, "daemon-reload")
+    return present
