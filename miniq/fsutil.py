@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 from pathlib import Path
 
 
@@ -35,7 +34,7 @@ def write_durably(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o644) ->
     destination directory so that watchers of that directory (the path unit)
     never see temporary files.
     """
-    tmp = tmp_dir / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = tmp_dir / f".{final.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:

@@ -18,8 +18,6 @@ import json
 import os
 import pwd
 import re
-import secrets
-import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -65,6 +63,7 @@ class Outcome(enum.Enum):
     TIMEOUT = "timeout"  # stopped by systemd after its time limit
     NOT_STARTED = "not-started"  # could not be started (see reason)
     REJECTED = "rejected"  # the job file itself was unusable (see reason)
+    ERROR = "error"  # miniq itself failed while handling the job (see reason)
 
     def succeeded(self, exit_code: int | None) -> bool:
         return self is Outcome.EXITED and exit_code == 0
@@ -73,7 +72,7 @@ class Outcome(enum.Enum):
 def new_id(now: datetime | None = None) -> str:
     """A fresh job id; see the module comment for its shape."""
     now = now or datetime.now(timezone.utc)
-    return now.strftime("%Y%m%d-%H%M%S-%f-") + secrets.token_hex(4)
+    return now.strftime("%Y%m%d-%H%M%S-%f-") + os.urandom(4).hex()
 
 
 def check_name(name: str) -> str:
@@ -88,7 +87,7 @@ def check_name(name: str) -> str:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename
 
 
 def now_iso() -> str:

@@ -99,7 +99,10 @@ class Processor:
         self.queue.ensure_layout()
         config = self._setup()
         summary = Summary()
-        summary.recovered = self.queue.recover(before_requeue=self._stop_leftover)
+        try:
+            summary.recovered = self.queue.recover(before_requeue=self._stop_leftover)
+        except Exception as e:  # noqa: BLE001 - recovery must not keep the queue from draining
+            self.log(f"recovering claims of dead processors failed: {e!r}", journal.ERR)
         for job_id in summary.recovered:
             self.log(f"job {job_id} was claimed by a processor that died; queued again", journal.WARNING, job_id)
         while (claim := self.queue.claim_next(self.claimer)) is not None:
@@ -129,7 +132,10 @@ class Processor:
             summary.rejected.append(path.stem)
             self.log(f"job file {claim.queued_name} rejected: {reason}; kept in {path}", journal.ERR, path.stem, MINIQ_EVENT="finished")
             return
-        result = self.execute(job, config)
+        try:
+            result = self.execute(job, config)
+        except Exception as e:  # noqa: BLE001 - a bug must fail one job, never the service
+            result = dict(self._not_started(f"internal error in miniq: {e!r}"), outcome=Outcome.ERROR.value)
         record = job.to_json()
         record["result"] = result
         ok = Outcome(result["outcome"]).succeeded(result.get("exit_code"))

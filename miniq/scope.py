@@ -12,9 +12,11 @@ miniq can read what the kernel accounted (peak memory, CPU time, OOM kills)
 before it stops the scope.  ``TasksMax=`` counts it: a job gets one task
 fewer than the limit says.
 
-Then ``stop`` stops the scope, which kills whatever the job left behind;
-the scope is transient with ``CollectMode=inactive-or-failed``, so no unit
-stays loaded afterwards, whatever the result.
+Then ``stop`` stops the scope, which kills whatever the job left behind
+(SIGTERM, then SIGKILL after ``STOP_GRACE``), and returns only once systemd
+has unloaded it: the scope is transient with
+``CollectMode=inactive-or-failed``, so no unit stays loaded afterwards,
+whatever the result.
 
 ``PlainRunner`` runs jobs without a scope.  miniq uses it only where the
 installation opted in (``allow-unconfined``) and systemd is unreachable, and
@@ -35,7 +37,8 @@ from .limits import Limits
 from .settings import Manager
 
 KEEPER = ("/bin/sleep", "infinity")
-STOP_TIMEOUT_USEC = 10 * 1_000_000  # SIGTERM, then SIGKILL after 10 s
+STOP_TIMEOUT_USEC = 10 * 1_000_000  # systemd's own SIGKILL after SIGTERM
+STOP_GRACE = 3.0  # seconds miniq gives a job's leftovers before SIGKILL
 PLACEMENT_TIMEOUT = 10.0  # seconds to wait for systemd to move the PID
 
 
@@ -158,6 +161,14 @@ class PlainRunner:
             os.killpg(running.pid, signal.SIGKILL)  # leftovers of the job's session
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _no_such_unit(e: BaseException) -> bool:
+    """Whether a pystemd error means the unit is not loaded (any pystemd version)."""
+    name = getattr(e, "err_name", b"") or b""
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return "NoSuchUnit" in type(e).__name__ or "NoSuchUnit" in name or "not loaded" in str(e)
 
 
 def _cgroup_paths(pid: int) -> dict[str, str]:
@@ -296,23 +307,48 @@ class ScopeRunner:
         return acct
 
     def stop(self, running: Running) -> None:
-        """Stop the scope (killing leftovers) and reap the keeper."""
-        if running.unit:
-            self.stop_unit(running.unit)
+        """Reap the keeper, then stop the scope and wait until it is gone."""
         if running.keeper is not None:
             try:
                 os.kill(running.keeper, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            try:
-                os.waitpid(running.keeper, 0)
-            except ChildProcessError:
-                pass
+            os.waitpid(running.keeper, 0)
             running.keeper = None
+        if running.unit:
+            self.stop_unit(running.unit)
 
     def stop_unit(self, unit: str) -> None:
+        """Stop a job's scope: SIGTERM to what is left, SIGKILL after a grace period.
+
+        Returns once systemd has unloaded the unit, so no scope outlives its
+        job's record, even when leftovers ignore SIGTERM or keep forking.
+        """
         try:
             self.sd.Manager.StopUnit(unit.encode(), b"replace")
-        except Exception:  # noqa: BLE001
-            # NoSuchUnit: the scope ended with its last process, as it should.
-            pass
+        except Exception as e:  # noqa: BLE001 - pystemd's D-Bus errors
+            if _no_such_unit(e):
+                return  # it ended with its last process, as it should
+            raise
+        if self._wait_gone(unit, STOP_GRACE):
+            return
+        try:
+            self.sd.Manager.KillUnit(unit.encode(), b"all", signal.SIGKILL)
+        except Exception as e:  # noqa: BLE001
+            if _no_such_unit(e):
+                return
+            raise
+        if not self._wait_gone(unit, PLACEMENT_TIMEOUT):
+            raise RuntimeError(f"{unit} is still loaded after SIGKILL")
+
+    def _wait_gone(self, unit: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.sd.Manager.GetUnit(unit.encode())
+            except Exception as e:  # noqa: BLE001
+                if _no_such_unit(e):
+                    return True
+                raise
+            time.sleep(0.002)
+        return False

@@ -205,7 +205,9 @@ class Sandbox:
             prefix = ["runuser", "-u", user, "--"]
         base.update(env or {})
         cmd = ["nsenter", "-t", str(self.pid1), "-a", "--", *prefix, "env", "-i", *(f"{k}={v}" for k, v in base.items()), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, stdin=None if input else subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, input=input, stdin=None if input else subprocess.DEVNULL
+        )
         if check and proc.returncode != 0:
             raise SandboxError(f"{shlex.join(args)} (as {user or 'root'}) exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc

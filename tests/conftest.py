@@ -1,0 +1,100 @@
+"""Shared fixtures: a queue root on real files, and the systemd test bed.
+
+Integration tests (marked ``systemd``) need root and a bootable sandbox.
+Outside CI they are skipped with the reason when that is not available; in
+CI (``CI=true``) they fail instead, so a green CI run always includes them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from testbed.sandbox import Sandbox  # noqa: E402
+
+
+def write_job(root: Path, name: str, body: str, mode: int = 0o755) -> Path:
+    jobs = root / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    path = jobs / f"{name}.job"
+    path.write_text(body)
+    path.chmod(mode)
+    return path
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    write_job(r, "echo", '#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    return r
+
+
+def _testbed_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the systemd test bed needs root"
+    for tool in ("unshare", "nsenter", "runuser", "systemd-analyze"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if not os.path.exists("/lib/systemd/systemd"):
+        return "systemd is not installed"
+    return None
+
+
+def require_testbed() -> None:
+    reason = _testbed_unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the systemd integration tests, but {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels of miniq and its dependencies: the sandbox has no network."""
+    require_testbed()
+    target = tmp_path_factory.mktemp("wheelhouse")
+    target.chmod(0o755)  # read by the sandbox's unprivileged users
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(target),
+            str(REPO),
+            "hatchling",
+        ],
+        check=True,
+    )
+    return target
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """A booted systemd; torn down after the module, also when tests fail."""
+    require_testbed()
+    work = tmp_path_factory.mktemp("sandbox")
+    sb = Sandbox(work / "scratch", request.module.__name__.rsplit(".", 1)[-1], binds=[REPO, wheelhouse])
+    sb.boot()
+    sb.wheelhouse = wheelhouse  # type: ignore[attr-defined]
+    try:
+        yield sb
+    finally:
+        sb.close()
+
+
+@pytest.fixture(scope="session")
+def repo() -> str:
+    return str(REPO)

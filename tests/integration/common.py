@@ -1,0 +1,161 @@
+"""Checks every installation kind must pass; imported by test_*_manager.py.
+
+Each importing module defines a module-scoped ``flow`` fixture: a sandbox
+with miniq installed the README way for one kind of installation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .flows import NOTIFY, Flow
+
+pytestmark = pytest.mark.systemd
+
+
+def test_readme_flow_runs_the_job_promptly(flow: Flow) -> None:
+    flow.add_job("notify", NOTIFY)
+    job_id, t0 = flow.enqueue_timed("notify", "Title", "This is a message!", "9")
+    flow.wait_final([job_id], timeout=30)
+    latency = flow.started_at(job_id) - t0
+    print(f"enqueue-to-start latency ({flow.mode}, {flow.user or 'root'}): {latency * 1000:.0f} ms")
+    # The timer is enabled too but fires at most once a minute: a start this
+    # soon after enqueue came from the path unit (proven alone further down).
+    assert latency < 5, latency
+    record = flow.record(job_id)
+    assert record["state"] == "done"
+    assert record["argv"] == ["Title", "This is a message!", "9"]
+    assert record["result"]["exit_code"] == 0
+    assert record["result"]["unit"] == f"miniq-job-{job_id}.scope"
+    journal = ""
+    for _ in range(50):
+        journal = flow.journal_text()
+        if f"job {job_id} (notify) finished: exit code 0" in journal:
+            break
+        time.sleep(0.1)
+    user = flow.user or "root"
+    assert f"args: 3 [Title] [This is a message!] [9] user={user}" in journal
+    assert f"job {job_id} (notify) finished: exit code 0" in journal
+    # The job ran inside its own scope, and the scope is gone.
+    assert f"/miniq-job-{job_id}.scope" in journal
+    assert flow.job_scopes() == []
+
+
+def test_path_unit_alone_starts_the_processor(flow: Flow) -> None:
+    flow.add_job("notify", NOTIFY)
+    flow.run([*flow.systemctl, "stop", "miniq-process.timer"])
+    try:
+        job_id, t0 = flow.enqueue_timed("notify", "a")
+        flow.wait_final([job_id], timeout=30)
+        assert flow.started_at(job_id) - t0 < 30
+    finally:
+        flow.run([*flow.systemctl, "start", "miniq-process.timer"])
+
+
+def test_timer_alone_starts_the_processor(flow: Flow) -> None:
+    flow.add_job("notify", NOTIFY)
+    flow.run([*flow.systemctl, "stop", "miniq-process.path"])
+    try:
+        job_id, t0 = flow.enqueue_timed("notify", "b")
+        waited = flow.wait_final([job_id], timeout=75)
+        print(f"timer started the job {waited:.1f} s after enqueue")
+        record = flow.record(job_id)
+        assert record["state"] == "done"
+    finally:
+        flow.run([*flow.systemctl, "start", "miniq-process.path"])
+    assert flow.unit_state("miniq-process.path") == "active"
+
+
+def test_bad_files_are_quarantined_and_good_jobs_still_run(flow: Flow) -> None:
+    flow.add_job("notify", NOTIFY)
+    flow.run([*flow.systemctl, "stop", "miniq-process.path", "miniq-process.timer"])
+    try:
+        first = flow.cli("enqueue", "notify", "first").stdout.strip()
+        # Files a careless script or another miniq version might drop in the queue.
+        flow.sh(
+            f"cd {flow.root} && printf '{{broken' > tmp/x && mv tmp/x queue/00-broken.json"
+            f" && printf '{{\"miniq\": 7}}' > tmp/y && mv tmp/y queue/{first[:-1]}0-schema.json"
+        )
+        last = flow.cli("enqueue", "notify", "last").stdout.strip()
+    finally:
+        flow.run([*flow.systemctl, "start", "miniq-process.path", "miniq-process.timer"])
+    flow.wait_final([first, last], timeout=30)
+    assert list(flow.sb.path(f"{flow.root}/queue").iterdir()) == []
+    reasons = {}
+    for path in flow.sb.path(f"{flow.root}/failed").iterdir():
+        data = json.loads(path.read_text())
+        reasons[data.get("queued_as")] = data["result"]["reason"]
+    assert reasons["00-broken.json"].startswith("unusable job file: Expecting property name")
+    assert reasons[f"{first[:-1]}0-schema.json"] == "unusable job file: unsupported schema version 7 (this miniq reads version 1)"
+    assert flow.record(first)["state"] == "done" and flow.record(last)["state"] == "done"
+    assert flow.failed_units() == []
+    assert flow.unit_state("miniq-process.path") == "active"
+
+
+def test_unknown_type_at_run_time_is_recorded(flow: Flow) -> None:
+    flow.add_job("gone", "#!/bin/sh\necho hi\n")
+    flow.run([*flow.systemctl, "stop", "miniq-process.path", "miniq-process.timer"])
+    try:
+        job_id = flow.cli("enqueue", "gone").stdout.strip()
+        flow.sh(f"rm {flow.root}/jobs/gone.job")
+    finally:
+        flow.run([*flow.systemctl, "start", "miniq-process.path", "miniq-process.timer"])
+    flow.wait_final([job_id], timeout=30)
+    record = flow.record(job_id)
+    assert record["state"] == "failed"
+    assert record["result"] == {
+        **record["result"],
+        "outcome": "not-started",
+        "reason": f"no job type 'gone': expected an executable at {flow.root}/jobs/gone.job",
+    }
+    assert flow.failed_units() == []
+
+
+def test_bursts_never_wait_for_the_timer(flow: Flow) -> None:
+    """A trickle for a minute and a flood of 2000, with the timer stopped."""
+    flow.add_job("quick", '#!/bin/sh\necho "$1"\n')
+    flow.run([*flow.systemctl, "stop", "miniq-process.timer"])
+    try:
+        # One job every 0.1 s (plus the CLI's own start-up) for 60 s.
+        trickle = flow.sh(
+            f"end=$(( $(date +%s) + 60 )); while [ $(date +%s) -lt $end ]; do "
+            f"{flow.miniq} {' '.join(flow.cli_flag)} enqueue quick t || exit 1; sleep 0.1; done",
+            timeout=180,
+        ).stdout.split()
+        waited = flow.wait_final(trickle, timeout=20)
+        print(f"trickle: {len(trickle)} jobs in 60 s; last finished {waited:.2f} s after the last enqueue")
+        # 2000 at once, through the library (the CLI would take minutes to start 2000 times).
+        py = f"{flow.home}/.local/share/miniq/venv/bin/python" if flow.mode == "--user" else "/opt/miniq/venv/bin/python"
+        flood = flow.run(
+            [
+                py,
+                "-c",
+                "import sys; from pathlib import Path; from miniq import Queue\n"
+                "q = Queue(Path(sys.argv[1]))\nfor i in range(2000): print(q.enqueue('quick', [str(i)]).id)",
+                flow.root,
+            ],
+            timeout=300,
+        ).stdout.split()
+        waited = flow.wait_final(flood, timeout=300)
+        print(f"flood: 2000 jobs finished {waited:.1f} s after the last enqueue")
+    finally:
+        flow.run([*flow.systemctl, "start", "miniq-process.timer"])
+    assert flow.failed_units() == []
+    assert flow.unit_state("miniq-process.path") == "active"
+    done = {p.stem for p in flow.sb.path(f"{flow.root}/done").iterdir()}
+    assert set(trickle) | set(flood) <= done
+    assert flow.job_scopes() == []
+
+
+def test_shipped_units_verify(flow: Flow, repo: str) -> None:
+    """systemd-analyze verify on units/ as shipped (ExecStart=/usr/bin/miniq)."""
+    flow.sb.run(["ln", "-sf", flow.miniq, "/usr/bin/miniq"])
+    args = ["systemd-analyze", *(["--user"] if flow.mode == "--user" else []), "verify", "--man=no"]
+    proc = flow.run(
+        [*args, *(f"{repo}/units/{u}" for u in ("miniq-process.service", "miniq-process.path", "miniq-process.timer"))], check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""

@@ -1,0 +1,163 @@
+"""The CLI: exact errors, exit codes and an unchanged queue on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import write_job
+
+from miniq.cli import main
+
+
+def invoke(root: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["--root", str(root), *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def queue_listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "jobs" not in p.parts)
+
+
+def test_enqueue_prints_the_id_and_keeps_arguments(root: Path) -> None:
+    code, out, err = invoke(root, "enqueue", "echo", "Title", "This is a message!", "9")
+    assert (code, err) == (0, "")
+    job_id = out.strip()
+    assert (root / "queue" / f"{job_id}.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["echo", "--", "-x", "--y"], ["-x", "--y"]),
+        (["echo", "-x", "--y"], ["-x", "--y"]),
+        (["echo", "--", "--", "z"], ["--", "z"]),
+        (["echo", "a", "--", "b"], ["a", "--", "b"]),
+    ],
+)
+def test_dashes_reach_the_job(root: Path, argv: list[str], expected: list[str]) -> None:
+    code, out, _ = invoke(root, "enqueue", *argv)
+    assert code == 0
+    from miniq.queue import Queue
+
+    assert list(Queue(root).record(out.strip())["argv"]) == expected
+
+
+BAD_NAMES = [
+    ("nope", "Error: no job type 'nope': expected an executable at {root}/jobs/nope.job"),
+    (
+        "a/b",
+        "Error: invalid job name 'a/b': expected letters, digits and '_.+@-', not starting with a dot, "
+        "at most 128 characters (no '/', '..' or control characters)",
+    ),
+    (
+        "..",
+        "Error: invalid job name '..': expected letters, digits and '_.+@-', not starting with a dot, "
+        "at most 128 characters (no '/', '..' or control characters)",
+    ),
+    (
+        "../echo",
+        "Error: invalid job name '../echo': expected letters, digits and '_.+@-', not starting with a dot, "
+        "at most 128 characters (no '/', '..' or control characters)",
+    ),
+    (
+        ".echo",
+        "Error: invalid job name '.echo': expected letters, digits and '_.+@-', not starting with a dot, "
+        "at most 128 characters (no '/', '..' or control characters)",
+    ),
+    (
+        "bell\x07",
+        "Error: invalid job name 'bell\\x07': expected letters, digits and '_.+@-', not starting with a dot, "
+        "at most 128 characters (no '/', '..' or control characters)",
+    ),
+    (
+        "new\nline",
+        "Error: invalid job name 'new\\nline': expected letters, digits and '_.+@-', not starting with a dot, "
+        "at most 128 characters (no '/', '..' or control characters)",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,message", BAD_NAMES)
+def test_bad_job_names(root: Path, name: str, message: str) -> None:
+    invoke(root, "enqueue", "echo")  # the queue exists and holds one job
+    before = queue_listing(root)
+    code, out, err = invoke(root, "enqueue", name, "arg")
+    assert (code, out) == (2, "")
+    assert err == message.format(root=root) + "\n"
+    assert queue_listing(root) == before
+
+
+def test_not_executable(root: Path) -> None:
+    write_job(root, "plain", "#!/bin/sh\n", mode=0o644)
+    code, _, err = invoke(root, "enqueue", "plain")
+    assert code == 2
+    assert err == f"Error: job type 'plain' is not executable: expected an executable at {root}/jobs/plain.job (chmod +x it)\n"
+    assert not (root / "queue").exists()
+
+
+def test_job_type_that_is_a_directory(root: Path) -> None:
+    (root / "jobs" / "dir.job").mkdir()
+    code, _, err = invoke(root, "enqueue", "dir")
+    assert (code, err) == (2, f"Error: no job type 'dir': expected an executable at {root}/jobs/dir.job\n")
+
+
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("--memory-max", "lots", "Error: invalid size 'lots': expected a number with an optional K, M, G or T suffix, e.g. 512M"),
+        ("--cpu-quota", "0", "Error: invalid CPU quota '0': expected a percentage of one CPU of at least 1, e.g. 50%"),
+        ("--timeout", "soon", "Error: invalid duration 'soon': expected e.g. 90s, 10m, 1h30m or 2d"),
+        (
+            "--tasks-max",
+            "1",
+            "Error: invalid tasks maximum '1': expected a whole number of at least 2 (the job and miniq's keeper process)",
+        ),
+        ("--nice", "40", "Error: invalid niceness '40': expected a whole number from -20 to 19"),
+    ],
+)
+def test_bad_limits(root: Path, option: str, value: str, message: str) -> None:
+    code, out, err = invoke(root, "enqueue", option, value, "echo")
+    assert (code, out, err) == (2, "", message + "\n")
+    assert not (root / "queue").exists()
+
+
+def test_show_unknown_id(root: Path) -> None:
+    code, _, err = invoke(root, "show", "20990101-000000-000000-00000000")
+    assert (code, err) == (3, f"Error: no job with id '20990101-000000-000000-00000000' under {root}\n")
+
+
+def test_root_resolution_order(tmp_path: Path) -> None:
+    from miniq.settings import Manager, resolve_root
+
+    env = dict(os.environ)
+    try:
+        os.environ.pop("MINIQ_ROOT", None)
+        os.environ.pop("STATE_DIRECTORY", None)
+        os.environ["XDG_STATE_HOME"] = str(tmp_path / "state")
+        assert resolve_root(Manager.USER) == tmp_path / "state" / "miniq"
+        assert resolve_root(Manager.SYSTEM) == Path("/var/lib/miniq")
+        os.environ["STATE_DIRECTORY"] = "/var/lib/miniq"
+        assert resolve_root(Manager.USER) == Path("/var/lib/miniq")
+        os.environ["MINIQ_ROOT"] = str(tmp_path / "r")
+        assert resolve_root(Manager.SYSTEM) == tmp_path / "r"
+        assert resolve_root(Manager.SYSTEM, str(tmp_path / "x")) == tmp_path / "x"
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+
+
+def test_enqueue_does_not_import_pystemd(root: Path) -> None:
+    code = (
+        "import sys; from miniq.cli import main\n"
+        "try:\n    main(['--root', sys.argv[1], 'enqueue', 'echo', 'x'])\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('pystemd', 'lxml', 'psutil', 'configparser', 'subprocess')]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"

@@ -1,0 +1,45 @@
+import pytest
+
+from miniq.errors import BadInput
+from miniq.limits import Limits, parse_duration, parse_percent, parse_size
+
+
+@pytest.mark.parametrize(
+    "text,value",
+    [("512M", 512 * 1024**2), ("1G", 1024**3), ("1.5G", int(1.5 * 1024**3)), ("65536", 65536), ("64k", 65536), ("2GiB", 2 * 1024**3)],
+)
+def test_sizes(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize(
+    "text,value", [("90", 90), ("90s", 90), ("10m", 600), ("1h30m", 5400), ("2d", 172800), ("500ms", 0.5), ("1.5h", 5400)]
+)
+def test_durations(text: str, value: float) -> None:
+    assert parse_duration(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10x", "m", "-5s", "0s", "10m x"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(BadInput, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_percent() -> None:
+    assert parse_percent("50%") == 50
+    assert parse_percent("200") == 200
+    with pytest.raises(BadInput, match="invalid CPU quota '0%'"):
+        parse_percent("0%")
+
+
+def test_parse_and_merge() -> None:
+    job = Limits.parse({"memory-max": "64M", "timeout": None})
+    conf = Limits.parse({"memory-max": "1G", "timeout": "10m", "tasks-max": "32"})
+    merged = job.over(conf)
+    assert merged == Limits(memory_max=64 * 1024**2, timeout=600.0, tasks_max=32)
+    assert Limits.from_json(merged.to_json()) == merged
+
+
+def test_unknown_limit_names_the_known_ones() -> None:
+    with pytest.raises(BadInput, match="unknown limit 'memory' in x: expected one of memory-max, cpu-quota"):
+        Limits.parse({"memory": "1G"}, " in x")

@@ -1,0 +1,44 @@
+"""Linters run as tests, so CI and a newcomer run the same checks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from miniq.units import UNITS, miniq_command, render
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def run(*cmd: str) -> None:
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff() -> None:
+    run(str(BIN / "ruff"), "check", "miniq", "tests")
+
+
+def test_ruff_format() -> None:
+    run(str(BIN / "ruff"), "format", "--check", "miniq")
+
+
+def test_mypy_strict() -> None:
+    run(str(BIN / "mypy"))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_rendered_units_verify(tmp_path: Path) -> None:
+    """What install-units writes passes systemd-analyze verify.
+
+    The shipped files (ExecStart=/usr/bin/miniq) are verified as they are in
+    the sandbox, for the system and a user manager (tests/integration).
+    """
+    for name in UNITS:
+        (tmp_path / name).write_text(render(name, miniq_command(), str(tmp_path / "root")))
+    run("systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in UNITS))
