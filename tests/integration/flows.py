@@ -125,11 +125,11 @@ class Flow:
         return line[0], float(line[1])
 
     @property
-    def enforces_memory(self) -> bool:
-        """Whether MemoryMax= is enforced for this manager on this host.
+    def enforces_limits(self) -> bool:
+        """Whether MemoryMax= and TasksMax= are enforced for this manager here.
 
-        With cgroup v1 controllers (hybrid layout) systemd delegates no memory
-        controller to an unprivileged user's manager.
+        With cgroup v1 controllers (hybrid layout) systemd delegates neither
+        the memory nor the pids controller to an unprivileged user's manager.
         """
         hybrid = self.sb.path("/sys/fs/cgroup/memory").is_dir()
         return not (hybrid and self.user is not None)
