@@ -37,6 +37,7 @@ class State(enum.Enum):
     """Where a job is; each state is a directory under the root."""
 
     QUEUED = "queue"
+    DELAYED = "delayed"  # waiting for its time, its retry backoff or a dependency
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
@@ -64,6 +65,7 @@ class Outcome(enum.Enum):
     NOT_STARTED = "not-started"  # could not be started (see reason)
     REJECTED = "rejected"  # the job file itself was unusable (see reason)
     ERROR = "error"  # miniq itself failed while handling the job (see reason)
+    CANCELLED = "cancelled"  # stopped or dropped by `miniq cancel`
 
     def succeeded(self, exit_code: int | None) -> bool:
         return self is Outcome.EXITED and exit_code == 0
@@ -101,6 +103,51 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
+MAX_BACKOFF = 3600.0
+
+
+def backoff(failed_attempts: int) -> float:
+    """Seconds before the next retry: 1, 2, 4, ... doubling, at most an hour."""
+    return float(min(2 ** max(failed_attempts - 1, 0), MAX_BACKOFF))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a job may run: priority, earliest time, dependencies, retries."""
+
+    priority: int = 0  # higher runs first; submission order within a priority
+    not_before: float | None = None  # Unix time
+    after: tuple[str, ...] = ()  # ids that must have succeeded first
+    retries: int = 0  # further attempts after a failure
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.priority:
+            data["priority"] = self.priority
+        if self.not_before is not None:
+            data["not_before"] = datetime.fromtimestamp(self.not_before, timezone.utc).isoformat(timespec="milliseconds")
+        if self.after:
+            data["after"] = list(self.after)
+        if self.retries:
+            data["retries"] = self.retries
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Schedule:
+        if not isinstance(data, dict):
+            raise ValueError("field 'schedule' must be an object")
+        not_before = data.get("not_before")
+        after = data.get("after", [])
+        if not isinstance(after, list) or not all(isinstance(a, str) and ID_RE.fullmatch(a) for a in after):
+            raise ValueError("field 'schedule.after' must be a list of job ids")
+        return cls(
+            priority=int(data.get("priority", 0)),
+            not_before=datetime.fromisoformat(not_before).timestamp() if not_before else None,
+            after=tuple(after),
+            retries=int(data.get("retries", 0)),
+        )
+
+
 @dataclass(frozen=True)
 class Job:
     """One queued unit of work: run ``jobs/NAME.job ARGV...``."""
@@ -111,11 +158,14 @@ class Job:
     submitted: str
     submitter: dict[str, Any]
     limits: Limits = Limits()
+    schedule: Schedule = Schedule()
+    #: Every finished run so far, oldest first (each a ``result`` object).
+    attempts: tuple[dict[str, Any], ...] = ()
     #: Keys this version does not know, kept so that rewriting loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, name: str, argv: list[str] | tuple[str, ...], limits: Limits = Limits()) -> Job:
+    def new(cls, name: str, argv: list[str] | tuple[str, ...], limits: Limits = Limits(), schedule: Schedule = Schedule()) -> Job:
         uid = os.getuid()
         return cls(
             id=new_id(),
@@ -124,6 +174,7 @@ class Job:
             submitted=now_iso(),
             submitter={"uid": uid, "user": _user_name(uid), "host": hostname(), "pid": os.getpid()},
             limits=limits,
+            schedule=schedule,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -138,6 +189,10 @@ class Job:
         )
         if not self.limits.is_empty():
             data["limits"] = self.limits.to_json()
+        if self.schedule.to_json():
+            data["schedule"] = self.schedule.to_json()
+        if self.attempts:
+            data["attempts"] = list(self.attempts)
         return data
 
     def to_bytes(self) -> bytes:
@@ -160,7 +215,10 @@ class Job:
             raise ValueError(f"invalid job name {data['name']!r}")
         if not all(isinstance(a, str) for a in data["argv"]):
             raise ValueError("field 'argv' must be a list of strings")
-        known = {"miniq", "id", "name", "argv", "submitted", "submitter", "limits"}
+        attempts = data.get("attempts", [])
+        if not isinstance(attempts, list) or not all(isinstance(a, dict) for a in attempts):
+            raise ValueError("field 'attempts' must be a list of objects")
+        known = {"miniq", "id", "name", "argv", "submitted", "submitter", "limits", "schedule", "attempts", "state", "result"}
         return cls(
             id=data["id"],
             name=data["name"],
@@ -168,12 +226,31 @@ class Job:
             submitted=data["submitted"],
             submitter=data["submitter"],
             limits=Limits.from_json(data.get("limits", {})),
+            schedule=Schedule.from_json(data.get("schedule", {})),
+            attempts=tuple(attempts),
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+    @property
+    def queue_name(self) -> str:
+        """Its file name in ``queue/``: the priority rides in the name, so
+        processors order the queue without opening every file."""
+        p = self.schedule.priority
+        return f"{self.id}.json" if p == 0 else f"{self.id}.p{p}.json"
 
     def argv_bytes(self) -> list[bytes]:
         """The arguments as the bytes the submitter gave (non-UTF-8 survives)."""
         return [os.fsencode(a) for a in self.argv]
+
+
+def queue_order(name: str) -> tuple[int, str]:
+    """Sort key of a ``queue/`` entry: higher priority first, then submission."""
+    stem = name[:-5] if name.endswith(".json") else name
+    job_id, _, prio = stem.partition(".p")
+    try:
+        return (-int(prio or 0), job_id)
+    except ValueError:
+        return (0, stem)
 
 
 def dump(data: dict[str, Any]) -> bytes:

@@ -3,12 +3,16 @@
 Layout of a root::
 
     jobs/NAME.job     job types: executables, run as ``NAME.job ARGS...``
-    queue/ID.json     queued, waiting to run (the path unit watches this)
+    queue/ID.json     queued, waiting to run (the path unit watches this);
+                      ``ID.pN.json`` for priority N other than 0
+    delayed/ID.json   waiting for its time, a retry's backoff or a dependency
+                      (not watched: a transient timer wakes the processor)
     running/ID@HOST@PID.START.json
                       claimed by the processor with that host, PID and
                       process start time
     done/ID.json      finished with exit code 0
     failed/ID.json    finished otherwise, or rejected (with the reason)
+    cancel/ID         a request to cancel running job ID (see cancel())
     tmp/              staging for atomic writes (same file system)
     miniq.conf        optional configuration (see settings.py)
 
@@ -32,14 +36,16 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from . import fsutil
 from .errors import BadInput, MiniqError, UnknownJob
-from .job import ID_RE, SCHEMA, Job, State, check_name, dump, hostname, new_id, now_iso
+from .job import ID_RE, SCHEMA, Job, Outcome, Schedule, State, check_name, dump, hostname, new_id, now_iso, queue_order
 from .limits import Limits
 
 
@@ -73,10 +79,15 @@ class Claim:
 class Queue:
     """A miniq root directory and the operations on it."""
 
+    #: Dropped in ``queue/`` to start the processor (path unit) without a job,
+    #: so that it arms the timer for a newly delayed job.
+    WAKE = ".wake"
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.jobs_dir = self.root / "jobs"
         self.tmp_dir = self.root / "tmp"
+        self.cancel_dir = self.root / "cancel"
 
     def dir(self, state: State) -> Path:
         return self.root / state.dirname
@@ -86,7 +97,7 @@ class Queue:
     def ensure_layout(self) -> None:
         """Create the root and its state directories if missing."""
         try:
-            for d in (self.root, self.jobs_dir, self.tmp_dir, *(self.dir(s) for s in State)):
+            for d in (self.root, self.jobs_dir, self.tmp_dir, self.cancel_dir, *(self.dir(s) for s in State)):
                 d.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError as e:
             raise MiniqError(
@@ -106,30 +117,50 @@ class Queue:
 
     # -- submitting ---------------------------------------------------------
 
-    def enqueue(self, name: str, argv: list[str] | tuple[str, ...], limits: Limits = Limits()) -> Job:
+    def enqueue(self, name: str, argv: list[str] | tuple[str, ...], limits: Limits = Limits(), schedule: Schedule = Schedule()) -> Job:
         """Validate and atomically publish a new job; returns it with its id."""
         self.job_type(name)
-        job = Job.new(name, argv, limits)
+        for dep in schedule.after:
+            if not ID_RE.fullmatch(dep):
+                raise BadInput(f"invalid job id '{dep}' for --after: expected an id as printed by miniq enqueue")
+            try:
+                self.find(dep)
+            except UnknownJob:
+                raise BadInput(f"no job with id '{dep}' to run after, under {self.root}") from None
+        job = Job.new(name, argv, limits, schedule)
         self.ensure_layout()
         try:
-            fsutil.write_durably(self.tmp_dir, self.dir(State.QUEUED) / f"{job.id}.json", job.to_bytes())
+            if self.waits(job, time.time()):
+                fsutil.write_durably(self.tmp_dir, self.dir(State.DELAYED) / f"{job.id}.json", job.to_bytes())
+                self.wake()
+            else:
+                fsutil.write_durably(self.tmp_dir, self.dir(State.QUEUED) / job.queue_name, job.to_bytes())
         except OSError as e:
             raise MiniqError(f"cannot write to the queue {self.dir(State.QUEUED)}: {e.strerror}") from None
         return job
 
+    @staticmethod
+    def waits(job: Job, now: float) -> bool:
+        return bool(job.schedule.after) or (job.schedule.not_before is not None and job.schedule.not_before > now)
+
+    def wake(self) -> None:
+        """Make the path unit start the processor, e.g. to arm a timer."""
+        (self.dir(State.QUEUED) / self.WAKE).touch()
+
     # -- processing ---------------------------------------------------------
 
     def queued_names(self) -> list[str]:
-        """Entries of ``queue/`` in submission order (job ids sort by time)."""
+        """Entries of ``queue/``, highest priority first, then submission order."""
         try:
-            return sorted(n for n in os.listdir(self.dir(State.QUEUED)) if not n.startswith("."))
+            return sorted((n for n in os.listdir(self.dir(State.QUEUED)) if not n.startswith(".")), key=queue_order)
         except FileNotFoundError:
             return []
 
-    def claim(self, queued_name: str, claimer: str) -> Claim | None:
-        """Try to take one queued entry; None if another processor won it."""
+    def claim(self, queued_name: str, claimer: str, source: State = State.QUEUED) -> Claim | None:
+        """Try to take one entry of ``source``; None if another processor won it."""
         stem = queued_name[:-5] if queued_name.endswith(".json") else queued_name
-        src = self.dir(State.QUEUED) / queued_name
+        stem = stem.split(".p", 1)[0] if ID_RE.match(stem) else stem
+        src = self.dir(source) / queued_name
         dst = self.dir(State.RUNNING) / f"{stem}@{claimer}.json"
         try:
             os.rename(src, dst)
@@ -165,9 +196,18 @@ class Queue:
         other = self.dir(State.DONE if state is State.FAILED else State.FAILED) / final.name
         if other.exists():  # an earlier run of a job that was retried
             other.unlink()
+        self.release(claim)
+        return final
+
+    def release(self, claim: Claim) -> None:
         os.unlink(claim.path)
         fsutil.fsync_dir(claim.path.parent)
-        return final
+        (self.cancel_dir / claim.id).unlink(missing_ok=True)
+
+    def postpone(self, claim: Claim, job: Job) -> None:
+        """Put a claimed job in ``delayed/`` (a retry waiting for its backoff)."""
+        fsutil.write_durably(self.tmp_dir, self.dir(State.DELAYED) / f"{job.id}.json", job.to_bytes())
+        self.release(claim)
 
     def reject(self, claim: Claim, reason: str) -> Path:
         """Move an unusable job file to ``failed/``, keeping its bytes."""
@@ -236,16 +276,13 @@ class Queue:
 
     def find(self, job_id: str) -> tuple[State, Path]:
         """The state and file of a job by id; ``UnknownJob`` if absent."""
-        for state in (State.DONE, State.FAILED, State.QUEUED):
+        for state in (State.DONE, State.FAILED, State.DELAYED):
             path = self.dir(state) / f"{job_id}.json"
             if path.exists():
                 return state, path
-        try:
-            for name in os.listdir(self.dir(State.RUNNING)):
-                if name.startswith(job_id + "@"):
-                    return State.RUNNING, self.dir(State.RUNNING) / name
-        except FileNotFoundError:
-            pass
+        for state, pattern in ((State.QUEUED, f"{job_id}.*json"), (State.RUNNING, f"{job_id}@*")):
+            for path in self.dir(state).glob(pattern):
+                return state, path
         raise UnknownJob(f"no job with id '{job_id}' under {self.root}")
 
     def record(self, job_id: str) -> dict[str, Any]:
@@ -254,3 +291,159 @@ class Queue:
         data: dict[str, Any] = json.loads(path.read_bytes())
         data["state"] = state.label
         return data
+
+    def records(self, states: tuple[State, ...] = tuple(State)) -> Iterator[dict[str, Any]]:
+        """Every job in ``states``, as stored, with ``state`` filled in."""
+        for state in states:
+            try:
+                names = os.listdir(self.dir(state))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.startswith("."):
+                    continue
+                try:
+                    data = json.loads((self.dir(state) / name).read_bytes())
+                except (OSError, ValueError):
+                    continue  # gone meanwhile, or not ours to show
+                if isinstance(data, dict) and "id" in data:
+                    data["state"] = state.label
+                    yield data
+
+    # -- scheduling -----------------------------------------------------------
+
+    def promote(self, claimer: str, now: float | None = None) -> float | None:
+        """Move delayed jobs that may run now into ``queue/``.
+
+        A job whose dependency failed (or vanished) is recorded as not run.
+        Returns the earliest time a still-delayed job becomes due, if any.
+        """
+        now = time.time() if now is None else now
+        earliest: float | None = None
+        try:
+            names = sorted(os.listdir(self.dir(State.DELAYED)))
+        except FileNotFoundError:
+            return None
+        for name in names:
+            path = self.dir(State.DELAYED) / name
+            try:
+                job = Job.from_json(json.loads(path.read_bytes()))
+            except FileNotFoundError:
+                continue
+            except ValueError as e:
+                claim = self.claim(name, claimer, State.DELAYED)
+                if claim:
+                    self.reject(claim, f"unusable job file: {e}")
+                continue
+            blocked, failed_dep = self._dependencies(job)
+            if failed_dep:
+                claim = self.claim(name, claimer, State.DELAYED)
+                if claim:
+                    result = {"outcome": Outcome.NOT_STARTED.value, "reason": failed_dep, "host": hostname(), "ended": now_iso()}
+                    record = dict(job.to_json(), result=result, state=State.FAILED.label)
+                    record["attempts"] = [*job.attempts, result]
+                    self.finish(claim, record, State.FAILED)
+                continue
+            if blocked:
+                continue
+            due = job.schedule.not_before
+            if due is not None and due > now:
+                earliest = due if earliest is None else min(earliest, due)
+                continue
+            try:
+                fsutil.move_durably(path, self.dir(State.QUEUED) / job.queue_name)
+            except FileNotFoundError:
+                pass  # another processor promoted it
+        return earliest
+
+    def _dependencies(self, job: Job) -> tuple[bool, str | None]:
+        """(still waiting, reason it can never run) for a job's ``after`` list."""
+        blocked = False
+        for dep in job.schedule.after:
+            try:
+                state, _ = self.find(dep)
+            except UnknownJob:
+                return False, f"job {dep} it runs after no longer exists"
+            if state is State.FAILED:
+                return False, f"job {dep} it runs after did not succeed"
+            if state is not State.DONE:
+                blocked = True
+        return blocked, None
+
+    # -- operating ------------------------------------------------------------
+
+    def cancel(self, job_id: str, claimer: str) -> State:
+        """Cancel a job; returns the state it was in.
+
+        A queued or delayed job is recorded as cancelled at once and never runs.
+        For a running job a request is left in ``cancel/``: its processor stops
+        the job's scope and records it as cancelled (see processor.py).
+        """
+        while True:
+            state, path = self.find(job_id)
+            if state.is_final:
+                raise BadInput(f"job {job_id} has already finished ({state.label}); nothing to cancel")
+            if state is State.RUNNING:
+                self.ensure_layout()
+                fsutil.write_durably(self.tmp_dir, self.cancel_dir / job_id, now_iso().encode())
+                return state
+            claim = self.claim(path.name, claimer, state)
+            if claim is None:
+                continue  # it moved meanwhile (claimed or promoted): look again
+            job = Job.from_json(json.loads(claim.data))
+            result = {
+                "outcome": Outcome.CANCELLED.value,
+                "reason": f"cancelled while {state.label}",
+                "host": hostname(),
+                "ended": now_iso(),
+            }
+            record = dict(job.to_json(), result=result, state=State.FAILED.label)
+            record["attempts"] = [*job.attempts, result]
+            self.finish(claim, record, State.FAILED)
+            return state
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return (self.cancel_dir / job_id).exists()
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again, with the same id and arguments."""
+        state, path = self.find(job_id)
+        if state is not State.FAILED:
+            raise BadInput(f"job {job_id} is {state.label}: only failed or cancelled jobs can be retried")
+        data = json.loads(path.read_bytes())
+        try:
+            job = Job.from_json(data)
+        except ValueError as e:
+            raise BadInput(f"job {job_id} cannot be retried: its file is unusable ({e})") from None
+        job = Job(
+            job.id,
+            job.name,
+            job.argv,
+            job.submitted,
+            job.submitter,
+            job.limits,
+            Schedule(job.schedule.priority, None, (), job.schedule.retries),
+            job.attempts,
+            job.extra,
+        )
+        fsutil.write_durably(self.tmp_dir, self.dir(State.QUEUED) / job.queue_name, job.to_bytes())
+        path.unlink()
+        fsutil.fsync_dir(path.parent)
+        return job
+
+    def purge(self, older_than: float, dry_run: bool = False, now: float | None = None) -> list[str]:
+        """Remove finished records that ended more than ``older_than`` seconds ago."""
+        cutoff = (time.time() if now is None else now) - older_than
+        removed = []
+        for state in (State.DONE, State.FAILED):
+            for path in sorted(self.dir(state).glob("*.json")):
+                try:
+                    data = json.loads(path.read_bytes())
+                    ended = datetime.fromisoformat(data["result"]["ended"]).timestamp()
+                except (OSError, ValueError, KeyError, TypeError):
+                    ended = path.stat().st_mtime
+                if ended < cutoff:
+                    if not dry_run:
+                        path.unlink()
+                    removed.append(path.stem)
+        return removed
