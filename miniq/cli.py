@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import MiniqError
+from .errors import BadInput, MiniqError
+from .job import State
 from .limits import Limits
 from .queue import Queue
 from .settings import Manager, detect_manager, resolve_root
@@ -83,10 +84,18 @@ def _limit_options(f: Any) -> Any:
 
 @main.command(context_settings={"allow_interspersed_args": False})
 @_limit_options
+@click.option("--priority", type=click.IntRange(-1000, 1000), default=0, help="Higher runs first (default 0), -1000 to 1000.")
+@click.option("--in", "delay", metavar="DURATION", help="Start no sooner than this from now, e.g. 10m.")
+@click.option("--at", "at", metavar="TIME", help="Start no sooner than this time, e.g. 18:00 or 2026-12-24T18:00.")
+@click.option("--after", multiple=True, metavar="ID", help="Run only after job ID succeeded (repeatable).")
+@click.option("--retries", type=click.IntRange(0, 100), default=0, help="Attempts after a failure; backoff 1 s, 2 s, 4 s... at most 1 h.")
 @click.argument("name")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def enqueue(obj: Context, /, name: str, args: tuple[str, ...], **limits: str | None) -> None:
+def enqueue(
+    obj: Context, /, name: str, args: tuple[str, ...], priority: int, delay: str | None, at: str | None,
+    after: tuple[str, ...], retries: int, **limits: str | None,
+) -> None:  # fmt: skip
     """Queue a run of ROOT/jobs/NAME.job with ARGS and print the job id.
 
     Options go before NAME; everything after NAME is passed to the job as
@@ -95,16 +104,25 @@ def enqueue(obj: Context, /, name: str, args: tuple[str, ...], **limits: str | N
 
     Example: miniq enqueue --memory-max 512M notify Title "This is a message!" 9
     """
+    import time
+
+    from .job import Schedule, parse_at
+    from .limits import parse_duration
+
     parsed = Limits.parse({k.replace("_", "-"): v for k, v in limits.items()})
+    if delay and at:
+        raise BadInput("--in and --at both given: expected at most one of them")
+    not_before = time.time() + parse_duration(delay) if delay else parse_at(at) if at else None
     if args[:1] == ("--",):  # `miniq enqueue NAME -- -x`: the -- only separates
         args = args[1:]
-    job = obj.queue.enqueue(name, list(args), parsed)
+    job = obj.queue.enqueue(name, list(args), parsed, Schedule(priority, not_before, after, retries))
     click.echo(job.id)
 
 
 @main.command()
+@click.option("--parallel", type=click.IntRange(1, 256), help="Jobs to run at once (default: [processor] parallel in miniq.conf, else 1).")
 @click.pass_obj
-def process(obj: Context) -> None:
+def process(obj: Context, parallel: int | None) -> None:
     """Run queued jobs until the queue is empty (what miniq-process.service runs).
 
     Each job runs in its own transient scope; its output goes to the journal.
@@ -113,23 +131,172 @@ def process(obj: Context) -> None:
     """
     from .processor import Processor
 
-    summary = Processor(obj.queue, obj.manager).run()
+    summary = Processor(obj.queue, obj.manager, parallel=parallel).run()
     total = len(summary.succeeded) + len(summary.failed) + len(summary.rejected)
     click.echo(
         f"processed {total} job(s): {len(summary.succeeded)} succeeded, {len(summary.failed)} failed, "
-        f"{len(summary.rejected)} rejected, {len(summary.recovered)} recovered"
+        f"{len(summary.rejected)} rejected, {len(summary.retrying)} to retry, {len(summary.recovered)} recovered"
     )
+
+
+STATE_CHOICES = [s.label for s in State]
+
+
+@main.command("list")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATE_CHOICES), help="Only jobs in this state (repeatable).")
+@click.option("--name", help="Only jobs of this job type.")
+@click.option("--all", "show_all", is_flag=True, help="All finished jobs, not only the 20 most recent.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape in README).")
+@click.pass_obj
+def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: bool, as_json: bool) -> None:
+    """List running, queued and delayed jobs, and recently finished ones (alias: status).
+
+    Example: miniq list --state failed --name backup
+    """
+    from .listing import rows
+
+    chosen = [s for s in State if s.label in states] if states else list(State)
+    found = rows(obj.queue, chosen, name, None if show_all else 20)
+    if as_json:
+        click.echo(json.dumps(found, indent=1))
+        return
+    click.echo(_table(found))
+
+
+def _table(found: list[dict[str, Any]]) -> str:
+    import shlex
+    import shutil
+
+    from .listing import age
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    lines = [("ID", "STATE", "NAME", "WHEN", "RESULT", "ARGS")]
+    for r in found:
+        when = age(r["ended"]) if r["ended"] else age(r["not_before"]) if r["not_before"] else age(r["submitted"])
+        result = "" if not r["outcome"] else f"exit {r['exit_code']}" if r["outcome"] == "exited" else r["outcome"]
+        lines.append((r["id"], r["state"], r["name"] or "?", when, result, shlex.join(r["argv"] or [])))
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    out = []
+    for line in lines:
+        text = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:5])) + "  " + line[5]
+        out.append(text if len(text) <= width else text[: max(width - 1, 0)] + "…")
+    return "\n".join(out)
+
+
+main.add_command(list_, "status")
 
 
 @main.command()
 @click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored record as JSON.")
 @click.pass_obj
-def show(obj: Context, job_id: str) -> None:
-    """Print everything recorded about job ID, as JSON.
+def show(obj: Context, job_id: str, as_json: bool) -> None:
+    """Show everything recorded about job ID: arguments, limits, outcome, attempts.
 
-    Example: miniq show 20261128-022719-123456-1a2b3c4d
+    Example: miniq show --json 20261128-022719-123456-1a2b3c4d
     """
-    click.echo(json.dumps(obj.queue.record(job_id), indent=2, sort_keys=True))
+    record = obj.queue.record(job_id)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        return
+    from .listing import row
+    from .processor import describe
+
+    r = row(record)
+    for key in ("id", "name", "state", "argv", "submitted", "priority", "not_before", "after", "retries"):
+        if r[key] not in (None, [], 0) or key in ("id", "name", "state", "argv"):
+            click.echo(f"{key + ':':12} {r[key]}")
+    if record.get("limits"):
+        click.echo(f"{'limits:':12} {record['limits']}")
+    for n, attempt in enumerate(record.get("attempts", []), 1):
+        click.echo(f"attempt {n}:   {describe(attempt)} ({attempt.get('ended', '')})")
+    result = record.get("result")
+    if result:
+        for key in ("outcome", "exit_code", "signal", "reason", "started", "ended", "duration", "host", "unit",
+                    "cpu_usec", "memory_peak", "max_rss"):  # fmt: skip
+            if result.get(key) is not None:
+                click.echo(f"{key + ':':12} {result[key]}")
+
+
+@main.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--timeout", "limit", metavar="DURATION", help="Give up after this long (exit 1).")
+@click.pass_obj
+def wait(obj: Context, job_ids: tuple[str, ...], limit: str | None) -> None:
+    """Wait until the jobs finish; exit with the first failing job's status.
+
+    The status is the job's exit code; 128+N if killed by signal N; 124 if
+    stopped at its time limit; 137 if killed for memory; 130 if cancelled;
+    125 if it never ran (not started, rejected, dependency failed).
+
+    Example: miniq wait $(miniq enqueue backup /srv) && echo backed up
+    """
+    from .limits import parse_duration
+    from .listing import exit_status
+    from .listing import wait as wait_for
+
+    try:
+        records = wait_for(obj.queue, list(job_ids), timeout=parse_duration(limit) if limit else None)
+    except TimeoutError:
+        raise MiniqError(f"jobs still not finished after {limit}") from None
+    for record in records:
+        status = exit_status(record)
+        if status:
+            raise click.exceptions.Exit(status)
+
+
+@main.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--no-wait", is_flag=True, help="Return once a running job was asked to stop.")
+@click.pass_obj
+def cancel(obj: Context, job_ids: tuple[str, ...], no_wait: bool) -> None:
+    """Cancel jobs: queued or delayed ones never run, running ones are stopped.
+
+    A running job's scope is stopped by its processor within a second; the
+    job is recorded as cancelled.
+
+    Example: miniq cancel 20261128-022719-123456-1a2b3c4d
+    """
+    from .listing import wait as wait_for
+    from .queue import claimer_id
+
+    for job_id in job_ids:
+        state = obj.queue.cancel(job_id, claimer_id())
+        if state is State.RUNNING and not no_wait:
+            try:
+                wait_for(obj.queue, [job_id], timeout=60)
+            except TimeoutError:
+                raise MiniqError(f"job {job_id} was asked to stop but is still running after 60 s") from None
+        note = " (stop requested)" if no_wait and state is State.RUNNING else ""
+        click.echo(f"cancelled {job_id} (was {state.label}){note}")
+
+
+@main.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.pass_obj
+def retry(obj: Context, job_ids: tuple[str, ...]) -> None:
+    """Queue failed or cancelled jobs again, with the same id and arguments.
+
+    Example: miniq retry 20261128-022719-123456-1a2b3c4d
+    """
+    for job_id in job_ids:
+        obj.queue.retry(job_id)
+        click.echo(job_id)
+
+
+@main.command()
+@click.option("--older-than", required=True, metavar="DURATION", help="Remove records of jobs that ended longer ago, e.g. 7d.")
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+@click.pass_obj
+def purge(obj: Context, older_than: str, dry_run: bool) -> None:
+    """Remove records of finished jobs (done and failed) older than a duration.
+
+    Example: miniq purge --older-than 7d --dry-run
+    """
+    from .limits import parse_duration
+
+    for job_id in obj.queue.purge(parse_duration(older_than), dry_run):
+        click.echo(f"{'would remove' if dry_run else 'removed'} {job_id}")
 
 
 @main.command()

@@ -243,6 +243,27 @@ class Job:
         return [os.fsencode(a) for a in self.argv]
 
 
+def parse_at(text: str, now: datetime | None = None) -> float:
+    """Parse ``--at``: an ISO date and time (local unless it has an offset),
+    or ``HH:MM[:SS]`` meaning the next such time.  Returns Unix time."""
+    from .errors import BadInput
+
+    now = now or datetime.now().astimezone()
+    try:
+        if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text.strip()):
+            parts = [int(p) for p in text.strip().split(":")]
+            at = now.replace(hour=parts[0], minute=parts[1], second=parts[2] if len(parts) > 2 else 0, microsecond=0)
+            if at <= now:
+                at = at.fromtimestamp(at.timestamp() + 86400, at.tzinfo)
+            return at.timestamp()
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadInput(f"invalid time {text!r} for --at: expected e.g. 2026-12-24T18:00, '2026-12-24 18:00' or 18:00") from None
+    if at.tzinfo is None:
+        at = at.astimezone()
+    return at.timestamp()
+
+
 def queue_order(name: str) -> tuple[int, str]:
     """Sort key of a ``queue/`` entry: higher priority first, then submission."""
     stem = name[:-5] if name.endswith(".json") else name

@@ -7,6 +7,8 @@ Layout of a root::
                       ``ID.pN.json`` for priority N other than 0
     delayed/ID.json   waiting for its time, a retry's backoff or a dependency
                       (not watched: a transient timer wakes the processor)
+    queue/wake        dropped by enqueue of a delayed job to start the
+                      processor, which removes it and arms the timer
     running/ID@HOST@PID.START.json
                       claimed by the processor with that host, PID and
                       process start time
@@ -80,8 +82,9 @@ class Queue:
     """A miniq root directory and the operations on it."""
 
     #: Dropped in ``queue/`` to start the processor (path unit) without a job,
-    #: so that it arms the timer for a newly delayed job.
-    WAKE = ".wake"
+    #: so that it arms the timer for a newly delayed job.  Not a dot file:
+    #: systemd's DirectoryNotEmpty= ignores those.
+    WAKE = "wake"
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -152,7 +155,8 @@ class Queue:
     def queued_names(self) -> list[str]:
         """Entries of ``queue/``, highest priority first, then submission order."""
         try:
-            return sorted((n for n in os.listdir(self.dir(State.QUEUED)) if not n.startswith(".")), key=queue_order)
+            names = os.listdir(self.dir(State.QUEUED))
+            return sorted((n for n in names if not n.startswith(".") and n != self.WAKE), key=queue_order)
         except FileNotFoundError:
             return []
 

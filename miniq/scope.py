@@ -217,32 +217,64 @@ class ScopeRunner:
             where = "the user manager (is XDG_RUNTIME_DIR set?)" if manager is Manager.USER else "the system manager"
             raise SystemdUnavailable(f"cannot reach {where} over D-Bus: {e}") from None
 
-    def properties(self, job_id: str, name: str, pids: list[int], limits: Limits) -> dict[bytes, Any]:
-        props: dict[bytes, Any] = {
-            b"Description": f"miniq job {job_id} ({name})".encode(),
-            b"_custom": (b"PIDs", b"au", pids),
-            b"CollectMode": b"inactive-or-failed",
-            b"MemoryAccounting": True,
-            b"CPUAccounting": True,
-            b"TasksAccounting": True,
-            b"TimeoutStopUSec": STOP_TIMEOUT_USEC,
-        }
+    def properties(self, job_id: str, name: str, pids: list[int], limits: Limits) -> list[tuple[bytes, bytes, Any]]:
+        props: list[tuple[bytes, bytes, Any]] = [
+            (b"Description", b"s", f"miniq job {job_id} ({name})".encode()),
+            (b"PIDs", b"au", pids),
+            (b"CollectMode", b"s", b"inactive-or-failed"),
+            (b"MemoryAccounting", b"b", True),
+            (b"CPUAccounting", b"b", True),
+            (b"TasksAccounting", b"b", True),
+            (b"TimeoutStopUSec", b"t", STOP_TIMEOUT_USEC),
+        ]
         if limits.memory_max is not None:
-            props[b"MemoryMax"] = limits.memory_max
+            props.append((b"MemoryMax", b"t", limits.memory_max))
         if limits.cpu_quota is not None:
-            props[b"CPUQuotaPerSecUSec"] = limits.cpu_quota * 10_000
+            props.append((b"CPUQuotaPerSecUSec", b"t", limits.cpu_quota * 10_000))
         if limits.tasks_max is not None:
-            props[b"TasksMax"] = limits.tasks_max
+            props.append((b"TasksMax", b"t", limits.tasks_max))
         if limits.timeout is not None:
-            props[b"RuntimeMaxUSec"] = int(limits.timeout * 1_000_000)
+            props.append((b"RuntimeMaxUSec", b"t", int(limits.timeout * 1_000_000)))
         return props
+
+    def start_transient(
+        self,
+        unit: str,
+        props: list[tuple[bytes, bytes, Any]],
+        mode: bytes = b"fail",
+        aux: list[tuple[str, list[tuple[bytes, bytes, Any]]]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """``StartTransientUnit`` with explicitly typed properties.
+
+        pystemd's own wrapper looks signatures up in a table that lacks some
+        properties (``PIDs`` in 0.15, more in Debian's 0.11), so the message
+        is built here from (name, D-Bus signature, value) triples.
+        """
+        from pystemd.dbuslib import apply_signature
+
+        def properties(props: list[tuple[bytes, bytes, Any]]) -> list[Any]:
+            args: list[Any] = [(ord(b"a"), b"(sv)")]
+            for name, signature, value in props:
+                args += [(ord(b"r"), b"sv"), (ord(b"s"), name), (ord(b"v"), signature)]
+                args += apply_signature(signature, [value])
+                args += [(-1, None), (-1, None)]
+            return [*args, (-1, None)]
+
+        args = apply_signature(b"ss", [unit.encode(), mode]) + properties(props)
+        args += [(ord(b"a"), b"(sa(sv))")]
+        for aux_name, aux_props in aux:
+            args += [(ord(b"r"), b"sa(sv)"), (ord(b"s"), aux_name.encode()), *properties(aux_props), (-1, None)]
+        args += [(-1, None)]
+        self.bus.call_method(
+            b"org.freedesktop.systemd1", b"/org/freedesktop/systemd1", b"org.freedesktop.systemd1.Manager", b"StartTransientUnit", args
+        )
 
     def start(self, job_id: str, name: str, exe: str, argv: list[bytes], env: dict[str, str], cwd: str, limits: Limits) -> Running:
         unit = unit_name(job_id)
         keeper = os.posix_spawn(KEEPER[0], list(KEEPER), {}, setsid=True)
         pid, out_r, err_r, gate_w, rep_r = _spawn_gated(exe, argv, job_env(env), cwd, limits.nice)
         try:
-            self.sd.Manager.StartTransientUnit(unit.encode(), b"fail", self.properties(job_id, name, [pid, keeper], limits))
+            self.start_transient(unit, self.properties(job_id, name, [pid, keeper], limits))
             self._wait_placed(unit, pid, keeper)
         except Exception as e:  # noqa: BLE001 - D-Bus errors, StartFailed: the job must not run
             report = _abort(gate_w, rep_r, pid, keeper)

@@ -15,8 +15,8 @@ Resolution of the manager (which systemd runs the jobs' scopes):
   see, so the CLI and the units agree without configuration.
 
 ``<root>/miniq.conf`` (INI, optional) holds default limits for all jobs in
-``[limits]``, per job type in ``[job:NAME]``, and processor options in
-``[processor]``.
+``[limits]``, per job type in ``[job:NAME]``, and processor options
+(``allow-unconfined``, ``parallel``) in ``[processor]``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,16 @@ def resolve_root(manager: Manager, explicit: str | None = None) -> Path:
     return manager.default_root()
 
 
+MAX_PARALLEL = 256
+
+
+def parse_parallel(text: str, where: str = "") -> int:
+    """Parse a number of jobs to run at once (1 to 256)."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_PARALLEL:
+        raise BadInput(f"invalid parallelism {text!r}{where}: expected a whole number from 1 to {MAX_PARALLEL}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Config:
     """The contents of ``<root>/miniq.conf``."""
@@ -72,6 +82,8 @@ class Config:
     per_job: tuple[tuple[str, Limits], ...] = ()
     #: Run jobs without a scope when systemd cannot be reached (opt-in).
     allow_unconfined: bool = False
+    #: How many jobs one processor runs at once; 1 keeps submission order strict.
+    parallel: int = 1
 
     def limits_for(self, name: str) -> Limits:
         for job_name, limits in self.per_job:
@@ -95,6 +107,7 @@ class Config:
         limits = Limits()
         per_job: list[tuple[str, Limits]] = []
         allow_unconfined = False
+        parallel = 1
         for section in parser.sections():
             where = f" in [{section}] of {path}"
             options = dict(parser.items(section))
@@ -104,12 +117,15 @@ class Config:
                 per_job.append((section[4:], Limits.parse(options, where)))
             elif section == "processor":
                 for key, value in options.items():
-                    if key != "allow-unconfined":
-                        raise BadInput(f"unknown option {key!r}{where}: expected allow-unconfined")
-                    try:
-                        allow_unconfined = parser.getboolean(section, key)
-                    except ValueError:
-                        raise BadInput(f"invalid value {value!r} for allow-unconfined{where}: expected yes or no") from None
+                    if key == "allow-unconfined":
+                        try:
+                            allow_unconfined = parser.getboolean(section, key)
+                        except ValueError:
+                            raise BadInput(f"invalid value {value!r} for allow-unconfined{where}: expected yes or no") from None
+                    elif key == "parallel":
+                        parallel = parse_parallel(value, where)
+                    else:
+                        raise BadInput(f"unknown option {key!r}{where}: expected allow-unconfined or parallel")
             else:
                 raise BadInput(f"unknown section [{section}] in {path}: expected [limits], [job:NAME] or [processor]")
-        return cls(limits, tuple(per_job), allow_unconfined)
+        return cls(limits, tuple(per_job), allow_unconfined, parallel)

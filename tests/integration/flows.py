@@ -81,7 +81,7 @@ class Flow:
     # -- observing ------------------------------------------------------------
 
     def record(self, job_id: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.cli("show", job_id).stdout)
+        data: dict[str, Any] = json.loads(self.cli("show", "--json", job_id).stdout)
         return data
 
     def wait_final(self, job_ids: list[str], timeout: float) -> float:

@@ -9,6 +9,7 @@ from testbed.sandbox import Sandbox
 
 from .common import *  # noqa: F403 - the shared checks run for this installation
 from .flows import Flow
+from .operate_checks import *  # noqa: F403
 from .scope_checks import *  # noqa: F403
 
 

@@ -1,0 +1,60 @@
+"""Waking the processor for delayed jobs with a transient systemd timer.
+
+Jobs waiting for their time or a retry's backoff sit in ``delayed/``, which
+no path unit watches.  Before it exits, the processor arms one transient
+timer, ``miniq-wake-<ms>.timer``, in its own manager, for when the earliest
+delayed job is due.  A transient timer cannot name another unit to start
+(systemd 252 refuses ``Unit=`` on it), so it triggers its transient twin
+``miniq-wake-<ms>.service``, which runs ``systemctl start miniq-process.service``:
+the jobs still run in, and log as, the processor's own service.  Older wake
+timers are stopped first, so at most one is armed.  Transient timers do not
+survive a reboot: the minutely ``miniq-process.timer`` then runs the
+processor, which promotes every job whose time has passed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+from .settings import Manager
+
+PREFIX = "miniq-wake-"
+SERVICE = "miniq-process.service"
+
+
+def arm(runner: Any, when: float) -> str:
+    """Arm the wake timer for Unix time ``when`` using a ``ScopeRunner``'s bus."""
+    sd = runner.sd
+    for unit in sd.Manager.ListUnitsByPatterns([], [f"{PREFIX}*.timer".encode()]):
+        try:
+            sd.Manager.StopUnit(unit[0], b"replace")
+        except Exception:  # noqa: BLE001 - it may have just elapsed and gone
+            pass
+    delay_usec = max(int((when - time.time()) * 1_000_000), 1000)
+    base = f"{PREFIX}{int(when * 1000)}"
+    systemctl = shutil.which("systemctl") or "/usr/bin/systemctl"
+    argv = [systemctl, *(["--user"] if runner.manager_kind is Manager.USER else []), "start", "--no-block", SERVICE]
+    runner.start_transient(
+        f"{base}.timer",
+        [
+            (b"Description", b"s", b"miniq: wake the processor for delayed jobs"),
+            (b"TimersMonotonic", b"a(st)", [(b"OnActiveSec", delay_usec)]),
+            (b"AccuracyUSec", b"t", 1000),
+            (b"RemainAfterElapse", b"b", False),
+        ],
+        mode=b"replace",
+        aux=[
+            (
+                f"{base}.service",
+                [
+                    (b"Description", b"s", b"miniq: start the processor for delayed jobs"),
+                    (b"Type", b"s", b"oneshot"),
+                    (b"CollectMode", b"s", b"inactive-or-failed"),
+                    (b"ExecStart", b"a(sasb)", [(systemctl.encode(), [a.encode() for a in argv], False)]),
+                ],
+            )
+        ],
+    )
+    return f"{base}.timer"
