@@ -320,6 +320,29 @@ def logs(obj: Context, job_id: str, follow: bool, events: bool) -> None:
     job_output(job_id, follow, state.is_final, write, events=events)
 
 
+@main.command()
+@click.pass_obj
+def doctor(obj: Context) -> None:
+    """Check the installation and the queue; say what is wrong and how to fix it.
+
+    Exits 1 when it found a problem.
+
+    Example: miniq --user doctor
+    """
+    from .doctor import check
+
+    problems = 0
+    for finding in check(obj.queue, obj.manager):
+        if finding.ok:
+            click.echo(f"ok: {finding.text}")
+        else:
+            problems += 1
+            click.echo(f"problem: {finding.text}")
+            click.echo(f"  fix: {finding.fix}")
+    if problems:
+        raise click.exceptions.Exit(1)
+
+
 @main.command("install-units")
 @click.option("--now", is_flag=True, help="Also enable and start miniq-process.timer and miniq-process.path.")
 @click.pass_obj

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Build the Debian package of this checkout with Debian's own tools:
+#
+#   bash packaging/build-deb.sh        # -> dist/miniq_VERSION_all.deb, then lintian on it
+#
+# As root it installs the build dependencies when they are missing.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+
+need=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling lintian)
+missing=()
+for pkg in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "Error: building the package needs: apt-get install ${missing[*]} (as root)" >&2
+        exit 1
+    fi
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# Only what is part of the source: tracked files when this is a git checkout.
+if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git -C "$src" ls-files -z | (cd "$src" && xargs -0 cp --parents -t "$work/")
+else
+    tar -C "$src" --exclude=.venv --exclude=.git --exclude=dist -cf - . | tar -C "$work" -xf -
+fi
+mkdir -p "$work/miniq-src"
+(cd "$work" && find . -mindepth 1 -maxdepth 1 ! -name miniq-src -exec mv {} miniq-src/ \;)
+cp -r "$work/miniq-src/packaging/debian" "$work/miniq-src/debian"
+# Debian's interpreter and tools, not a per-user Python (pyenv and the like) on PATH.
+(cd "$work/miniq-src" && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1) || { tail -40 "$work/build.log" >&2; exit 1; }
+mkdir -p "$src/dist"
+cp "$work"/miniq_*_all.deb "$src/dist/"
+deb=$(ls "$src"/dist/miniq_*_all.deb | tail -n 1)
+echo "built $deb"
+lintian --fail-on error "$deb"

@@ -1,0 +1,104 @@
+"""The Debian package, built from this checkout and installed with apt in the sandbox.
+
+Done-when of the packaging issue: build the .deb with Debian's tools,
+`apt-get install ./miniq_*.deb`, enable the units as root and as a user,
+see jobs run in both, remove the package, and check that nothing of miniq
+runs any more while the queue files stay.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from testbed.sandbox import Sandbox
+
+from .flows import Flow
+
+pytestmark = pytest.mark.systemd
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    proc = subprocess.run(["bash", str(REPO / "packaging" / "build-deb.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(proc.stdout + proc.stderr)
+    path = Path(proc.stdout.split("built ", 1)[1].split()[0])
+    # The sandbox has no network: fetch the dependencies into the host's apt
+    # cache (which the sandbox's overlay sees) without installing them.
+    fetch = subprocess.run(["apt-get", "install", "--download-only", "-y", str(path)], capture_output=True, text=True)
+    assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory, deb: Path) -> Iterator[Sandbox]:
+    from conftest import require_testbed
+
+    require_testbed()
+    sb = Sandbox(tmp_path_factory.mktemp("debsandbox") / "scratch", "deb", binds=[REPO])
+    sb.boot()
+    try:
+        yield sb
+    finally:
+        sb.close()
+
+
+def active_miniq_units(sb: Sandbox, user: str | None) -> list[str]:
+    args = ["systemctl", *(["--user"] if user else []), "list-units", "--plain", "--no-legend", "--state=active,activating", "miniq*"]
+    return [line.split()[0] for line in sb.run(args, user=user).stdout.splitlines() if line.strip()]
+
+
+def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
+    out = box.sh(f"cd {deb.parent} && apt-get install -y ./miniq_*.deb", env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
+    assert "Setting up miniq" in out.stdout
+    assert box.run(["python3", "-c", "import pystemd; print(pystemd.__version__)"]).stdout.strip() == "0.11.0"
+    # Nothing is enabled by installing.
+    assert box.run(["systemctl", "is-enabled", "miniq-process.path"], check=False).stdout.strip() == "disabled"
+    assert box.run(["stat", "-c", "%U %a", "/var/lib/miniq"]).stdout.strip() == "root 755"
+
+    root = Flow(box, None, "--system")
+    root.run(["systemctl", "enable", "--now", "miniq-process.timer", "miniq-process.path"])
+    root.add_job("hello", '#!/bin/sh\necho "hello $1 from $(id -un)"\n')
+    job = root.run(["miniq", "enqueue", "hello", "root"]).stdout.strip()
+
+    box.add_user("alice")
+    alice = Flow(box, "alice", "--user")
+    alice.run(["systemctl", "--user", "enable", "--now", "miniq-process.timer", "miniq-process.path"])
+    alice.add_job("hello", '#!/bin/sh\necho "hello $1 from $(id -un)"\n')
+    ajob = alice.run(["miniq", "enqueue", "hello", "alice"]).stdout.strip()
+
+    # /usr/bin/miniq is what users call; the flows' helpers take their paths.
+    root_miniq, alice_miniq = Flow.miniq, Flow.miniq
+    try:
+        Flow.miniq = property(lambda self: "/usr/bin/miniq")  # type: ignore[assignment, method-assign]
+        root.wait_final([job], timeout=30)
+        alice.wait_final([ajob], timeout=30)
+        assert root.record(job)["state"] == "done" and alice.record(ajob)["state"] == "done"
+        assert "hello root from root" in root.journal_text()
+        assert "hello alice from alice" in alice.journal_text()
+        # Something left on disk and something running when the package goes.
+        later = root.run(["miniq", "enqueue", "--in", "1h", "hello", "later"]).stdout.strip()
+        root.add_job("long", "#!/bin/sh\nexec sleep 300\n")
+        running = root.run(["miniq", "enqueue", "long"]).stdout.strip()
+        deadline = time.monotonic() + 30
+        while root.record(running)["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        Flow.miniq = root_miniq  # type: ignore[method-assign]
+        del alice_miniq
+
+    box.run(["apt-get", "remove", "-y", "miniq"], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
+    time.sleep(0.5)
+    assert active_miniq_units(box, None) == []
+    assert active_miniq_units(box, "alice") == []
+    assert box.run(["pgrep", "-f", "miniq"], check=False).stdout == ""
+    assert box.path(f"/var/lib/miniq/done/{job}.json").exists()
+    assert box.path(f"/var/lib/miniq/delayed/{later}.json").exists()
+    assert list(box.path("/var/lib/miniq/running").iterdir()), "the interrupted job's claim stays for recovery"
+    assert box.path(f"/home/alice/.local/state/miniq/done/{ajob}.json").exists()
