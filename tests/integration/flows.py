@@ -27,6 +27,7 @@ class Flow:
     sb: Sandbox
     user: str | None  # None: root
     mode: str  # "--user" or "--system"
+    command: str | None = None  # miniq's path when not the README install's (the .deb's)
 
     @property
     def home(self) -> str:
@@ -34,6 +35,8 @@ class Flow:
 
     @property
     def miniq(self) -> str:
+        if self.command:
+            return self.command
         return f"{self.home}/.local/bin/miniq" if self.mode == "--user" else "/usr/local/bin/miniq"
 
     @property

@@ -61,37 +61,30 @@ def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
     assert box.run(["systemctl", "is-enabled", "miniq-process.path"], check=False).stdout.strip() == "disabled"
     assert box.run(["stat", "-c", "%U %a", "/var/lib/miniq"]).stdout.strip() == "root 755"
 
-    root = Flow(box, None, "--system")
+    root = Flow(box, None, "--system", "/usr/bin/miniq")
     root.run(["systemctl", "enable", "--now", "miniq-process.timer", "miniq-process.path"])
     root.add_job("hello", '#!/bin/sh\necho "hello $1 from $(id -un)"\n')
     job = root.run(["miniq", "enqueue", "hello", "root"]).stdout.strip()
 
     box.add_user("alice")
-    alice = Flow(box, "alice", "--user")
+    alice = Flow(box, "alice", "--user", "/usr/bin/miniq")
     alice.run(["systemctl", "--user", "enable", "--now", "miniq-process.timer", "miniq-process.path"])
     alice.add_job("hello", '#!/bin/sh\necho "hello $1 from $(id -un)"\n')
     ajob = alice.run(["miniq", "enqueue", "hello", "alice"]).stdout.strip()
 
-    # /usr/bin/miniq is what users call; the flows' helpers take their paths.
-    root_miniq, alice_miniq = Flow.miniq, Flow.miniq
-    try:
-        Flow.miniq = property(lambda self: "/usr/bin/miniq")  # type: ignore[assignment, method-assign]
-        root.wait_final([job], timeout=30)
-        alice.wait_final([ajob], timeout=30)
-        assert root.record(job)["state"] == "done" and alice.record(ajob)["state"] == "done"
-        assert "hello root from root" in root.journal_text()
-        assert "hello alice from alice" in alice.journal_text()
-        # Something left on disk and something running when the package goes.
-        later = root.run(["miniq", "enqueue", "--in", "1h", "hello", "later"]).stdout.strip()
-        root.add_job("long", "#!/bin/sh\nexec sleep 300\n")
-        running = root.run(["miniq", "enqueue", "long"]).stdout.strip()
-        deadline = time.monotonic() + 30
-        while root.record(running)["state"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    finally:
-        Flow.miniq = root_miniq  # type: ignore[method-assign]
-        del alice_miniq
+    root.wait_final([job], timeout=30)
+    alice.wait_final([ajob], timeout=30)
+    assert root.record(job)["state"] == "done" and alice.record(ajob)["state"] == "done"
+    assert "hello root from root" in root.journal_text()
+    assert "hello alice from alice" in alice.journal_text()
+    # Something left on disk and something running when the package goes.
+    later = root.run(["miniq", "enqueue", "--in", "1h", "hello", "later"]).stdout.strip()
+    root.add_job("long", "#!/bin/sh\nexec sleep 300\n")
+    running = root.run(["miniq", "enqueue", "long"]).stdout.strip()
+    deadline = time.monotonic() + 30
+    while root.record(running)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
     box.run(["apt-get", "remove", "-y", "miniq"], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
     time.sleep(0.5)
