@@ -193,11 +193,17 @@ def test_list_rows_have_the_documented_shape(root: Path) -> None:
     q.enqueue("echo", ["y"], schedule=Schedule(not_before=time.time() + 60, priority=2))
     found = rows(q)
     assert [r["state"] for r in found] == ["queued", "delayed"]
+    found = rows(q, [State.QUEUED, State.DELAYED])
     assert all(tuple(r) == ROW_KEYS for r in found)
     result = CliRunner().invoke(main, ["--root", str(root), "list", "--json"])
     assert json.loads(result.stdout) == found
     table = CliRunner().invoke(main, ["--root", str(root), "status"]).stdout.splitlines()
     assert table[0].split() == ["ID", "STATE", "NAME", "WHEN", "RESULT", "ARGS"] and len(table) == 3
+    # A rejected file that was not a job at all has no name and no submission time.
+    (root / "queue" / "junk.json").write_text("not a job")
+    processor(root)[0].run()
+    junk = [r for r in rows(q) if r["outcome"] == "rejected"]
+    assert [(r["name"], r["submitted"], r["argv"], r["state"]) for r in junk] == [(None, None, [], "failed")]
 
 
 @pytest.mark.parametrize(
