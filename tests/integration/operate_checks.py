@@ -98,8 +98,8 @@ def test_list_json_shape(flow: Flow) -> None:
     assert rows, "nothing listed"
     types = {"id": str, "state": str, "argv": list, "priority": int, "after": list, "retries": int, "attempts": int}
     # name and submitted are null only for a rejected file that was not a job.
-    optional = {"name": str, "submitted": str, "not_before": str, "outcome": str, "exit_code": int, "signal": str, "reason": str, "started": str,
-                "ended": str, "duration": float}  # fmt: skip
+    optional = {"name": str, "submitted": str, "not_before": str, "outcome": str, "exit_code": int, "signal": str,
+                "reason": str, "started": str, "ended": str, "duration": float}  # fmt: skip
     for row in rows:
         assert set(row) == set(types) | set(optional)
         for key, kind in types.items():
