@@ -7,20 +7,7 @@
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 
-need=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling lintian)
-missing=()
-for pkg in "${need[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "Error: building the package needs: apt-get install ${missing[*]} (as root)" >&2
-        exit 1
-    fi
-fi
+bash "$src/packaging/need-debs.sh" dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling lintian
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -25,23 +25,7 @@ esac
 src=$(cd "$(dirname "$0")/.." && pwd)
 
 # pystemd is compiled against libsystemd when it has no wheel for this Python.
-need=(python3-venv python3-dev libsystemd-dev pkg-config gcc)
-missing=()
-for pkg in "${need[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-    elif command -v sudo >/dev/null; then
-        sudo apt-get update -qq
-        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-    else
-        echo "Error: miniq needs these packages; as root run: apt-get install ${missing[*]}" >&2
-        exit 1
-    fi
-fi
+bash "$src/packaging/need-debs.sh" python3-venv python3-dev libsystemd-dev pkg-config gcc
 
 if [ "$mode" = --system ]; then
     venv=/opt/miniq/venv
