@@ -77,8 +77,8 @@ def main() -> None:
                 print(f"{mode:5}: {jobs} jobs in {seconds:.2f} s = {jobs / seconds:.0f} jobs/s ({seconds / jobs * 1000:.2f} ms per job)")
             sb.sh(f"MINIQ_ROOT=/srv/lat {MINIQ} --system install-units --now >/dev/null")
             sb.sh(
-                "mkdir -p /srv/lat/jobs && printf '#!/bin/sh\\ndate +%s.%N > /srv/lat/started-$MINIQ_JOB_ID\\n' > /srv/lat/jobs/stamp.job"
-                " && chmod +x /srv/lat/jobs/stamp.job"
+                "mkdir -p /srv/lat/jobs && cat > /srv/lat/jobs/stamp.job && chmod +x /srv/lat/jobs/stamp.job",
+                input='#!/bin/sh\ndate +%s.%N > "/srv/lat/started-$MINIQ_JOB_ID"\n',
             )
             latencies = []
             for _ in range(20):
