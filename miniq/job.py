@@ -66,6 +66,7 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # the job file itself was unusable (see reason)
     ERROR = "error"  # miniq itself failed while handling the job (see reason)
     CANCELLED = "cancelled"  # stopped or dropped by `miniq cancel`
+    INTERRUPTED = "interrupted"  # its processor died; the job was queued again (attempts only)
 
     def succeeded(self, exit_code: int | None) -> bool:
         return self is Outcome.EXITED and exit_code == 0

@@ -202,7 +202,11 @@ class Processor:
         attempts = (*job.attempts, result)
         outcome = Outcome(result["outcome"])
         ok = outcome.succeeded(result.get("exit_code"))
-        failures = sum(1 for a in attempts if not Outcome(a.get("outcome", "error")).succeeded(a.get("exit_code")))
+        # Interrupted runs (the processor died) do not use up retries.
+        failures = sum(
+            1 for a in attempts if a.get("outcome") != Outcome.INTERRUPTED.value and not (
+                a.get("outcome") == Outcome.EXITED.value and a.get("exit_code") == 0)
+        )  # fmt: skip
         if not ok and outcome not in (Outcome.CANCELLED, Outcome.REJECTED) and failures <= job.schedule.retries:
             delay = backoff(failures)
             s = job.schedule

@@ -238,7 +238,9 @@ class Queue:
         data = json.loads(running.read_bytes())
         data.setdefault("attempts", []).append(note)
         job_id = data["id"]
-        fsutil.write_durably(self.tmp_dir, self.dir(State.QUEUED) / f"{job_id}.json", dump(data))
+        priority = (data.get("schedule") or {}).get("priority", 0)
+        name = f"{job_id}.p{priority}.json" if priority else f"{job_id}.json"
+        fsutil.write_durably(self.tmp_dir, self.dir(State.QUEUED) / name, dump(data))
         os.unlink(running)
         fsutil.fsync_dir(running.parent)
         return str(job_id)

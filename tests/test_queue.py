@@ -135,3 +135,23 @@ def test_find_reports_each_state(root: Path) -> None:
     q.finish(claim, dict(job.to_json(), result={"outcome": "exited", "exit_code": 0}), State.DONE)
     assert q.find(job.id)[0] is State.DONE
     assert os.listdir(root / "running") == []
+
+
+def test_an_interrupted_job_runs_again_and_keeps_its_priority(root: Path) -> None:
+    from test_processor import ListSink
+
+    from miniq.job import Schedule
+    from miniq.processor import Processor
+    from miniq.scope import PlainRunner
+    from miniq.settings import Manager
+
+    q = Queue(root)
+    job = q.enqueue("echo", ["again"], schedule=Schedule(priority=3))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    q.claim_next(f"{claimer_id().split('@')[0]}@{dead.pid}.1")
+    summary = Processor(q, Manager.USER, runner=PlainRunner(), sink=ListSink()).run()
+    assert summary.recovered == [job.id] and summary.succeeded == [job.id]
+    record = q.record(job.id)
+    assert [a["outcome"] for a in record["attempts"]] == ["interrupted", "exited"]
+    assert record["state"] == "done"
