@@ -128,17 +128,7 @@ def test_bursts_never_wait_for_the_timer(flow: Flow) -> None:
         waited = flow.wait_final(trickle, timeout=20)
         print(f"trickle: {len(trickle)} jobs in 60 s; last finished {waited:.2f} s after the last enqueue")
         # 2000 at once, through the library (the CLI would take minutes to start 2000 times).
-        py = f"{flow.home}/.local/share/miniq/venv/bin/python" if flow.mode == "--user" else "/opt/miniq/venv/bin/python"
-        flood = flow.run(
-            [
-                py,
-                "-c",
-                "import sys; from pathlib import Path; from miniq import Queue\n"
-                "q = Queue(Path(sys.argv[1]))\nfor i in range(2000): print(q.enqueue('quick', [str(i)]).id)",
-                flow.root,
-            ],
-            timeout=300,
-        ).stdout.split()
+        flood = flow.enqueue_many("quick", 2000, numbered=True)
         waited = flow.wait_final(flood, timeout=300)
         print(f"flood: 2000 jobs finished {waited:.1f} s after the last enqueue")
     finally:

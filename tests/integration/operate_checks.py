@@ -67,16 +67,7 @@ def test_parallel_four(flow: Flow) -> None:
     flow.sh(f"printf '[processor]\\nparallel = 4\\n' > {flow.root}/miniq.conf")
     flow.run([*flow.systemctl, "stop", "miniq-process.path", "miniq-process.timer"])
     try:
-        py = f"{flow.home}/.local/share/miniq/venv/bin/python" if flow.mode == "--user" else "/opt/miniq/venv/bin/python"
-        ids = flow.run(
-            [
-                py,
-                "-c",
-                "import sys; from pathlib import Path; from miniq import Queue\n"
-                "q = Queue(Path(sys.argv[1]))\nfor i in range(40): print(q.enqueue('nap', []).id)",
-                flow.root,
-            ]
-        ).stdout.split()
+        ids = flow.enqueue_many("nap", 40)
         start = time.monotonic()
         flow.run([*flow.systemctl, "start", "miniq-process.path"])
         waited = flow.wait_final(ids, timeout=120)
