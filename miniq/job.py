@@ -104,6 +104,11 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
+def not_started(reason: str, outcome: Outcome = Outcome.NOT_STARTED) -> dict[str, Any]:
+    """The ``result`` of a job that did not run: not started, rejected, cancelled..."""
+    return {"outcome": outcome.value, "reason": reason, "host": hostname(), "ended": now_iso()}
+
+
 MAX_BACKOFF = 3600.0
 
 

@@ -27,11 +27,11 @@ from typing import Any, Callable
 
 from . import journal
 from .errors import MiniqError, SystemdUnavailable
-from .job import Job, Outcome, Schedule, State, backoff
+from .job import Job, Outcome, Schedule, State, backoff, not_started
 from .queue import Claim, Queue, claimer_id
 from .scope import PlainRunner, ScopeRunner, unit_name
 from .settings import Config, Manager
-from .worker import Runner, Worker, not_started
+from .worker import Runner, Worker
 
 
 @dataclass

@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 from . import fsutil
 from .errors import BadInput, MiniqError, UnknownJob
-from .job import ID_RE, SCHEMA, Job, Outcome, Schedule, State, check_name, dump, hostname, new_id, now_iso, queue_order
+from .job import ID_RE, SCHEMA, Job, Outcome, Schedule, State, check_name, dump, hostname, new_id, not_started, now_iso, queue_order
 from .limits import Limits
 
 
@@ -62,10 +62,14 @@ def process_start_time(pid: int) -> str | None:
     return stat.rsplit(b")", 1)[1].split()[19].decode()
 
 
+def claim_host() -> str:
+    """This host's name as it appears in claim file names (no '@' or '/')."""
+    return hostname().replace("@", "_").replace("/", "_")
+
+
 def claimer_id() -> str:
     """This process's claim suffix: unique among all live processes of all hosts."""
-    host = hostname().replace("@", "_").replace("/", "_")
-    return f"{host}@{os.getpid()}.{process_start_time(os.getpid())}"
+    return f"{claim_host()}@{os.getpid()}.{process_start_time(os.getpid())}"
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,12 @@ class Queue:
         self.release(claim)
         return final
 
+    def finish_unrun(self, claim: Claim, job: Job, result: dict[str, Any]) -> Path:
+        """Record a claimed job as failed without running it (``result`` says why)."""
+        record = dict(job.to_json(), result=result, state=State.FAILED.label)
+        record["attempts"] = [*job.attempts, result]
+        return self.finish(claim, record, State.FAILED)
+
     def release(self, claim: Claim) -> None:
         os.unlink(claim.path)
         fsutil.fsync_dir(claim.path.parent)
@@ -229,7 +239,7 @@ class Queue:
             state=State.FAILED.label,
             queued_as=claim.queued_name,
             original=claim.data.decode("utf-8", "backslashreplace"),
-            result={"outcome": "rejected", "reason": reason, "host": hostname(), "ended": now_iso()},
+            result=not_started(reason, Outcome.REJECTED),
         )
         return self.finish(claim, record, State.FAILED)
 
@@ -247,7 +257,7 @@ class Queue:
 
     def stale_claims(self) -> Iterator[tuple[str, Path]]:
         """Claims of this host whose processor is gone: (job id, running file)."""
-        host = hostname().replace("@", "_").replace("/", "_")
+        host = claim_host()
         try:
             names = os.listdir(self.dir(State.RUNNING))
         except FileNotFoundError:
@@ -271,7 +281,7 @@ class Queue:
                 continue
             before_requeue(job_id)
             try:
-                self.requeue(path, {"outcome": "interrupted", "claim": path.name, "detected": now_iso()})
+                self.requeue(path, {"outcome": Outcome.INTERRUPTED.value, "claim": path.name, "detected": now_iso()})
             except (ValueError, KeyError):
                 claim = Claim(job_id, path, path.name, path.read_bytes())
                 self.reject(claim, "claimed by a processor that died, and the file is unreadable")
@@ -345,10 +355,7 @@ class Queue:
             if failed_dep:
                 claim = self.claim(name, claimer, State.DELAYED)
                 if claim:
-                    result = {"outcome": Outcome.NOT_STARTED.value, "reason": failed_dep, "host": hostname(), "ended": now_iso()}
-                    record = dict(job.to_json(), result=result, state=State.FAILED.label)
-                    record["attempts"] = [*job.attempts, result]
-                    self.finish(claim, record, State.FAILED)
+                    self.finish_unrun(claim, job, not_started(failed_dep))
                 continue
             if blocked:
                 continue
@@ -397,15 +404,7 @@ class Queue:
             if claim is None:
                 continue  # it moved meanwhile (claimed or promoted): look again
             job = Job.from_json(json.loads(claim.data))
-            result = {
-                "outcome": Outcome.CANCELLED.value,
-                "reason": f"cancelled while {state.label}",
-                "host": hostname(),
-                "ended": now_iso(),
-            }
-            record = dict(job.to_json(), result=result, state=State.FAILED.label)
-            record["attempts"] = [*job.attempts, result]
-            self.finish(claim, record, State.FAILED)
+            self.finish_unrun(claim, job, not_started(f"cancelled while {state.label}", Outcome.CANCELLED))
             return state
 
     def cancel_requested(self, job_id: str) -> bool:

@@ -12,10 +12,11 @@ miniq can read what the kernel accounted (peak memory, CPU time, OOM kills)
 before it stops the scope.  ``TasksMax=`` counts it: a job gets one task
 fewer than the limit says.
 
-Then ``stop`` stops the scope, which kills whatever the job left behind
-(SIGTERM, then SIGKILL after ``STOP_GRACE``), and returns only once systemd
-has unloaded it: the scope is transient with
-``CollectMode=inactive-or-failed``, so no unit stays loaded afterwards,
+Then ``stop`` reaps the keeper.  A scope the job left empty is stopped and
+unloaded by systemd itself (the scope is transient with
+``CollectMode=inactive-or-failed``).  If the job left processes behind,
+``stop`` stops the scope (SIGTERM, then SIGKILL after ``STOP_GRACE``) and
+returns only once systemd has unloaded it.  Either way no unit stays loaded,
 whatever the result.
 
 ``PlainRunner`` runs jobs without a scope.  miniq uses it only where the
@@ -339,7 +340,7 @@ class ScopeRunner:
         return acct
 
     def stop(self, running: Running) -> None:
-        """Reap the keeper, then stop the scope and wait until it is gone."""
+        """Reap the keeper; stop the scope if the job left processes in it."""
         if running.keeper is not None:
             try:
                 os.kill(running.keeper, signal.SIGKILL)

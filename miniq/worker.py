@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from . import journal
 from .errors import MiniqError
-from .job import Job, Outcome, hostname, now_iso
+from .job import Job, Outcome, hostname, not_started, now_iso
 from .limits import Limits
 from .queue import Queue
 from .scope import Running, StartFailed
@@ -32,10 +32,6 @@ class Runner(Protocol):
     def start(self, job_id: str, name: str, exe: str, argv: list[bytes], env: dict[str, str], cwd: str, limits: Limits) -> Running: ...
     def accounting(self, running: Running) -> dict[str, Any]: ...
     def stop(self, running: Running) -> None: ...
-
-
-def not_started(reason: str, outcome: Outcome = Outcome.NOT_STARTED) -> dict[str, Any]:
-    return {"outcome": outcome.value, "reason": reason, "host": hostname(), "ended": now_iso()}
 
 
 def classify(result: dict[str, Any], limits: Limits, duration: float, cancelled: bool) -> Outcome:
