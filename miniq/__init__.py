@@ -6,8 +6,22 @@ The library is the API; the CLI is a thin layer over it::
     job = Queue(root).enqueue("notify", ["Title", "message"])
 """
 
-from .errors import MiniqError
-from .queue import Queue
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["MiniqError", "Queue", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that `miniq enqueue` loads only what it needs.
+    if name == "Queue":
+        from .queue import Queue
+
+        return Queue
+    if name == "MiniqError":
+        from .errors import MiniqError
+
+        return MiniqError
+    raise AttributeError(name)

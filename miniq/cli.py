@@ -1,11 +1,17 @@
 """The ``miniq`` command: parses, calls the library, prints.
 
+Every error reaches the user as one ``Error: ...`` line (and sometimes a
+``Hint: ...``) with a documented exit code; tracebacks only with ``--debug``.
+Commands import what they need when they run, so that ``miniq enqueue``
+starts fast.
+
 Exit codes (stable, documented in README.md):
   0  success
   1  an error miniq could not recover from (message on stderr)
   2  bad input: invalid job name, unknown job type, invalid limit; nothing written
   3  no job with that id
   4  systemd or D-Bus unreachable
+  5  not permitted: another user's job, or a queue closed to you
 """
 
 from __future__ import annotations
@@ -19,9 +25,8 @@ import click
 from . import __version__
 from .errors import BadInput, MiniqError
 from .job import State
-from .limits import Limits
-from .queue import Queue
-from .settings import Manager, detect_manager, resolve_root
+from .limits import LIMITS, Limits
+from .manager import Manager, detect_manager, resolve_root
 
 
 class Context:
@@ -30,22 +35,50 @@ class Context:
     def __init__(self, manager: Manager | None, root: str | None) -> None:
         self.manager = manager or detect_manager()
         self.root = resolve_root(self.manager, root)
+        self.explicit_root = root is not None
+        from .queue import Queue
+
         self.queue = Queue(self.root)
 
 
 class MiniqGroup(click.Group):
-    """Turns MiniqError into ``Error: ...`` and its exit code."""
+    """Turns errors into ``Error: ...`` and an exit code; lists aliases once."""
+
+    aliases = {"status": "list"}
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except MiniqError as e:
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 - the CLI edge: one line, a documented code
             if ctx.meta.get("miniq.debug"):
                 raise
-            click.echo(f"Error: {e.message}", err=True)
-            if e.hint:
-                click.echo(f"Hint: {e.hint}", err=True)
-            ctx.exit(e.exit_code)
+            message, hint, code = _explain(e)
+            click.echo(f"Error: {message}", err=True)
+            if hint:
+                click.echo(f"Hint: {hint}", err=True)
+            ctx.exit(code)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in super().list_commands(ctx) if name not in self.aliases]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
+
+
+def _explain(e: BaseException) -> tuple[str, str | None, int]:
+    if isinstance(e, MiniqError):
+        return e.message, e.hint, e.exit_code
+    if isinstance(e, PermissionError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"permission denied{where}", "this queue belongs to another user; use your own (--user) or ask its owner", 5
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or e}{where}", None, 1
+    return f"internal error in miniq: {e!r}", "run again with --debug to see where it happened, and report it", 1
 
 
 @click.group(cls=MiniqGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +93,7 @@ def main(ctx: click.Context, manager: Manager | None, root: str | None, debug: b
 
     Jobs are executables in ROOT/jobs/NAME.job; `miniq enqueue NAME ARGS...`
     queues one, and the miniq-process units run it in its own scope, with
-    its output in the journal.
+    its output in the journal.  `miniq status` is another name for `miniq list`.
 
     Example: miniq enqueue backup /srv/data
     """
@@ -69,17 +102,23 @@ def main(ctx: click.Context, manager: Manager | None, root: str | None, debug: b
 
 
 def _limit_options(f: Any) -> Any:
-    for name, help_text in reversed(
-        [
-            ("--memory-max", "Memory limit (MemoryMax=), e.g. 512M or 2G."),
-            ("--cpu-quota", "CPU limit in percent of one CPU (CPUQuota=), e.g. 50%."),
-            ("--tasks-max", "Maximum processes and threads (TasksMax=), e.g. 64."),
-            ("--timeout", "Wall-clock limit; the job is stopped after it, e.g. 10m."),
-            ("--nice", "Niceness of the job, -20 to 19."),
-        ]
-    ):
-        f = click.option(name, metavar="VALUE", help=help_text)(f)
+    for spec in reversed(LIMITS):
+        f = click.option(f"--{spec.key}", spec.attr, metavar="VALUE", help=spec.help)(f)
     return f
+
+
+def _warn_unprocessed(obj: Context) -> None:
+    """Say so when nothing will start the processor for this queue (README)."""
+    from .manager import enabled_units
+
+    if obj.explicit_root or enabled_units(obj.manager):
+        return
+    flag = "--user " if obj.manager is Manager.USER else ""
+    click.echo(
+        f"Warning: no miniq-process.path or .timer is enabled in the {obj.manager.value} manager, so nothing will run this job; "
+        f"fix: miniq {flag}install-units --now (or: systemctl {flag}enable --now miniq-process.timer miniq-process.path)",
+        err=True,
+    )
 
 
 @main.command(context_settings={"allow_interspersed_args": False})
@@ -106,10 +145,11 @@ def enqueue(
     """
     import time
 
-    from .job import Schedule, parse_at
-    from .limits import parse_duration
+    from .schedule import Schedule
+    from .timeparse import parse_at, parse_duration
 
-    parsed = Limits.parse({k.replace("_", "-"): v for k, v in limits.items()})
+    by_attr = {spec.attr: spec.key for spec in LIMITS}
+    parsed = Limits.parse({by_attr[k]: v for k, v in limits.items()})
     if delay and at:
         raise BadInput("--in and --at both given: expected at most one of them")
     not_before = time.time() + parse_duration(delay) if delay else parse_at(at) if at else None
@@ -117,6 +157,7 @@ def enqueue(
         args = args[1:]
     job = obj.queue.enqueue(name, list(args), parsed, Schedule(priority, not_before, after, retries))
     click.echo(job.id)
+    _warn_unprocessed(obj)
 
 
 @main.command()
@@ -145,45 +186,36 @@ STATE_CHOICES = [s.label for s in State]
 @main.command("list")
 @click.option("--state", "states", multiple=True, type=click.Choice(STATE_CHOICES), help="Only jobs in this state (repeatable).")
 @click.option("--name", help="Only jobs of this job type.")
-@click.option("--all", "show_all", is_flag=True, help="All finished jobs, not only the 20 most recent.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape in README).")
+@click.option("--all", "show_all", is_flag=True, help="Every job, not only the first 20 queued, delayed and finished.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape in README); streams with --all.")
 @click.pass_obj
 def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: bool, as_json: bool) -> None:
-    """List running, queued and delayed jobs, and recently finished ones (alias: status).
+    """List running jobs, the next queued and delayed ones, and the newest finished.
+
+    Without --all it shows at most 20 queued, 20 delayed and the 20 most
+    recently submitted finished jobs, and says how many more there are.
+    WHEN is relative to now: "queued 5m ago", "due in 2h", "ended 10s ago".
 
     Example: miniq list --state failed --name backup
     """
-    from .listing import rows
+    from .listing import iterate, row
 
-    chosen = [s for s in State if s.label in states] if states else list(State)
-    found = rows(obj.queue, chosen, name, None if show_all else 20)
+    chosen = [State.by_label(s) for s in states] if states else list(State)
+    items = iterate(obj.queue, chosen, name, None if show_all else 20)
     if as_json:
-        click.echo(json.dumps(found, indent=1))
+        out = sys.stdout
+        out.write("[")
+        first = True
+        for item in items:
+            if isinstance(item, tuple):
+                continue
+            out.write(("\n" if first else ",\n") + json.dumps(row(item)))
+            first = False
+        out.write("\n]\n" if not first else "]\n")
         return
-    click.echo(_table(found))
+    from .table import render
 
-
-def _table(found: list[dict[str, Any]]) -> str:
-    import shlex
-    import shutil
-
-    from .listing import age
-
-    width = shutil.get_terminal_size((100, 24)).columns
-    lines = [("ID", "STATE", "NAME", "WHEN", "RESULT", "ARGS")]
-    for r in found:
-        when = age(r["ended"]) if r["ended"] else age(r["not_before"]) if r["not_before"] else age(r["submitted"])
-        result = "" if not r["outcome"] else f"exit {r['exit_code']}" if r["outcome"] == "exited" else r["outcome"]
-        lines.append((r["id"], r["state"], r["name"] or "?", when, result, shlex.join(r["argv"] or [])))
-    widths = [max(len(line[i]) for line in lines) for i in range(5)]
-    out = []
-    for line in lines:
-        text = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:5])) + "  " + line[5]
-        out.append(text if len(text) <= width else text[: max(width - 1, 0)] + "…")
-    return "\n".join(out)
-
-
-main.add_command(list_, "status")
+    click.echo(render(items))
 
 
 @main.command()
@@ -195,52 +227,40 @@ def show(obj: Context, job_id: str, as_json: bool) -> None:
 
     Example: miniq show --json 20261128-022719-123456-1a2b3c4d
     """
-    record = obj.queue.record(job_id)
+    record = obj.queue.read(job_id)
     if as_json:
-        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        click.echo(json.dumps(record.shown(), indent=2, sort_keys=True))
         return
-    from .listing import row
-    from .processor import describe
+    from .table import describe_record
 
-    r = row(record)
-    for key in ("id", "name", "state", "argv", "submitted", "priority", "not_before", "after", "retries"):
-        if r[key] not in (None, [], 0) or key in ("id", "name", "state", "argv"):
-            click.echo(f"{key + ':':12} {r[key]}")
-    if record.get("limits"):
-        click.echo(f"{'limits:':12} {record['limits']}")
-    for n, attempt in enumerate(record.get("attempts", []), 1):
-        click.echo(f"attempt {n}:   {describe(attempt)} ({attempt.get('ended', '')})")
-    result = record.get("result")
-    if result:
-        for key in ("outcome", "exit_code", "signal", "reason", "started", "ended", "duration", "host", "unit",
-                    "cpu_usec", "memory_peak", "max_rss"):  # fmt: skip
-            if result.get(key) is not None:
-                click.echo(f"{key + ':':12} {result[key]}")
+    click.echo(describe_record(record))
 
 
 @main.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
-@click.option("--timeout", "limit", metavar="DURATION", help="Give up after this long (exit 1).")
+@click.option("--timeout", "limit", metavar="DURATION", help="Give up after this long (exit 75).")
 @click.pass_obj
 def wait(obj: Context, job_ids: tuple[str, ...], limit: str | None) -> None:
     """Wait until the jobs finish; exit with the first failing job's status.
 
     The status is the job's exit code; 128+N if killed by signal N; 124 if
     stopped at its time limit; 137 if killed for memory; 130 if cancelled;
-    125 if it never ran (not started, rejected, dependency failed).
+    125 if it never ran (not started, rejected, dependency failed); 75 if
+    --timeout expired first.
 
     Example: miniq wait $(miniq enqueue backup /srv) && echo backed up
     """
-    from .limits import parse_duration
-    from .listing import exit_status
-    from .listing import wait as wait_for
+    from .result import WAIT_GAVE_UP
+    from .timeparse import parse_duration
+    from .waiting import wait as wait_for
 
     try:
         records = wait_for(obj.queue, list(job_ids), timeout=parse_duration(limit) if limit else None)
     except TimeoutError:
-        raise MiniqError(f"jobs still not finished after {limit}") from None
+        click.echo(f"Error: jobs still not finished after {limit}", err=True)
+        raise click.exceptions.Exit(WAIT_GAVE_UP) from None
     for record in records:
-        status = exit_status(record)
+        status = record.result.wait_status if record.result else 125
         if status:
             raise click.exceptions.Exit(status)
 
@@ -252,21 +272,24 @@ def wait(obj: Context, job_ids: tuple[str, ...], limit: str | None) -> None:
 def cancel(obj: Context, job_ids: tuple[str, ...], no_wait: bool) -> None:
     """Cancel jobs: queued or delayed ones never run, running ones are stopped.
 
-    A running job's scope is stopped by its processor within a second; the
-    job is recorded as cancelled.
+    A running job's scope is stopped by its processor within a second, on
+    whichever machine it runs; the job is recorded as cancelled.  A job whose
+    processor is gone is cancelled as soon as its claim may be taken over.
 
     Example: miniq cancel 20261128-022719-123456-1a2b3c4d
     """
-    from .listing import wait as wait_for
-    from .queue import claimer_id
+    from .waiting import wait as wait_for
 
     for job_id in job_ids:
-        state = obj.queue.cancel(job_id, claimer_id())
+        state = obj.queue.cancel(job_id)
         if state is State.RUNNING and not no_wait:
             try:
                 wait_for(obj.queue, [job_id], timeout=60)
             except TimeoutError:
-                raise MiniqError(f"job {job_id} was asked to stop but is still running after 60 s") from None
+                raise MiniqError(
+                    f"job {job_id} was asked to stop but is still running after 60 s",
+                    hint=f"if its host is gone, it is cancelled when its lease expires; see: miniq show {job_id}",
+                ) from None
         note = " (stop requested)" if no_wait and state is State.RUNNING else ""
         click.echo(f"cancelled {job_id} (was {state.label}){note}")
 
@@ -285,17 +308,39 @@ def retry(obj: Context, job_ids: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--older-than", required=True, metavar="DURATION", help="Remove records of jobs that ended longer ago, e.g. 7d.")
+@click.argument("job_id", metavar="ID")
+@click.option("--force", is_flag=True, help="Even if its processor's lease is still live (you know its host is gone).")
+@click.pass_obj
+def requeue(obj: Context, job_id: str, force: bool) -> None:
+    """Queue a running job again at once whose processor is gone.
+
+    A job held by a processor that died, or whose host stopped renewing its
+    lease, is taken over automatically; this does it now.
+
+    Example: miniq requeue 20261128-022719-123456-1a2b3c4d
+    """
+    from .config import Config
+
+    path = obj.queue.requeue(job_id, force=force, lease=Config.load(obj.root).lease)
+    click.echo(f"{job_id} is now {path.parent.name}")
+
+
+@main.command()
+@click.option("--older-than", metavar="DURATION", help="Remove records of jobs that ended at least this long ago, e.g. 7d (0 for all).")
+@click.option("--all-finished", is_flag=True, help="Remove the records of every finished job.")
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
 @click.pass_obj
-def purge(obj: Context, older_than: str, dry_run: bool) -> None:
-    """Remove records of finished jobs (done and failed) older than a duration.
+def purge(obj: Context, older_than: str | None, all_finished: bool, dry_run: bool) -> None:
+    """Remove records of finished jobs (done and failed).
 
     Example: miniq purge --older-than 7d --dry-run
     """
-    from .limits import parse_duration
+    from .timeparse import parse_duration
 
-    for job_id in obj.queue.purge(parse_duration(older_than), dry_run):
+    if (older_than is None) == (not all_finished):
+        raise BadInput("expected exactly one of --older-than DURATION and --all-finished")
+    seconds = 0.0 if all_finished else parse_duration(older_than or "", allow_zero=True)
+    for job_id in obj.queue.purge(seconds, dry_run):
         click.echo(f"{'would remove' if dry_run else 'removed'} {job_id}")
 
 
@@ -309,15 +354,20 @@ def logs(obj: Context, job_id: str, follow: bool, events: bool) -> None:
 
     Example: miniq logs -f 20261128-022719-123456-1a2b3c4d
     """
-    from .journal import job_output
+    from .logs import access_problem, job_output
 
-    state, _ = obj.queue.find(job_id)
+    record = obj.queue.read(job_id)
 
     def write(data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 
-    job_output(job_id, follow, state.is_final, write, events=events)
+    seen = job_output(job_id, follow, record.finished, write, lambda text: click.echo(text, err=True), events=events)
+    printed = record.result.output_lines if record.result else None
+    if seen.lines == 0 and (printed or not record.finished):
+        problem = access_problem()
+        if problem:
+            raise MiniqError(f"cannot show the output of job {job_id}: {problem}")
 
 
 @main.command()
@@ -345,8 +395,9 @@ def doctor(obj: Context) -> None:
 
 @main.command("install-units")
 @click.option("--now", is_flag=True, help="Also enable and start miniq-process.timer and miniq-process.path.")
+@click.option("--timer-period", metavar="PERIOD", help="How often the timer starts the processor (default 1min), e.g. 15s.")
 @click.pass_obj
-def install_units(obj: Context, now: bool) -> None:
+def install_units(obj: Context, now: bool, timer_period: str | None) -> None:
     """Install the units for this miniq (user units with --user, system units with --system).
 
     ExecStart= points at this installation, so a venv or ~/.local works.
@@ -358,22 +409,29 @@ def install_units(obj: Context, now: bool) -> None:
     from .units import install
 
     manager = obj.manager
-    for path in install(manager, obj.root, now):
+    for path in install(manager, obj.root, now, timer_period):
         click.echo(f"installed {path}")
     if not now:
-        flag = " --user" if manager is Manager.USER else ""
-        click.echo(f"enable with: systemctl{flag} enable --now miniq-process.timer miniq-process.path")
+        click.echo(f"enable with: {' '.join(manager.systemctl('enable', '--now', 'miniq-process.timer', 'miniq-process.path'))}")
 
 
 @main.command("uninstall-units")
+@click.option("--force", is_flag=True, help="Even while jobs run (they are stopped, and run again from the start later).")
 @click.pass_obj
-def uninstall_units(obj: Context) -> None:
+def uninstall_units(obj: Context, force: bool) -> None:
     """Stop, disable and remove the units that install-units wrote; queued jobs stay.
 
     Example: miniq --user uninstall-units
     """
     from .units import uninstall
 
+    running = [e for e in obj.queue.entries(State.RUNNING)]
+    if running and not force:
+        raise BadInput(
+            f"{len(running)} job(s) are running (e.g. {running[0][0]}); removing the units would stop them, "
+            "and they would run again from the start later",
+            hint="wait for them (miniq wait ID), or use --force",
+        )
     for path in uninstall(obj.manager):
         click.echo(f"removed {path}")
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
-from .errors import SystemdUnavailable
-from .job import State
+from .errors import MiniqError, SystemdUnavailable
+from .manager import Manager
 from .queue import Queue
-from .settings import Manager
 from .units import ENABLE, UNITS
 
 
@@ -27,86 +27,151 @@ class Finding:
     fix: str = ""
 
 
-def _systemctl(manager: Manager) -> list[str]:
-    return ["systemctl", "--user"] if manager is Manager.USER else ["systemctl"]
-
-
 def _show(manager: Manager, unit: str) -> dict[str, str]:
     props = "LoadState,ActiveState,UnitFileState,Result,Paths"
-    proc = subprocess.run([*_systemctl(manager), "show", f"--property={props}", unit], capture_output=True, text=True)
+    proc = subprocess.run(manager.systemctl("show", f"--property={props}", unit), capture_output=True, text=True)
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
 def check(queue: Queue, manager: Manager) -> Iterator[Finding]:
     """Run every check for ``queue`` as served by ``manager``."""
-    flag = "--user " if manager is Manager.USER else ""
-    sysctl = " ".join(_systemctl(manager))
+    reachable = yield from _systemd(manager)
+    if reachable:
+        yield from _units(queue, manager)
+    yield from _journal(manager)
+    if not queue.root.is_dir():
+        yield Finding(False, f"the queue root {queue.root} does not exist",
+                      f"mkdir -p {queue.layout.jobs} and put job types there (executables named NAME.job)")  # fmt: skip
+        return
+    yield from _writable(queue)
+    yield from _privacy(queue)
+    yield from _claims(queue)
+    yield from _job_types(queue)
 
+
+def _systemd(manager: Manager) -> Generator[Finding, None, bool]:
     if importlib.util.find_spec("pystemd") is None:
         yield Finding(False, "pystemd is not installed, so jobs cannot get scopes",
                       "pip install pystemd (in miniq's environment), or apt-get install python3-pystemd")  # fmt: skip
-        reachable = False
-    else:
-        from .scope import ScopeRunner
+        return False
+    from .systemd import Systemd
 
-        try:
-            ScopeRunner(manager)
-            reachable = True
-            yield Finding(True, f"the {manager.value} manager answers over D-Bus")
-        except SystemdUnavailable as e:
-            reachable = False
-            hint = (
-                "log in as that user (or loginctl enable-linger USER) and make sure XDG_RUNTIME_DIR is set"
-                if manager is Manager.USER
-                else "miniq needs a running systemd and D-Bus system bus"
-            )
-            yield Finding(False, f"systemd cannot be reached: {e.message}", hint)
+    try:
+        Systemd(manager).close()
+    except SystemdUnavailable as e:
+        hint = (
+            "log in as that user (or loginctl enable-linger USER) and make sure XDG_RUNTIME_DIR is set"
+            if manager is Manager.USER
+            else "miniq needs a running systemd and D-Bus system bus"
+        )
+        yield Finding(False, f"systemd cannot be reached: {e.message}", hint)
+        return False
+    yield Finding(True, f"the {manager.value} manager answers over D-Bus")
+    return True
 
-    if reachable:
-        states = {unit: _show(manager, unit) for unit in UNITS}
-        missing = [u for u, s in states.items() if s.get("LoadState") != "loaded"]
-        if missing:
-            yield Finding(False, f"units not installed: {', '.join(missing)}", f"miniq {flag}install-units --now")
-        else:
-            yield Finding(True, "the miniq units are installed")
-            for unit in ENABLE:
-                s = states[unit]
-                if s.get("ActiveState") == "failed":
-                    why = s.get("Result", "")
-                    if why == "trigger-limit-hit":
-                        why = "it hit its trigger limit, because the queue stayed non-empty while the processor kept stopping"
-                    yield Finding(False, f"{unit} has failed ({why})",
-                                  f"{sysctl} reset-failed {unit} && {sysctl} start {unit}; "
-                                  f"see: journalctl {'--user ' if manager is Manager.USER else ''}-u miniq-process")  # fmt: skip
-                elif s.get("UnitFileState") not in ("enabled", "enabled-runtime", "static"):
-                    yield Finding(False, f"{unit} is not enabled, so it will not run after a reboot",
-                                  f"{sysctl} enable --now {' '.join(ENABLE)}")  # fmt: skip
-                elif s.get("ActiveState") != "active":
-                    yield Finding(False, f"{unit} is not running", f"{sysctl} start {unit}")
-                else:
-                    yield Finding(True, f"{unit} is enabled and active")
-            watched = states["miniq-process.path"].get("Paths", "")
-            expected = str(queue.dir(State.QUEUED))
-            if watched and not watched.startswith(expected + " "):
-                yield Finding(False, f"miniq-process.path watches {watched.split(' ')[0]}, but this queue is {expected}",
-                              f"miniq {flag}--root {queue.root} install-units --now")  # fmt: skip
 
-    if not queue.root.is_dir():
-        yield Finding(False, f"the queue root {queue.root} does not exist",
-                      f"mkdir -p {queue.jobs_dir} and put job types there (executables named NAME.job)")  # fmt: skip
+def _units(queue: Queue, manager: Manager) -> Iterator[Finding]:
+    sysctl = " ".join(manager.systemctl())
+    journal = f"journalctl {'--user ' if manager is Manager.USER else ''}-u miniq-process"
+    states = {unit: _show(manager, unit) for unit in UNITS}
+    missing = [u for u, s in states.items() if s.get("LoadState") != "loaded"]
+    if missing:
+        yield Finding(False, f"units not installed: {', '.join(missing)}", f"miniq {manager.flag} install-units --now")
         return
-    unwritable = [d for d in (queue.root, *(queue.dir(s) for s in State), queue.tmp_dir) if d.is_dir() and not os.access(d, os.W_OK)]
+    yield Finding(True, "the miniq units are installed")
+    for unit in (*ENABLE, "miniq-process.service"):
+        s = states[unit]
+        if s.get("ActiveState") == "failed":
+            why = s.get("Result", "")
+            if why == "trigger-limit-hit":
+                why = "it hit its trigger limit, because the queue stayed non-empty while the processor kept stopping"
+            yield Finding(False, f"{unit} has failed ({why})", f"{sysctl} reset-failed {unit} && {sysctl} start {unit}; see: {journal}")
+        elif unit == "miniq-process.service":
+            continue
+        elif s.get("UnitFileState") not in ("enabled", "enabled-runtime", "static"):
+            yield Finding(False, f"{unit} is not enabled, so it will not run after a reboot", f"{sysctl} enable --now {' '.join(ENABLE)}")
+        elif s.get("ActiveState") != "active":
+            yield Finding(False, f"{unit} is not running", f"{sysctl} start {unit}")
+        else:
+            yield Finding(True, f"{unit} is enabled and active")
+    watched = states["miniq-process.path"].get("Paths", "")
+    expected = str(queue.layout.queue)
+    if watched and not watched.startswith(expected + " "):
+        yield Finding(False, f"miniq-process.path watches {watched.split(' ')[0]}, but this queue is {expected}",
+                      f"miniq {manager.flag} --root {queue.root} install-units --now")  # fmt: skip
+
+
+def _journal(manager: Manager) -> Iterator[Finding]:
+    from .logs import access_problem
+
+    problem = access_problem()
+    if problem:
+        text, _, fix = problem.partition("; fix: ")
+        yield Finding(False, f"you cannot read your jobs' output: {text}", fix)
+    else:
+        yield Finding(True, "you can read your jobs' output in the journal")
+
+
+def _writable(queue: Queue) -> Iterator[Finding]:
+    dirs = [d for d in queue.layout.all_dirs() if d != queue.layout.jobs]
+    unwritable = [d for d in dirs if d.is_dir() and not os.access(d, os.W_OK)]
     if unwritable:
         yield Finding(False, f"the queue is not writable here: {', '.join(map(str, unwritable))}",
                       f"chown -R {os.getuid()} {queue.root} (or run miniq as its owner)")  # fmt: skip
     else:
         yield Finding(True, f"the queue root {queue.root} is writable")
-    if not queue.jobs_dir.is_dir():
-        yield Finding(False, f"there are no job types: {queue.jobs_dir} does not exist", f"mkdir -p {queue.jobs_dir}")
+
+
+def _privacy(queue: Queue) -> Iterator[Finding]:
+    st = os.stat(queue.root)
+    if st.st_mode & 0o007:
+        yield Finding(False, f"the queue root {queue.root} is open to every user (mode {stat.S_IMODE(st.st_mode):o}): "
+                      "anyone may read your jobs' arguments", f"chmod go-rwx {queue.root}")  # fmt: skip
+
+
+def _claims(queue: Queue) -> Iterator[Finding]:
+    from .claims import Claimer, ServerClock, stale_claims
+    from .config import Config
+
+    try:
+        lease = Config.load(queue.root).lease
+    except MiniqError as e:
+        yield Finding(False, e.message, f"edit {queue.layout.conf}")
+        lease = 60.0
+    if not os.access(queue.layout.tmp, os.W_OK):
         return
-    types = sorted(p for p in queue.jobs_dir.iterdir() if p.name.endswith(".job"))
+    me = Claimer.current()
+    clock = ServerClock(queue.layout, me)
+    try:
+        for stale in stale_claims(queue.layout, me, lease, clock):
+            yield Finding(
+                False,
+                f"job {stale.id or stale.path.name} is held by {stale.host}, but {stale.why}; the next processor "
+                "(started by the path unit, or the timer within a minute) will run it again",
+                f"miniq requeue {stale.id} (to queue it again now)",
+            )
+    finally:
+        clock.close()
+
+
+def _job_types(queue: Queue) -> Iterator[Finding]:
+    jobs = queue.layout.jobs
+    if not jobs.is_dir():
+        yield Finding(False, f"there are no job types: {jobs} does not exist", f"mkdir -p {jobs}")
+        return
+    types = sorted(p for p in jobs.iterdir() if p.name.endswith(".job"))
+    bad = 0
     for path in types:
         if not path.is_file() or not os.access(path, os.X_OK):
+            bad += 1
             yield Finding(False, f"job type '{path.name[:-4]}' is not executable", f"chmod +x {path}")
-    if types and all(p.is_file() and os.access(p, os.X_OK) for p in types):
-        yield Finding(True, f"{len(types)} job type(s), all executable")
+        elif os.geteuid() == 0:
+            from .users import untrusted_reason
+
+            problem = untrusted_reason(path)
+            if problem:
+                bad += 1
+                yield Finding(False, f"job type '{path.name[:-4]}' will not run: root trusts it not ({problem})",
+                              f"make it root's and writable only by root: chown root: {path} && chmod go-w {path}")  # fmt: skip
+    if types and not bad:
+        yield Finding(True, f"{len(types)} job type(s), all usable")

@@ -3,6 +3,8 @@
 Every failure a user can act on is a ``MiniqError`` (or a subclass) whose
 message says what was expected and where.  Only the CLI turns these into
 ``Error: ...`` lines and exit codes; library callers catch them as usual.
+Errors of dependencies (pystemd, D-Bus, the file system) are translated into
+these where they happen, in miniq's words.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class BadInput(MiniqError):
 
 
 class UnknownJob(BadInput):
-    """No job record with that id exists in any state directory."""
+    """No job with that id exists in any state directory."""
 
     exit_code = 3
 
@@ -36,3 +38,9 @@ class SystemdUnavailable(MiniqError):
     """systemd or its D-Bus API cannot be reached."""
 
     exit_code = 4
+
+
+class NotPermitted(MiniqError):
+    """The caller may not do this: another user's job, or a queue closed to them."""
+
+    exit_code = 5

@@ -3,34 +3,40 @@
 A job file is UTF-8 JSON.  Its ``miniq`` key is the schema version: readers
 accept every file whose version they know and keep unknown keys untouched, so
 later releases can add fields without breaking older files.  Incompatible
-changes bump ``SCHEMA``.
+changes bump ``SCHEMA``.  Every field is checked with its type before use
+(``Job.from_json``); a file that fails is rejected with the reason.
 
 Job ids are ``YYYYMMDD-HHMMSS-uuuuuu-rrrrrrrr``: UTC submission time to the
 microsecond, then 32 random bits.  They sort in submission order as plain
 strings, and the random part keeps them unique across machines sharing one
-root.
+root.  An id read from a file becomes part of a path only if it matches
+this grammar.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import os
 import pwd
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from .errors import BadInput
 from .limits import Limits
+from .result import Result
+from .schedule import ID_RE, Schedule
+from .timeparse import now_iso
 
 SCHEMA = 1
-
-ID_RE = re.compile(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{8}")
+MAX_ARGS = 4096
 # A job name becomes a file name (jobs/NAME.job) and part of journal fields:
 # no slashes, no leading dot (so no "." or ".."), no control characters.
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}")
+KNOWN_KEYS = frozenset({"miniq", "id", "name", "argv", "submitted", "submitter", "limits", "schedule", "attempts", "state", "result"})
+
+__all__ = ["ID_RE", "NAME_RE", "SCHEMA", "Job", "State", "Submitter", "check_name", "new_id"]
 
 
 class State(enum.Enum):
@@ -54,22 +60,9 @@ class State(enum.Enum):
     def label(self) -> str:
         return self.name.lower()
 
-
-class Outcome(enum.Enum):
-    """How a job ended; stored in the ``result`` of a finished record."""
-
-    EXITED = "exited"  # the job's process exited on its own; see exit_code
-    SIGNALED = "signaled"  # killed by a signal nobody in miniq sent
-    OOM = "oom"  # killed by the kernel for exceeding MemoryMax
-    TIMEOUT = "timeout"  # stopped by systemd after its time limit
-    NOT_STARTED = "not-started"  # could not be started (see reason)
-    REJECTED = "rejected"  # the job file itself was unusable (see reason)
-    ERROR = "error"  # miniq itself failed while handling the job (see reason)
-    CANCELLED = "cancelled"  # stopped or dropped by `miniq cancel`
-    INTERRUPTED = "interrupted"  # its processor died; the job was queued again (attempts only)
-
-    def succeeded(self, exit_code: int | None) -> bool:
-        return self is Outcome.EXITED and exit_code == 0
+    @classmethod
+    def by_label(cls, label: str) -> State:
+        return cls[label.upper()]
 
 
 def new_id(now: datetime | None = None) -> str:
@@ -89,69 +82,67 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_argv(argv: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    if len(argv) > MAX_ARGS:
+        raise BadInput(f"too many arguments ({len(argv)}): at most {MAX_ARGS}")
+    for arg in argv:
+        if "\0" in arg:
+            raise BadInput("an argument contains a NUL byte, which no program can receive")
+    return tuple(argv)
+
+
 def hostname() -> str:
     return os.uname().nodename
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
 
 
-def not_started(reason: str, outcome: Outcome = Outcome.NOT_STARTED) -> dict[str, Any]:
-    """The ``result`` of a job that did not run: not started, rejected, cancelled..."""
-    return {"outcome": outcome.value, "reason": reason, "host": hostname(), "ended": now_iso()}
-
-
-MAX_BACKOFF = 3600.0
-
-
-def backoff(failed_attempts: int) -> float:
-    """Seconds before the next retry: 1, 2, 4, ... doubling, at most an hour."""
-    return float(min(2 ** max(failed_attempts - 1, 0), MAX_BACKOFF))
-
-
 @dataclass(frozen=True)
-class Schedule:
-    """When a job may run: priority, earliest time, dependencies, retries."""
+class Submitter:
+    """Who queued the job, as the enqueuing process saw itself.
 
-    priority: int = 0  # higher runs first; submission order within a priority
-    not_before: float | None = None  # Unix time
-    after: tuple[str, ...] = ()  # ids that must have succeeded first
-    retries: int = 0  # further attempts after a failure
+    Informational: where it matters (the system queue), the job runs as the
+    owner of its file, which the kernel vouches for (README, "Shared servers").
+    """
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        if self.priority:
-            data["priority"] = self.priority
-        if self.not_before is not None:
-            data["not_before"] = datetime.fromtimestamp(self.not_before, timezone.utc).isoformat(timespec="milliseconds")
-        if self.after:
-            data["after"] = list(self.after)
-        if self.retries:
-            data["retries"] = self.retries
-        return data
+    uid: int
+    user: str
+    host: str
+    pid: int
 
     @classmethod
-    def from_json(cls, data: Any) -> Schedule:
+    def current(cls, uid: int | None = None) -> Submitter:
+        uid = os.getuid() if uid is None else uid
+        return cls(uid, user_name(uid), hostname(), os.getpid())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"uid": self.uid, "user": self.user, "host": self.host, "pid": self.pid}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Submitter:
         if not isinstance(data, dict):
-            raise ValueError("field 'schedule' must be an object")
-        not_before = data.get("not_before")
-        after = data.get("after", [])
-        if not isinstance(after, list) or not all(isinstance(a, str) and ID_RE.fullmatch(a) for a in after):
-            raise ValueError("field 'schedule.after' must be a list of job ids")
-        return cls(
-            priority=int(data.get("priority", 0)),
-            not_before=datetime.fromisoformat(not_before).timestamp() if not_before else None,
-            after=tuple(after),
-            retries=int(data.get("retries", 0)),
-        )
+            raise ValueError("field 'submitter' must be an object")
+        uid, pid = data.get("uid"), data.get("pid", 0)
+        for key, value in (("uid", uid), ("pid", pid)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+                raise ValueError(f"field 'submitter.{key}' must be a whole number, not {value!r}")
+        user, host = data.get("user", ""), data.get("host", "")
+        if not isinstance(user, str) or not isinstance(host, str) or len(user) > 256 or len(host) > 256:
+            raise ValueError("fields 'submitter.user' and 'submitter.host' must be short strings")
+        assert isinstance(uid, int) and isinstance(pid, int)
+        return cls(uid, user, host, pid)
+
+
+def _field(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        raise ValueError(f"field {key!r} is missing or not a {kind.__name__}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -162,47 +153,41 @@ class Job:
     name: str
     argv: tuple[str, ...]
     submitted: str
-    submitter: dict[str, Any]
+    submitter: Submitter
     limits: Limits = Limits()
     schedule: Schedule = Schedule()
-    #: Every finished run so far, oldest first (each a ``result`` object).
-    attempts: tuple[dict[str, Any], ...] = ()
+    #: Every finished run so far, oldest first.
+    attempts: tuple[Result, ...] = ()
     #: Keys this version does not know, kept so that rewriting loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, name: str, argv: list[str] | tuple[str, ...], limits: Limits = Limits(), schedule: Schedule = Schedule()) -> Job:
-        uid = os.getuid()
-        return cls(
-            id=new_id(),
-            name=check_name(name),
-            argv=tuple(argv),
-            submitted=now_iso(),
-            submitter={"uid": uid, "user": _user_name(uid), "host": hostname(), "pid": os.getpid()},
-            limits=limits,
-            schedule=schedule,
-        )
+    def new(
+        cls,
+        name: str,
+        argv: list[str] | tuple[str, ...],
+        limits: Limits = Limits(),
+        schedule: Schedule = Schedule(),
+        uid: int | None = None,
+    ) -> Job:
+        return cls(new_id(), check_name(name), check_argv(argv), now_iso(), Submitter.current(uid), limits, schedule)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = dict(self.extra)
         data.update(
-            miniq=SCHEMA,
-            id=self.id,
-            name=self.name,
-            argv=list(self.argv),
-            submitted=self.submitted,
-            submitter=self.submitter,
+            miniq=SCHEMA, id=self.id, name=self.name, argv=list(self.argv), submitted=self.submitted, submitter=self.submitter.to_json()
         )
         if not self.limits.is_empty():
             data["limits"] = self.limits.to_json()
         if self.schedule.to_json():
             data["schedule"] = self.schedule.to_json()
         if self.attempts:
-            data["attempts"] = list(self.attempts)
+            data["attempts"] = [a.to_json() for a in self.attempts]
         return data
 
-    def to_bytes(self) -> bytes:
-        return dump(self.to_json())
+    def record(self, result: Result, state: State) -> dict[str, Any]:
+        """The finished record of this job: its file plus ``state`` and ``result``."""
+        return dict(self.to_json(), state=state.label, result=result.to_json())
 
     @classmethod
     def from_json(cls, data: Any) -> Job:
@@ -210,77 +195,50 @@ class Job:
         if not isinstance(data, dict):
             raise ValueError("the job file is not a JSON object")
         version = data.get("miniq")
-        if version != SCHEMA:
+        if version != SCHEMA or isinstance(version, bool):
             raise ValueError(f"unsupported schema version {version!r} (this miniq reads version {SCHEMA})")
-        for key, kind in (("id", str), ("name", str), ("argv", list), ("submitted", str), ("submitter", dict)):
-            if not isinstance(data.get(key), kind):
-                raise ValueError(f"field {key!r} is missing or not a {kind.__name__}")
-        if not ID_RE.fullmatch(data["id"]):
-            raise ValueError(f"invalid job id {data['id']!r}")
-        if not NAME_RE.fullmatch(data["name"]):
-            raise ValueError(f"invalid job name {data['name']!r}")
-        if not all(isinstance(a, str) for a in data["argv"]):
-            raise ValueError("field 'argv' must be a list of strings")
+        job_id, name = _field(data, "id", str), _field(data, "name", str)
+        if not ID_RE.fullmatch(job_id):
+            raise ValueError(f"invalid job id {job_id[:64]!r}")
+        if not NAME_RE.fullmatch(name):
+            raise ValueError(f"invalid job name {name[:64]!r}")
+        argv = _field(data, "argv", list)
+        if len(argv) > MAX_ARGS or not all(isinstance(a, str) and "\0" not in a for a in argv):
+            raise ValueError(f"field 'argv' must be a list of at most {MAX_ARGS} strings without NUL bytes")
+        submitted = _field(data, "submitted", str)
         attempts = data.get("attempts", [])
-        if not isinstance(attempts, list) or not all(isinstance(a, dict) for a in attempts):
+        if not isinstance(attempts, list):
             raise ValueError("field 'attempts' must be a list of objects")
-        known = {"miniq", "id", "name", "argv", "submitted", "submitter", "limits", "schedule", "attempts", "state", "result"}
+        try:
+            parsed = tuple(Result.from_json(a) for a in attempts)
+        except ValueError as e:
+            raise ValueError(f"field 'attempts': {e}") from None
         return cls(
-            id=data["id"],
-            name=data["name"],
-            argv=tuple(data["argv"]),
-            submitted=data["submitted"],
-            submitter=data["submitter"],
+            id=job_id,
+            name=name,
+            argv=tuple(argv),
+            submitted=submitted[:64],
+            submitter=Submitter.from_json(data.get("submitter")),
             limits=Limits.from_json(data.get("limits", {})),
             schedule=Schedule.from_json(data.get("schedule", {})),
-            attempts=tuple(attempts),
-            extra={k: v for k, v in data.items() if k not in known},
+            attempts=parsed,
+            extra={k: v for k, v in data.items() if k not in KNOWN_KEYS},
         )
 
-    @property
-    def queue_name(self) -> str:
-        """Its file name in ``queue/``: the priority rides in the name, so
-        processors order the queue without opening every file."""
-        p = self.schedule.priority
-        return f"{self.id}.json" if p == 0 else f"{self.id}.p{p}.json"
+    def but(self, **changes: Any) -> Job:
+        return replace(self, **changes)
 
     def argv_bytes(self) -> list[bytes]:
         """The arguments as the bytes the submitter gave (non-UTF-8 survives)."""
         return [os.fsencode(a) for a in self.argv]
 
+    @property
+    def interruptions(self) -> int:
+        from .result import Outcome
 
-def parse_at(text: str, now: datetime | None = None) -> float:
-    """Parse ``--at``: an ISO date and time (local unless it has an offset),
-    or ``HH:MM[:SS]`` meaning the next such time.  Returns Unix time."""
-    from .errors import BadInput
+        return sum(1 for a in self.attempts if a.outcome is Outcome.INTERRUPTED)
 
-    now = now or datetime.now().astimezone()
-    try:
-        if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text.strip()):
-            parts = [int(p) for p in text.strip().split(":")]
-            at = now.replace(hour=parts[0], minute=parts[1], second=parts[2] if len(parts) > 2 else 0, microsecond=0)
-            if at <= now:
-                at = at.fromtimestamp(at.timestamp() + 86400, at.tzinfo)
-            return at.timestamp()
-        at = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise BadInput(f"invalid time {text!r} for --at: expected e.g. 2026-12-24T18:00, '2026-12-24 18:00' or 18:00") from None
-    if at.tzinfo is None:
-        at = at.astimezone()
-    return at.timestamp()
-
-
-def queue_order(name: str) -> tuple[int, str]:
-    """Sort key of a ``queue/`` entry: higher priority first, then submission."""
-    stem = name[:-5] if name.endswith(".json") else name
-    job_id, _, prio = stem.partition(".p")
-    try:
-        return (-int(prio or 0), job_id)
-    except ValueError:
-        return (0, stem)
-
-
-def dump(data: dict[str, Any]) -> bytes:
-    # ensure_ascii keeps undecodable arguments (lone surrogates from
-    # os.fsdecode) representable, so a job's argv round-trips byte for byte.
-    return (json.dumps(data, ensure_ascii=True, indent=1) + "\n").encode("ascii")
+    @property
+    def failures(self) -> int:
+        """Runs that used up a retry."""
+        return sum(1 for a in self.attempts if a.counts_as_failure)

@@ -1,60 +1,65 @@
-"""Resource limits of a job, and the parsing of their human spellings.
+"""Resource limits of a job: one declaration per limit.
+
+``LIMITS`` is the only place a limit is declared: its option name (the same
+on the command line and in miniq.conf), its parser for what people write, the
+range a stored value must be in, its help text, and the systemd property it
+becomes.  The CLI options, the scope properties, the validation of job files
+and a docs check of README's table are all generated from it.
 
 A ``Limits`` value holds each limit in systemd's own unit (bytes, percent of
 one CPU, tasks, seconds); ``None`` means "not set here".  Limits merge from
-three layers, most specific first: the job file (``miniq enqueue --memory-max``),
-the job type's section in ``miniq.conf``, then its ``[limits]`` section.
+layers, most specific first: the job file (``miniq enqueue --memory-max``),
+then the sections of miniq.conf (see config.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable, ClassVar
+from typing import Any
 
 from .errors import BadInput
+from .timeparse import parse_duration
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_TIME_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+MAX_SIZE = 2**62
+MAX_TIMEOUT = 10 * 365 * 86400.0
 
 
 def parse_size(text: str) -> int:
     """Parse ``512M``, ``1G``, ``1.5G`` or a byte count (base 1024, as systemd does)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    m = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,9})?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
     if not m:
         raise BadInput(f"invalid size {text!r}: expected a number with an optional K, M, G or T suffix, e.g. 512M")
     value = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
     if value < 4096:
         raise BadInput(f"invalid size {text!r}: a memory limit below 4K cannot run anything")
+    if value > MAX_SIZE:
+        raise BadInput(f"invalid size {text!r}: at most 4E (2^62 bytes)")
     return value
 
 
 def parse_percent(text: str) -> int:
     """Parse a CPU quota such as ``50%`` or ``200%`` (percent of one CPU)."""
-    m = re.fullmatch(r"\s*(\d+)\s*%?\s*", text)
-    if not m or int(m.group(1)) < 1:
-        raise BadInput(f"invalid CPU quota {text!r}: expected a percentage of one CPU of at least 1, e.g. 50%")
+    m = re.fullmatch(r"\s*(\d{1,6})\s*%?\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= 100_000:
+        raise BadInput(f"invalid CPU quota {text!r}: expected a percentage of one CPU from 1 to 100000, e.g. 50%")
     return int(m.group(1))
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``90``, ``90s``, ``10m``, ``1h30m``, ``2d`` or ``500ms`` into seconds."""
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d)?\s*", text.strip())
-    joined = "".join(n + (u or "") for n, u in parts)
-    if not parts or joined != re.sub(r"\s+", "", text):
-        raise BadInput(f"invalid duration {text!r}: expected e.g. 90s, 10m, 1h30m or 2d")
-    seconds = sum(float(n) * _TIME_UNITS[u or "s"] for n, u in parts)
-    if seconds <= 0:
-        raise BadInput(f"invalid duration {text!r}: it must be longer than zero")
-    return seconds
 
 
 def parse_tasks(text: str) -> int:
     """Parse a maximum number of tasks (processes and threads), at least 2."""
-    if not text.strip().isdigit() or int(text) < 2:
-        raise BadInput(f"invalid tasks maximum {text!r}: expected a whole number of at least 2 (the job and miniq's keeper process)")
+    if not text.strip().isdigit() or not 2 <= int(text) <= 4_194_304:
+        raise BadInput(f"invalid tasks maximum {text!r}: expected a whole number from 2 (the job and miniq's keeper process) to 4194304")
     return int(text)
+
+
+def parse_timeout(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds > MAX_TIMEOUT:
+        raise BadInput(f"invalid duration {text!r}: at most 10 years")
+    return seconds
 
 
 def parse_nice(text: str) -> int:
@@ -69,6 +74,50 @@ def parse_nice(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class LimitSpec:
+    """One limit: everything miniq knows about it, in one place."""
+
+    key: str  # option name: --memory-max on the command line, memory-max in miniq.conf
+    attr: str  # field of Limits
+    parse: Callable[[str], Any]
+    lowest: float
+    highest: float
+    integer: bool
+    help: str
+    example: str  # for README's table
+    systemd: str  # what README calls it
+    #: The scope property: (name, D-Bus signature, value -> property value), or None.
+    prop: tuple[bytes, bytes, Callable[[Any], Any]] | None
+
+    def check(self, value: Any) -> Any:
+        """A stored value, validated; ``ValueError`` naming what is wrong."""
+        kinds = (int,) if self.integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not self.lowest <= value <= self.highest:
+            kind = "whole number" if self.integer else "number"
+            raise ValueError(f"limit {self.key!r} must be a {kind} from {self.lowest:g} to {self.highest:g}, not {value!r}")
+        return value
+
+
+LIMITS: tuple[LimitSpec, ...] = (
+    LimitSpec("memory-max", "memory_max", parse_size, 4096, MAX_SIZE, True,
+              "Memory limit (MemoryMax=), e.g. 512M or 2G.", "`512M`, `2G`", "`MemoryMax=`",
+              (b"MemoryMax", b"t", int)),
+    LimitSpec("cpu-quota", "cpu_quota", parse_percent, 1, 100_000, True,
+              "CPU limit in percent of one CPU (CPUQuota=), e.g. 50%.", "`50%` (of one CPU)", "`CPUQuota=`",
+              (b"CPUQuotaPerSecUSec", b"t", lambda v: v * 10_000)),
+    LimitSpec("tasks-max", "tasks_max", parse_tasks, 2, 4_194_304, True,
+              "Maximum processes and threads (TasksMax=), e.g. 64.", "`64` (miniq's keeper process counts as one)", "`TasksMax=`",
+              (b"TasksMax", b"t", int)),
+    LimitSpec("timeout", "timeout", parse_timeout, 0.001, MAX_TIMEOUT, False,
+              "Wall-clock limit; the job is stopped after it, e.g. 10m.", "`90s`, `10m`, `1h30m`", "`RuntimeMaxSec=`",
+              (b"RuntimeMaxUSec", b"t", lambda v: int(v * 1_000_000))),
+    LimitSpec("nice", "nice", parse_nice, -20, 19, True,
+              "Niceness of the job, -20 to 19.", "`10`", "niceness", None),
+)  # fmt: skip
+BY_KEY = {spec.key: spec for spec in LIMITS}
+
+
+@dataclass(frozen=True)
 class Limits:
     """Per-job resource limits; ``None`` means unset at this layer."""
 
@@ -78,15 +127,6 @@ class Limits:
     timeout: float | None = None
     nice: int | None = None
 
-    #: How each field is spelled on the command line and in miniq.conf.
-    PARSERS: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {
-        "memory-max": ("memory_max", parse_size),
-        "cpu-quota": ("cpu_quota", parse_percent),
-        "tasks-max": ("tasks_max", parse_tasks),
-        "timeout": ("timeout", parse_duration),
-        "nice": ("nice", parse_nice),
-    }
-
     @classmethod
     def parse(cls, options: Mapping[str, str | None], where: str = "") -> Limits:
         """Build limits from option spellings (``{"memory-max": "512M"}``)."""
@@ -94,12 +134,11 @@ class Limits:
         for key, text in options.items():
             if text is None:
                 continue
-            if key not in cls.PARSERS:
-                known = ", ".join(cls.PARSERS)
-                raise BadInput(f"unknown limit {key!r}{where}: expected one of {known}")
-            attr, parser = cls.PARSERS[key]
+            spec = BY_KEY.get(key)
+            if spec is None:
+                raise BadInput(f"unknown limit {key!r}{where}: expected one of {', '.join(BY_KEY)}")
             try:
-                values[attr] = parser(text)
+                values[spec.attr] = spec.parse(text)
             except BadInput as e:
                 raise BadInput(e.message + where) from None
         return cls(**values)
@@ -113,10 +152,30 @@ class Limits:
 
     @classmethod
     def from_json(cls, data: Any) -> Limits:
+        """Limits from a job file, every value checked; ``ValueError`` if any is wrong."""
         if not isinstance(data, dict):
-            raise ValueError("limits must be an object")
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+            raise ValueError("field 'limits' must be an object")
+        by_attr = {spec.attr: spec for spec in LIMITS}
+        values = {}
+        for key, value in data.items():
+            spec = by_attr.get(key)
+            if spec is None:
+                raise ValueError(f"unknown limit {key!r} (this miniq knows {', '.join(by_attr)})")
+            values[key] = spec.check(value)
+        return cls(**values)
+
+    def properties(self) -> list[tuple[bytes, bytes, Any]]:
+        """The scope properties these limits become."""
+        props = []
+        for spec in LIMITS:
+            value = getattr(self, spec.attr)
+            if value is not None and spec.prop is not None:
+                name, signature, convert = spec.prop
+                props.append((name, signature, convert(value)))
+        return props
 
     def is_empty(self) -> bool:
         return not self.to_json()
+
+
+assert {spec.attr for spec in LIMITS} == {f.name for f in fields(Limits)}

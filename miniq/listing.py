@@ -1,107 +1,143 @@
-"""What ``miniq list``, ``show`` and ``wait`` report, as plain data.
+"""What ``miniq list`` shows: rows of a stable shape, read only as far as shown.
 
-``row()`` is the stable shape of one job in ``miniq list --json`` (README,
-"JSON output"); ``exit_status()`` the documented exit status of ``miniq
-wait`` for a finished job.
+``row()`` is the shape of one job in ``miniq list --json`` (README, "JSON
+output").  ``select()`` picks what a listing shows without reading every
+file: queue names sort in run order and record names by id (layout.py), so
+the default view reads the running jobs, the first 20 queued and delayed
+ones and the 20 newest finished ones, and only counts the rest.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-from datetime import datetime
+import heapq
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from .job import Outcome, State
-from .queue import Queue
+from . import records
+from .job import State
+from .queue import Queue, _id_of
+from .records import Record
 
 ROW_KEYS = (
     "id", "name", "state", "argv", "submitted", "priority", "not_before", "after", "retries",
-    "attempts", "outcome", "exit_code", "signal", "reason", "started", "ended", "duration",
+    "attempts", "outcome", "exit_code", "signal", "reason", "started", "ended", "duration", "host", "lease",
 )  # fmt: skip
-
-# Exit statuses of `miniq wait` for jobs that did not simply exit.
-WAIT_TIMEOUT = 124  # like timeout(1)
-WAIT_NOT_RUN = 125  # not started, rejected, dependency failed, or miniq error
-WAIT_CANCELLED = 130
-WAIT_OOM = 137  # 128 + SIGKILL, what a shell reports too
+DEFAULT_SHOWN = 20
 
 
-def row(record: dict[str, Any]) -> dict[str, Any]:
+def row(record: Record) -> dict[str, Any]:
     """One job as ``miniq list --json`` prints it; every key always present."""
-    schedule = record.get("schedule") or {}
-    result = record.get("result") or {}
+    job, result = record.job, record.result
+    data = record.data
+    argv = list(job.argv) if job else data.get("argv") if isinstance(data.get("argv"), list) else []
+    submitted = job.submitted if job else data.get("submitted") if isinstance(data.get("submitted"), str) else None
+    schedule = job.schedule.to_json() if job else {}
+    lease = record.lease
     return {
-        "id": record.get("id"),
-        "name": record.get("name"),
-        "state": record.get("state"),
-        "argv": record.get("argv", []),
-        "submitted": record.get("submitted"),
+        "id": record.id,
+        "name": record.name,
+        "state": record.state.label,
+        "argv": argv,
+        "submitted": submitted,
         "priority": schedule.get("priority", 0),
         "not_before": schedule.get("not_before"),
         "after": schedule.get("after", []),
         "retries": schedule.get("retries", 0),
-        "attempts": len(record.get("attempts", [])),
-        "outcome": result.get("outcome"),
-        "exit_code": result.get("exit_code"),
-        "signal": result.get("signal"),
-        "reason": result.get("reason"),
-        "started": result.get("started"),
-        "ended": result.get("ended"),
-        "duration": result.get("duration"),
+        "attempts": len(job.attempts) if job else 0,
+        "outcome": result.outcome.value if result else None,
+        "exit_code": result.exit_code if result else None,
+        "signal": result.signal if result else None,
+        "reason": result.reason if result else record.problem,
+        "started": result.started if result else None,
+        "ended": result.ended if result else None,
+        "duration": result.duration if result else None,
+        "host": lease.host if lease else result.host if result else None,
+        "lease": None if lease is None else "expired" if lease.expired else "live",
     }
 
 
-STATE_ORDER = {State.RUNNING.label: 0, State.QUEUED.label: 1, State.DELAYED.label: 2, State.FAILED.label: 3, State.DONE.label: 3}
+@dataclass
+class Selection:
+    """The records a listing shows, and how many more each group holds
+    ("queued", "delayed", "finished")."""
+
+    records: list[Record] = field(default_factory=list)
+    more: dict[str, int] = field(default_factory=dict)
 
 
-def rows(queue: Queue, states: Iterable[State] = tuple(State), name: str | None = None, recent: int | None = 20) -> list[dict[str, Any]]:
-    """Jobs to list: all unfinished ones, and the ``recent`` newest finished."""
-    found = [row(r) for r in queue.records(tuple(states)) if name is None or r.get("name") == name]
-    active = sorted((r for r in found if r["state"] not in ("done", "failed")), key=lambda r: (STATE_ORDER[r["state"]], r["id"]))
-    finished = sorted((r for r in found if r["state"] in ("done", "failed")), key=lambda r: r["ended"] or "", reverse=True)
-    if recent is not None:
-        finished = finished[:recent]
-    return active + finished[::-1]
+GROUPS: tuple[tuple[str, tuple[State, ...]], ...] = (
+    ("running", (State.RUNNING,)),
+    ("queued", (State.QUEUED,)),
+    ("delayed", (State.DELAYED,)),
+    ("finished", (State.DONE, State.FAILED)),
+)
 
 
-def exit_status(record: dict[str, Any]) -> int:
-    """The exit status ``miniq wait`` reports for a finished job."""
-    result = record.get("result") or {}
-    outcome = result.get("outcome")
-    if outcome == Outcome.EXITED.value:
-        return int(result.get("exit_code") or 0)
-    if outcome == Outcome.SIGNALED.value:
-        import signal
-
-        return 128 + int(signal.Signals[result["signal"]])
-    return {Outcome.OOM.value: WAIT_OOM, Outcome.TIMEOUT.value: WAIT_TIMEOUT, Outcome.CANCELLED.value: WAIT_CANCELLED}.get(
-        str(outcome), WAIT_NOT_RUN
-    )
-
-
-def wait(queue: Queue, job_ids: list[str], poll: float = 0.1, timeout: float | None = None) -> list[dict[str, Any]]:
-    """Block until every job is finished; return their records in order."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for job_id in job_ids:
-        queue.find(job_id)  # unknown ids fail at once
-    while True:
-        records = [queue.record(j) for j in job_ids]
-        if all(r["state"] in ("done", "failed") for r in records):
-            return records
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError
-        time.sleep(poll)
+def _names(queue: Queue, states: tuple[State, ...]) -> list[tuple[str, State, str]]:
+    """(sort key, state, name) of every entry of ``states``: finished records
+    sort by id across done/ and failed/."""
+    found = []
+    for state in states:
+        try:
+            with os.scandir(queue.dir(state)) as it:
+                names = [e.name for e in it if not e.name.startswith(".")]
+        except FileNotFoundError:
+            continue
+        found += [(name, state, name) for name in names if _id_of(state, name)]
+    return found
 
 
-def age(iso: str | None) -> str:
-    """``12s``, ``5m``, ``3h``, ``2d`` since (or ``in 5m`` until) an ISO time."""
-    if not iso:
-        return ""
-    delta = time.time() - datetime.fromisoformat(iso).timestamp()
-    prefix = "in " if delta < 0 else ""
-    delta = abs(delta)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if delta >= size:
-            return f"{prefix}{int(delta // size)}{unit}"
-    return f"{prefix}{int(delta)}s"
+def _candidates(names: list[tuple[str, State, str]], final: bool, limit: int | None) -> list[tuple[str, State, str]]:
+    """Entries in the order they are looked at: run order for queued and
+    delayed, newest first for finished; only as many as may be shown."""
+    if limit is None:
+        return sorted(names, reverse=final)
+    return heapq.nlargest(limit, names) if final else heapq.nsmallest(limit, names)
+
+
+def iterate(
+    queue: Queue, states: Iterable[State], name: str | None = None, limit: int | None = DEFAULT_SHOWN
+) -> Iterator[Record | tuple[str, int]]:
+    """Records to show in display order (finished ones oldest first), each
+    group followed by (group, count not shown) when it holds more than
+    ``limit`` (None: show everything)."""
+    wanted = set(states)
+    clock = records.server_clock(queue.layout)
+    try:
+        for group, members in GROUPS:
+            chosen_states = tuple(s for s in members if s in wanted)
+            if not chosen_states:
+                continue
+            names = _names(queue, chosen_states)
+            final = group == "finished"
+            cap = None if group == "running" else limit
+            picked: list[Record] = []
+            for _, state, entry in _candidates(names, final, cap if name is None else None):
+                if cap is not None and len(picked) >= cap:
+                    break
+                job_id = _id_of(state, entry)
+                assert job_id is not None
+                try:
+                    record = records.read(queue.dir(state) / entry, state, job_id, clock)
+                except OSError:
+                    continue
+                if name is None or record.name == name:
+                    picked.append(record)
+            yield from (reversed(picked) if final else picked)
+            if cap is not None and name is None and len(names) > len(picked):
+                yield group, len(names) - len(picked)
+    finally:
+        if clock:
+            clock.close()
+
+
+def select(queue: Queue, states: Iterable[State], name: str | None = None, limit: int | None = DEFAULT_SHOWN) -> Selection:
+    chosen = Selection()
+    for item in iterate(queue, states, name, limit):
+        if isinstance(item, Record):
+            chosen.records.append(item)
+        else:
+            chosen.more[item[0]] = item[1]
+    return chosen

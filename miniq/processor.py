@@ -1,16 +1,22 @@
 """``miniq process``: claim queued jobs and run them until the queue is empty.
 
-Contract with the units: the processor exits 0 once ``queue/`` is empty, and
-every entry it claims leaves ``queue/`` for good (run, retried later from
-``delayed/``, or recorded as failed with a reason).  A job that fails never
-fails the service, and nothing stays in the watched directory to re-trigger
-the path unit.  Before claiming, and after every job, due entries of
-``delayed/`` are promoted; before exiting, a transient timer is armed for the
-earliest job still delayed (timer.py).
+Contract with the units: the processor exits 0 once ``queue/`` is empty (after
+waiting ``linger`` seconds for more), and every entry it claims leaves
+``queue/`` for good: run, retried later from ``delayed/``, or recorded as
+failed with a reason.  A job that fails never fails the service, one
+unusable entry never stops the others, and nothing stays in the watched
+directory to re-trigger the path unit.
 
-Up to ``parallel`` jobs (``[processor] parallel`` in miniq.conf, default 1)
-run at once, each in its own scope, one worker thread each.  With 1, jobs
-run strictly in queue order.
+Before claiming, due entries of ``delayed/`` are promoted and claims whose
+holder is gone are recovered (claims.py): the job goes back to ``delayed/``
+for a short backoff, so the jobs behind it run first, and after
+``max-interruptions`` such runs it is failed with the reason.  Before exiting,
+a transient timer is armed for the earliest job still delayed (wake.py).
+
+Up to ``parallel`` jobs run at once, each in its own scope.  With 1, jobs run
+in this process strictly in queue order; with more, this process forks one
+worker process per slot and supervises them (a worker that dies or hangs is
+killed and its job recovered).
 
 If systemd cannot be reached over D-Bus, jobs are not run unconfined behind
 the user's back: each is recorded as not started, with the reason, unless the
@@ -19,19 +25,36 @@ installation set ``allow-unconfined = yes`` in ``[processor]`` of miniq.conf.
 
 from __future__ import annotations
 
+import errno
 import json
-import threading
+import os
+import select
+import signal
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from . import journal
+from . import journal, notify
+from .claims import Claim, Claimer, LeaseLost, ServerClock, clean_tmp, stale_claims, take_over
+from .config import Config
 from .errors import MiniqError, SystemdUnavailable
-from .job import Job, Outcome, Schedule, State, backoff, not_started
-from .queue import Claim, Queue, claimer_id
-from .scope import PlainRunner, ScopeRunner, unit_name
-from .settings import Config, Manager
-from .worker import Runner, Worker
+from .job import Job, hostname
+from .layout import parse_queue_name
+from .manager import Manager
+from .output import Budget
+from .pending import Pending
+from .promote import promote
+from .queue import Queue
+from .result import Outcome, Result
+from .runner import PlainRunner, Runner
+from .schedule import Schedule, backoff
+from .users import identity_for
+
+#: Errors writing a record that pass: a full disk, a quota, a failing device or server.
+TRANSIENT = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT)
+HANG_TIMEOUT = 120.0  # seconds a worker process may go without a heartbeat
+RETRY_RECORD_MAX = 30.0  # seconds between attempts to record a result on a full disk
 
 
 @dataclass
@@ -43,27 +66,13 @@ class Summary:
     rejected: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     retrying: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
     wake_at: float | None = None
 
-
-def describe(result: dict[str, Any]) -> str:
-    """A one-line human account of a result."""
-    outcome = result["outcome"]
-    if outcome == Outcome.EXITED.value:
-        text = f"exit code {result['exit_code']}"
-    elif outcome == Outcome.SIGNALED.value:
-        text = f"killed by {result['signal']}"
-    elif outcome == Outcome.OOM.value:
-        text = f"killed for exceeding its memory limit ({result['signal'] or 'exit code ' + str(result['exit_code'])})"
-    elif outcome == Outcome.TIMEOUT.value:
-        text = "stopped after its time limit"
-    elif outcome == Outcome.CANCELLED.value:
-        text = "cancelled"
-    else:
-        text = f"{outcome}: {result.get('reason')}"
-    if "duration" in result:
-        text += f" after {result['duration']:.3f} s"
-    return text
+    def merge(self, other: dict[str, Any]) -> None:
+        for key, value in other.items():
+            if isinstance(value, list):
+                getattr(self, key).extend(value)
 
 
 class Processor:
@@ -81,157 +90,375 @@ class Processor:
         sink: journal.Sink | None = None,
         parallel: int | None = None,
         waker: Callable[[float], object] | None = None,
+        linger: float | None = None,
     ) -> None:
-        self.queue = queue
-        self.manager = manager
-        self.runner = runner
+        self.queue, self.layout, self.manager = queue, queue.layout, manager
+        self.runner_override = runner
         self.sink = sink or journal.default_sink()
-        self.parallel = parallel
-        self.waker = waker
-        self.claimer = claimer_id()
+        self.parallel, self.waker, self.linger = parallel, waker, linger
+        self.me = Claimer.current()
+        self.config = Config()
+        self.config_error: str | None = None
         self.unavailable: str | None = None
-        self.lock = threading.Lock()
+        self.heartbeat: Callable[[], None] = notify.alive
+        #: Records published so far: a job others run --after may have ended.
+        self.finished = 0
 
-    def log(self, message: str, priority: int = journal.INFO, job_id: str | None = None, **fields: str) -> None:
+    # -- logging ------------------------------------------------------------
+
+    def log(self, message: str, priority: int = journal.INFO, job: Job | None = None, uid: int | None = None, **fields: str) -> None:
         extra = {"SYSLOG_IDENTIFIER": "miniq", **fields}
-        if job_id:
-            extra["MINIQ_JOB_ID"] = job_id
-        self.sink.send(message.encode("utf-8", "backslashreplace"), priority, extra)
+        if job is not None:
+            extra.update(MINIQ_JOB_ID=job.id, MINIQ_JOB_NAME=job.name)
+        self.sink.send(message.encode("utf-8", "backslashreplace"), priority, extra, uid)
 
-    def _runner(self, config: Config) -> Runner | None:
-        """A runner for one worker, or None (and the reason) without systemd."""
-        if self.runner is not None:
-            return self.runner
+    # -- the run ------------------------------------------------------------
+
+    def run(self) -> Summary:
+        """Process until the queue is empty (see the module comment)."""
+        self.queue.ensure_layout()
         try:
+            self.config = Config.load(self.layout.root)
+        except MiniqError as e:
+            self.config_error = f"miniq.conf is invalid: {e.message}"
+            self.log(self.config_error, journal.ERR)
+        summary = Summary()
+        clean_tmp(self.layout)
+        self.layout.wake.unlink(missing_ok=True)
+        parallel = self.parallel or self.config.parallel
+        linger = self.config.linger if self.linger is None else self.linger
+        while True:
+            if parallel == 1:
+                runner = self._runner()
+                try:
+                    self.recover(runner, summary)
+                    self.work(runner, summary, linger)
+                finally:
+                    if runner:
+                        runner.close()
+            else:
+                self.recover(None, summary)
+                self._supervise([self._fork_worker(summary, linger) for _ in range(parallel)], summary)
+            pending = Pending(self.layout, watch=False)
+            try:
+                summary.wake_at = promote(self, pending, summary)
+                pending.relist()
+                if not pending.queue:
+                    break  # else: jobs became due meanwhile; run them too
+            finally:
+                pending.close()
+        if summary.wake_at is not None:
+            self._arm(summary.wake_at)
+        ServerClock(self.layout, self.me).close()
+        return summary
+
+    def _runner(self) -> Runner | None:
+        """A runner for one worker, or None (``unavailable`` says why) without systemd."""
+        if self.runner_override is not None:
+            return self.runner_override
+        try:
+            from .scope import ScopeRunner
+
             return ScopeRunner(self.manager)
         except SystemdUnavailable as e:
-            if config.allow_unconfined:
+            if self.config.allow_unconfined:
                 self.log(f"warning: {e.message}; running jobs without scopes (allow-unconfined = yes)", journal.WARNING)
                 return PlainRunner()
             self.unavailable = e.message
             return None
 
-    def run(self) -> Summary:
-        """Process until the queue is empty (see the module comment)."""
-        self.queue.ensure_layout()
-        (self.queue.dir(State.QUEUED) / Queue.WAKE).unlink(missing_ok=True)
-        summary = Summary()
+    # -- claims whose holder is gone ------------------------------------------
+
+    def recover(self, runner: Runner | None, summary: Summary) -> None:
+        """Take over every claim whose holder died or lost its lease (claims.py)."""
+        clock = ServerClock(self.layout, self.me)
         try:
-            config: Config | str = Config.load(self.queue.root)
-        except MiniqError as e:
-            config = f"miniq.conf is invalid: {e.message}"
-        runners = [self._runner(config if isinstance(config, Config) else Config())]
+            for stale in list(stale_claims(self.layout, self.me, self.config.lease, clock)):
+                try:
+                    self._recover_one(stale, runner, summary)
+                except (OSError, MiniqError) as e:
+                    self.log(f"recovering {stale.path.name} failed: {e}", journal.ERR)
+        except OSError as e:
+            self.log(f"recovering claims of lost processors failed: {e}", journal.ERR)
+
+    def _recover_one(self, stale: Any, runner: Runner | None, summary: Summary) -> None:
+        claim = take_over(self.layout, stale, self.me)
+        if claim is None:
+            return
+        if claim.job is None:
+            self._reject(claim, summary)
+            return
+        job = claim.job
+        if stale.holder is not None and stale.holder.boot == self.me.boot and runner is not None:
+            runner.stop_leftover(job.id)  # its scope, if it still runs on this host
+        summary.recovered.append(job.id)
+        uid = self._uid(claim)
+        if os.path.lexists(self.layout.cancel_request(job.id)):
+            result = Result.unrun(Outcome.CANCELLED, f"cancelled; {stale.why}", hostname())
+            self._finish(claim, job, result, summary)
+        elif job.interruptions >= self.config.max_interruptions:
+            reason = (
+                f"its run was interrupted {job.interruptions} times (last: {stale.why}); "
+                f"not run again (max-interruptions = {self.config.max_interruptions} in [processor] of miniq.conf)"
+            )
+            self._finish(claim, job, Result.unrun(Outcome.NOT_STARTED, reason, hostname()), summary)
+        else:
+            delay = backoff(job.interruptions)
+            self._persist(claim, lambda: claim.postpone(job, time.time() + delay))
+            self.log(f"job {job.id} ({job.name}) was interrupted ({stale.why}); runs again in {delay:.0f} s", journal.WARNING, job, uid,
+                     MINIQ_EVENT="recovered")  # fmt: skip
+
+    # -- working --------------------------------------------------------------
+
+    def work(self, runner: Runner | None, summary: Summary, linger: float) -> None:
+        """Claim and run jobs until the queue stays empty for ``linger`` seconds."""
+        from .worker import Worker
+
+        pending = Pending(self.layout)
+        budget = Budget(self.config.output_rate_limit)
+        worker = Worker(self.config.lease, runner, self.sink, self.log, budget, self.heartbeat) if runner else None
+        last_recovery = time.monotonic()
         try:
-            summary.recovered = self.queue.recover(before_requeue=lambda job_id: self._stop_leftover(runners[0], job_id))
-        except Exception as e:  # noqa: BLE001 - recovery must not keep the queue from draining
-            self.log(f"recovering claims of dead processors failed: {e!r}", journal.ERR)
-        for job_id in summary.recovered:
-            self.log(f"job {job_id} was claimed by a processor that died; queued again", journal.WARNING, job_id)
+            pending.list_delayed()
+            while True:
+                self.heartbeat()
+                promote(self, pending, summary)
+                if time.monotonic() - last_recovery > self.config.lease / 4:
+                    self.recover(runner, summary)
+                    last_recovery = time.monotonic()
+                path = pending.next()
+                if path is None:
+                    if self._idle(pending, linger):
+                        continue
+                    return
+                parsed = parse_queue_name(path.name)
+                claim = Claim.take(self.layout, path, self.me, parsed[1] if parsed else None)
+                if claim is not None:
+                    self.run_claim(claim, worker, summary)
+        finally:
+            pending.close()
 
-        parallel = self.parallel or (config.parallel if isinstance(config, Config) else 1)
-        if parallel > 1 and isinstance(config, Config) and runners[0] is not None:
-            runners += [self._runner(config) for _ in range(parallel - 1)]
-        threads = [threading.Thread(target=self._work, args=(r, config, summary), daemon=True) for r in runners[1:]]
-        for t in threads:
-            t.start()
-        self._work(runners[0], config, summary)
-        for t in threads:
-            t.join()
-        summary.wake_at = self.queue.promote(self.claimer)
-        if summary.wake_at is not None:
-            self._arm(runners[0], summary.wake_at)
-        return summary
+    def _idle(self, pending: Pending, linger: float) -> bool:
+        """Wait up to ``linger`` seconds for a job; True if one may have come."""
+        deadline = time.monotonic() + linger
+        earliest = pending.earliest()
+        if earliest is not None and earliest - time.time() < linger:
+            deadline = min(deadline, time.monotonic() + max(earliest - time.time(), 0))
+        while time.monotonic() < deadline:
+            self.heartbeat()
+            fd = pending.fileno()
+            timeout = min(1.0, max(deadline - time.monotonic(), 0))
+            if fd is not None:
+                ready, _, _ = select.select([fd], [], [], timeout)
+                if ready:
+                    return True
+            else:
+                time.sleep(timeout)
+                return True
+        return earliest is not None and earliest <= time.time()
 
-    def _stop_leftover(self, runner: Runner | None, job_id: str) -> None:
-        if isinstance(runner, ScopeRunner):
-            runner.stop_unit(unit_name(job_id))
+    def run_claim(self, claim: Claim, worker: Any, summary: Summary) -> None:
+        """Run one claimed entry and record what became of it."""
+        if claim.job is None:
+            self._reject(claim, summary)
+            return
+        job = claim.job
+        try:
+            result = self._execute(claim, job, worker)
+        except Exception as e:  # noqa: BLE001 - a bug must fail one job, never the service
+            result = Result.unrun(Outcome.ERROR, f"internal error in miniq: {e!r}", hostname())
+        if claim.lost:
+            summary.lost.append(job.id)
+            self.log(f"job {job.id} ({job.name}) was taken over by another processor; the result of this run is not recorded",
+                     journal.WARNING, job, self._uid(claim))  # fmt: skip
+            return
+        self.conclude(claim, job, result, summary)
 
-    def _arm(self, runner: Runner | None, when: float) -> None:
+    def _execute(self, claim: Claim, job: Job, worker: Any) -> Result:
+        host = hostname()
+        if self.config_error:
+            return Result.unrun(Outcome.NOT_STARTED, self.config_error, host)
+        if worker is None:
+            reason = (
+                f"{self.unavailable}; jobs are not run without a scope unless "
+                f"allow-unconfined = yes is set in [processor] of {self.layout.conf}"
+            )
+            return Result.unrun(Outcome.NOT_STARTED, reason, host)
+        if os.path.lexists(self.layout.cancel_request(job.id)):
+            return Result.unrun(Outcome.CANCELLED, "cancelled before it started", host)
+        identity = None
+        if os.geteuid() == 0 and claim.owner[0] != 0:
+            found = identity_for(claim.owner[0], job.submitter.uid)
+            if isinstance(found, str):
+                return Result.unrun(Outcome.NOT_STARTED, f"not run: {found}", host)
+            identity = found
+        user = identity.user if identity else job.submitter.user
+        groups = identity.group_names() if identity else ()
+        limits = job.limits.over(self.config.limits_for(job.name, user, groups))
+        spec = worker.spec(claim, job, limits, identity)
+        if isinstance(spec, str):
+            return Result.unrun(Outcome.NOT_STARTED, spec, host)
+        result: Result = worker.execute(claim, job, spec, self._uid(claim))
+        return result.but(run=f"{self.me.name}#{len(job.attempts) + 1}")
+
+    # -- recording ------------------------------------------------------------
+
+    def conclude(self, claim: Claim, job: Job, result: Result, summary: Summary) -> None:
+        """Record a run: done, failed, or back to ``delayed/`` for a retry."""
+        attempts = (*job.attempts, result)
+        failures = sum(1 for a in attempts if a.counts_as_failure)
+        uid = self._uid(claim)
+        if result.may_retry and failures <= job.schedule.retries:
+            delay = backoff(failures)
+            s = job.schedule
+            again = job.but(attempts=attempts, schedule=Schedule(s.priority, time.time() + delay, (), s.retries))
+            self.log(
+                f"job {job.id} ({job.name}) failed: {result.describe()}; attempt {failures + 1} of {s.retries + 1} in {delay:.0f} s",
+                journal.WARNING, job, uid, MINIQ_EVENT="retrying", MINIQ_OUTCOME=result.outcome.value,
+            )  # fmt: skip
+            if self._persist(claim, lambda: claim.postpone(again, time.time() + delay)):
+                summary.retrying.append(job.id)
+            return
+        self._finish(claim, job, result, summary)
+
+    def _finish(self, claim: Claim, job: Job, result: Result, summary: Summary) -> None:
+        ok = result.succeeded
+        self.log(
+            f"job {job.id} ({job.name}) {'finished' if ok else 'failed'}: {result.describe()}",
+            journal.INFO if ok else journal.ERR, job, self._uid(claim),
+            MINIQ_EVENT="finished", MINIQ_OUTCOME=result.outcome.value, MINIQ_LINES=str(result.output_lines or 0),
+        )  # fmt: skip
+        if self._persist(claim, lambda: claim.finish(job.but(attempts=(*job.attempts, result)), result)):
+            (summary.succeeded if ok else summary.failed).append(job.id)
+            self.finished += 1
+
+    def _reject(self, claim: Claim, summary: Summary) -> None:
+        assert claim.unusable is not None
+        path = self._persist(claim, claim.reject)
+        if path:
+            summary.rejected.append(claim.id)
+            self.log(f"entry {claim.source} rejected: {claim.unusable.reason}; recorded in {path}", journal.ERR, None,
+                     MINIQ_JOB_ID=claim.id, MINIQ_EVENT="finished", MINIQ_OUTCOME=Outcome.REJECTED.value)  # fmt: skip
+
+    def _persist(self, claim: Claim, action: Callable[[], Any]) -> Any:
+        """Record something about a claim; on a full disk or an I/O error keep
+        the result, say so, and try again until it works (README)."""
+        delay = 1.0
+        while True:
+            try:
+                return action()
+            except LeaseLost:
+                self.log(f"job {claim.id} was taken over by another processor before its result was recorded; not recorded here",
+                         journal.WARNING, None, MINIQ_JOB_ID=claim.id)  # fmt: skip
+                return None
+            except OSError as e:
+                if e.errno not in TRANSIENT:
+                    self.log(f"cannot record job {claim.id}: {e}; left in running/ for the next processor", journal.ERR, None,
+                             MINIQ_JOB_ID=claim.id)  # fmt: skip
+                    return None
+                self.log(f"cannot record job {claim.id} ({e.strerror}); keeping its result and trying again in {delay:.0f} s",
+                         journal.ERR, None, MINIQ_JOB_ID=claim.id)  # fmt: skip
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                self.heartbeat()
+                claim.renew_if_due(self.config.lease)
+                time.sleep(min(0.5, delay))
+            delay = min(delay * 2, RETRY_RECORD_MAX)
+
+    def _uid(self, claim: Claim) -> int | None:
+        """Whose journal entries a job's are: its owner's, in a root processor."""
+        return claim.owner[0] if os.geteuid() == 0 and claim.owner[0] != 0 else None
+
+    # -- the wake timer -------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
         try:
             if self.waker is not None:
                 self.waker(when)
-            elif isinstance(runner, ScopeRunner):
-                from .timer import arm
+            elif self.runner_override is None:
+                from .systemd import Systemd
+                from .wake import arm
 
-                arm(runner, when)
+                systemd = Systemd(self.manager)
+                try:
+                    arm(systemd, when)
+                finally:
+                    systemd.close()
             else:
                 return
             self.log(f"next delayed job due in {max(when - time.time(), 0):.1f} s; wake timer armed")
         except Exception as e:  # noqa: BLE001 - the minutely timer remains as a fallback
-            self.log(f"could not arm the wake timer ({e!r}); the minutely timer will start delayed jobs", journal.WARNING)
+            self.log(f"could not arm the wake timer ({e}); the minutely timer will start delayed jobs", journal.WARNING)
 
-    def _work(self, runner: Runner | None, config: Config | str, summary: Summary) -> None:
-        worker = Worker(self.queue, runner, self.sink, self.log) if runner is not None else None
-        while True:
-            with self.lock:
-                self.queue.promote(self.claimer)
-                claim = self.queue.claim_next(self.claimer)
-            if claim is None:
-                return
-            self.run_claim(claim, worker, config, summary)
+    # -- worker processes -----------------------------------------------------
 
-    # -- one job ------------------------------------------------------------
-
-    def run_claim(self, claim: Claim, worker: Worker | None, config: Config | str, summary: Summary) -> None:
+    def _fork_worker(self, summary: Summary, linger: float) -> tuple[int, int]:
+        """Start one worker process; returns (pid, read end of its report pipe)."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid != 0:
+            os.close(write_end)
+            return pid, read_end
+        os.close(read_end)
+        code = 0
+        mine = Summary()
         try:
-            job = Job.from_json(json.loads(claim.data))
-            if job.id != claim.id:
-                raise ValueError(f"the file name {claim.queued_name!r} does not match its job id {job.id!r}")
-        except (ValueError, UnicodeDecodeError) as e:
-            reason = f"unusable job file: {e}"
-            path = self.queue.reject(claim, reason)
-            summary.rejected.append(path.stem)
-            self.log(f"job file {claim.queued_name} rejected: {reason}; kept in {path}", journal.ERR, path.stem, MINIQ_EVENT="finished")
-            return
-        try:
-            if isinstance(config, str):
-                result = not_started(config)
-            elif worker is None:
-                result = not_started(
-                    f"{self.unavailable}; jobs are not run without a scope unless "
-                    f"allow-unconfined = yes is set in [processor] of {self.queue.root / 'miniq.conf'}"
-                )
-            else:
-                result = worker.execute(job, job.limits.over(config.limits_for(job.name)))
-        except Exception as e:  # noqa: BLE001 - a bug must fail one job, never the service
-            result = not_started(f"internal error in miniq: {e!r}", Outcome.ERROR)
-        self.conclude(claim, job, result, summary)
+            self.me = Claimer.current()
+            self.heartbeat = lambda: _beat(write_end)
+            runner = self._runner()
+            try:
+                self.work(runner, mine, linger)
+            finally:
+                if runner:
+                    runner.close()
+        except BaseException as e:  # noqa: BLE001 - report, then leave without running the parent's cleanup
+            self.log(f"worker process failed: {e!r}", journal.ERR)
+            code = 1
+        finally:
+            try:
+                os.write(write_end, b"\n" + json.dumps(asdict(mine)).encode() + b"\n")
+            finally:
+                os._exit(code)
 
-    def conclude(self, claim: Claim, job: Job, result: dict[str, Any], summary: Summary) -> None:
-        """Record a run: done, failed, or back to ``delayed/`` for a retry."""
-        attempts = (*job.attempts, result)
-        outcome = Outcome(result["outcome"])
-        ok = outcome.succeeded(result.get("exit_code"))
-        # Interrupted runs (the processor died) do not use up retries.
-        failures = sum(
-            1 for a in attempts if a.get("outcome") != Outcome.INTERRUPTED.value and not (
-                a.get("outcome") == Outcome.EXITED.value and a.get("exit_code") == 0)
-        )  # fmt: skip
-        if not ok and outcome not in (Outcome.CANCELLED, Outcome.REJECTED) and failures <= job.schedule.retries:
-            delay = backoff(failures)
-            s = job.schedule
-            again = Job(job.id, job.name, job.argv, job.submitted, job.submitter, job.limits,
-                        Schedule(s.priority, time.time() + delay, (), s.retries), attempts, job.extra)  # fmt: skip
-            self.queue.postpone(claim, again)
-            summary.retrying.append(job.id)
-            self.log(
-                f"job {job.id} ({job.name}) failed: {describe(result)}; attempt {failures + 1} of {s.retries + 1} in {delay:.0f} s",
-                journal.WARNING,
-                job.id,
-                MINIQ_JOB_NAME=job.name,
-                MINIQ_EVENT="retrying",
-                MINIQ_OUTCOME=result["outcome"],
-            )
-            return
-        state = State.DONE if ok else State.FAILED
-        record = dict(job.to_json(), attempts=list(attempts), result=result, state=state.label)
-        self.queue.finish(claim, record, state)
-        (summary.succeeded if ok else summary.failed).append(job.id)
-        self.log(
-            f"job {job.id} ({job.name}) {'finished' if ok else 'failed'}: {describe(result)}",
-            journal.INFO if ok else journal.ERR,
-            job.id,
-            MINIQ_JOB_NAME=job.name,
-            MINIQ_EVENT="finished",
-            MINIQ_OUTCOME=result["outcome"],
-        )
+    def _supervise(self, workers: list[tuple[int, int]], summary: Summary) -> None:
+        """Wait for the worker processes; kill one that hangs; recover the jobs of any that died."""
+        beats = {fd: time.monotonic() for _, fd in workers}
+        reports = {fd: b"" for _, fd in workers}
+        pids = {fd: pid for pid, fd in workers}
+        casualties = False
+        while beats:
+            notify.alive()
+            ready, _, _ = select.select(list(beats), [], [], 1.0)
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    beats[fd] = time.monotonic()
+                    reports[fd] += data.replace(b".", b"")
+                    continue
+                del beats[fd]
+                os.close(fd)
+                _, status = os.waitpid(pids[fd], 0)
+                casualties |= status != 0
+                try:
+                    summary.merge(json.loads(reports[fd].strip().splitlines()[-1]))
+                except (ValueError, IndexError):
+                    casualties = True
+            for fd, seen in list(beats.items()):
+                if time.monotonic() - seen > HANG_TIMEOUT:
+                    self.log(f"worker process {pids[fd]} made no progress for {HANG_TIMEOUT:.0f} s; killing it", journal.ERR)
+                    os.kill(pids[fd], signal.SIGKILL)
+                    beats[fd] = time.monotonic()
+        if casualties:
+            runner = self._runner()
+            try:
+                self.recover(runner, summary)
+            finally:
+                if runner:
+                    runner.close()
+
+
+def _beat(fd: int) -> None:
+    try:
+        os.write(fd, b".")
+    except OSError:
+        pass

@@ -10,19 +10,21 @@ resolves ``%S`` in a user manager to ``~/.config``, not ``$XDG_STATE_HOME``
 (newer releases changed that), so only an explicit path guarantees that the
 units and the CLI mean the same queue.  Everything else stays the shipped
 text, so ``systemd-analyze verify`` on ``units/`` covers both.
+
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
 
-from .errors import MiniqError
-from .settings import Manager
+from .errors import BadInput, MiniqError
+from .manager import Manager, config_home
 
 UNITS = ("miniq-process.service", "miniq-process.path", "miniq-process.timer")
 ENABLE = ("miniq-process.timer", "miniq-process.path")
@@ -40,8 +42,7 @@ def shipped_dir() -> Path:
 def unit_dir(manager: Manager) -> Path:
     if manager is Manager.SYSTEM:
         return Path("/etc/systemd/system")
-    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(config) / "systemd" / "user"
+    return config_home() / "systemd" / "user"
 
 
 def miniq_command() -> list[str]:
@@ -52,31 +53,47 @@ def miniq_command() -> list[str]:
     return [sys.executable, "-m", "miniq"]
 
 
-def render(name: str, command: list[str], root: str = DEFAULT_ROOT) -> str:
+def timer_calendar(period: str) -> str:
+    """``OnCalendar=`` for a processor period such as 15s, 5min or 1h."""
+    m = re.fullmatch(r"\s*(\d+)\s*(s|sec|m|min|h)\s*", period)
+    amount, unit = (int(m.group(1)), m.group(2)) if m else (0, "")
+    if unit in ("s", "sec") and amount and 60 % amount == 0:
+        return f"*:*:0/{amount}"
+    if unit in ("m", "min") and amount and 60 % amount == 0:
+        return f"*:0/{amount}"
+    if unit == "h" and amount == 1:
+        return "hourly"
+    raise BadInput(f"invalid timer period {period!r}: expected seconds or minutes dividing 60 (e.g. 10s, 15s, 5min) or 1h")
+
+
+def render(name: str, command: list[str], root: str = DEFAULT_ROOT, calendar: str | None = None) -> str:
     text = (shipped_dir() / name).read_text()
     if root != DEFAULT_ROOT:
         # systemd specifiers use '%': escape it in a literal path.
         text = text.replace(DEFAULT_ROOT, root.replace("%", "%%"))
+    if calendar:
+        text = text.replace("OnCalendar=minutely", f"OnCalendar={calendar}")
     exec_start = " ".join(shlex.quote(c).replace("%", "%%") for c in command)
     return text.replace("ExecStart=/usr/bin/miniq ", f"ExecStart={exec_start} ")
 
 
 def systemctl(manager: Manager, *args: str) -> None:
-    cmd = ["systemctl", *(["--user"] if manager is Manager.USER else []), *args]
+    cmd = manager.systemctl(*args)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise MiniqError(f"'{' '.join(cmd)}' failed: {proc.stderr.strip() or proc.returncode}")
 
 
-def install(manager: Manager, root: Path, now: bool = False) -> list[Path]:
+def install(manager: Manager, root: Path, now: bool = False, timer_period: str | None = None) -> list[Path]:
     """Write the units for queue ``root``; with ``now``, enable and start them."""
+    calendar = timer_calendar(timer_period) if timer_period else None
     target = unit_dir(manager)
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name in UNITS:
         path = target / name
         tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(render(name, miniq_command(), str(root)))
+        tmp.write_text(render(name, miniq_command(), str(root), calendar))
         os.replace(tmp, path)
         written.append(path)
     systemctl(manager, "daemon-reload")
@@ -90,10 +107,7 @@ def uninstall(manager: Manager) -> list[Path]:
     target = unit_dir(manager)
     present = [target / n for n in UNITS if (target / n).exists()]
     if present:
-        subprocess.run(
-            ["systemctl", *(["--user"] if manager is Manager.USER else []), "disable", "--now", *UNITS],
-            capture_output=True,
-        )
+        subprocess.run(manager.systemctl("disable", "--now", *UNITS), capture_output=True)
         for path in present:
             path.unlink()
         systemctl(manager, "daemon-reload")

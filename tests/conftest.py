@@ -19,16 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from helpers import write_job  # noqa: E402,F401 - re-exported for the tests
 from testbed.sandbox import Sandbox  # noqa: E402
-
-
-def write_job(root: Path, name: str, body: str, mode: int = 0o755) -> Path:
-    jobs = root / "jobs"
-    jobs.mkdir(parents=True, exist_ok=True)
-    path = jobs / f"{name}.job"
-    path.write_text(body)
-    path.chmod(mode)
-    return path
 
 
 @pytest.fixture

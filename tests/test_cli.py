@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_job
+from helpers import write_job
 
 from miniq.cli import main
 
@@ -27,7 +27,7 @@ def test_enqueue_prints_the_id_and_keeps_arguments(root: Path) -> None:
     code, out, err = invoke(root, "enqueue", "echo", "Title", "This is a message!", "9")
     assert (code, err) == (0, "")
     job_id = out.strip()
-    assert (root / "queue" / f"{job_id}.json").exists()
+    assert (root / "queue" / f"1000-{job_id}.json").exists()
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_dashes_reach_the_job(root: Path, argv: list[str], expected: list[str]) 
     assert code == 0
     from miniq.queue import Queue
 
-    assert list(Queue(root).record(out.strip())["argv"]) == expected
+    assert list(Queue(root).read(out.strip()).data["argv"]) == expected
 
 
 BAD_NAMES = [
@@ -110,13 +110,14 @@ def test_job_type_that_is_a_directory(root: Path) -> None:
     "option,value,message",
     [
         ("--memory-max", "lots", "Error: invalid size 'lots': expected a number with an optional K, M, G or T suffix, e.g. 512M"),
-        ("--cpu-quota", "0", "Error: invalid CPU quota '0': expected a percentage of one CPU of at least 1, e.g. 50%"),
+        ("--cpu-quota", "0", "Error: invalid CPU quota '0': expected a percentage of one CPU from 1 to 100000, e.g. 50%"),
         ("--timeout", "soon", "Error: invalid duration 'soon': expected e.g. 90s, 10m, 1h30m or 2d"),
         (
             "--tasks-max",
             "1",
-            "Error: invalid tasks maximum '1': expected a whole number of at least 2 (the job and miniq's keeper process)",
+            "Error: invalid tasks maximum '1': expected a whole number from 2 (the job and miniq's keeper process) to 4194304",
         ),
+        ("--memory-max", "99999999T", "Error: invalid size '99999999T': at most 4E (2^62 bytes)"),
         ("--nice", "40", "Error: invalid niceness '40': expected a whole number from -20 to 19"),
     ],
 )
@@ -132,7 +133,7 @@ def test_show_unknown_id(root: Path) -> None:
 
 
 def test_root_resolution_order(tmp_path: Path) -> None:
-    from miniq.settings import Manager, resolve_root
+    from miniq.manager import Manager, resolve_root
 
     env = dict(os.environ)
     try:
@@ -156,8 +157,79 @@ def test_enqueue_does_not_import_pystemd(root: Path) -> None:
         "import sys; from miniq.cli import main\n"
         "try:\n    main(['--root', sys.argv[1], 'enqueue', 'echo', 'x'])\n"
         "except SystemExit:\n    pass\n"
-        "heavy = [m for m in sys.modules if m.split('.')[0] in ('pystemd', 'lxml', 'psutil', 'configparser', 'subprocess')]\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('pystemd', 'lxml', 'psutil', 'configparser', 'subprocess',\n"
+        "'ctypes', 'selectors')]\n"
         "print(heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]"
+
+
+def test_errors_without_permission_are_one_line(root: Path) -> None:
+    """Another user acting on a queue that is not theirs: one line, exit 5."""
+    import os
+    import subprocess
+    import sys
+
+    code, out, err = invoke(root, "enqueue", "echo")
+    assert code == 0
+    if os.geteuid() == 0:  # as root: act as nobody, for whom the queue is closed (0700)
+        argv = [sys.executable, "-m", "miniq", "--root", str(root), "cancel", out.strip()]
+        proc = subprocess.run(argv, user=65534, group=65534, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+        code, err = proc.returncode, proc.stderr
+    else:
+        (root / "queue").chmod(0o500)
+        try:
+            code, _, err = invoke(root, "cancel", out.strip())
+        finally:
+            (root / "queue").chmod(0o700)
+    assert code == 5, err
+    assert err.startswith("Error: permission denied") and "Traceback" not in err and len(err.splitlines()) == 2
+
+
+def test_internal_errors_are_one_line_unless_debugging(root: Path, monkeypatch: object) -> None:
+
+    mp: pytest.MonkeyPatch = monkeypatch  # type: ignore[assignment]
+    from miniq.queue import Queue
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom")
+
+    mp.setattr(Queue, "purge", boom)
+    code, _, err = invoke(root, "purge", "--all-finished")
+    assert code == 1
+    assert err.splitlines() == [
+        "Error: internal error in miniq: RuntimeError('kaboom')",
+        "Hint: run again with --debug to see where it happened, and report it",
+    ]
+    result = CliRunner().invoke(main, ["--root", str(root), "--debug", "purge", "--all-finished"])
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_enqueue_warns_when_nothing_will_run_the_job(tmp_path: Path, monkeypatch: object) -> None:
+
+    mp: pytest.MonkeyPatch = monkeypatch  # type: ignore[assignment]
+    mp.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    mp.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    mp.delenv("MINIQ_ROOT", raising=False)
+    mp.delenv("STATE_DIRECTORY", raising=False)
+    write_job(tmp_path / "state" / "miniq", "echo", "#!/bin/sh\n")
+    result = CliRunner().invoke(main, ["--user", "enqueue", "echo"])
+    assert result.exit_code == 0 and len(result.stdout.strip()) == 31
+    assert result.stderr.startswith("Warning: no miniq-process.path or .timer is enabled in the user manager")
+    assert "fix: miniq --user install-units --now" in result.stderr
+    wants = tmp_path / "config" / "systemd" / "user" / "paths.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "miniq-process.path").symlink_to("/dev/null")
+    result = CliRunner().invoke(main, ["--user", "enqueue", "echo"])
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_purge_everything_finished(root: Path) -> None:
+    code, out, _ = invoke(root, "enqueue", "echo")
+    from helpers import processor
+
+    processor(root)[0].run()
+    assert invoke(root, "purge", "--older-than", "0") == (0, f"removed {out.strip()}\n", "")
+    code, _, err = invoke(root, "purge")
+    assert (code, err) == (2, "Error: expected exactly one of --older-than DURATION and --all-finished\n")

@@ -1,7 +1,8 @@
 import pytest
 
 from miniq.errors import BadInput
-from miniq.limits import Limits, parse_duration, parse_percent, parse_size
+from miniq.limits import LIMITS, Limits, parse_percent, parse_size
+from miniq.timeparse import parse_duration
 
 
 @pytest.mark.parametrize(
@@ -43,3 +44,14 @@ def test_parse_and_merge() -> None:
 def test_unknown_limit_names_the_known_ones() -> None:
     with pytest.raises(BadInput, match="unknown limit 'memory' in x: expected one of memory-max, cpu-quota"):
         Limits.parse({"memory": "1G"}, " in x")
+
+
+def test_every_limit_becomes_its_scope_property() -> None:
+    limits = Limits(memory_max=64 * 1024**2, cpu_quota=50, tasks_max=16, timeout=2.5, nice=5)
+    assert limits.properties() == [
+        (b"MemoryMax", b"t", 64 * 1024**2),
+        (b"CPUQuotaPerSecUSec", b"t", 500_000),
+        (b"TasksMax", b"t", 16),
+        (b"RuntimeMaxUSec", b"t", 2_500_000),
+    ]
+    assert [spec.key for spec in LIMITS] == ["memory-max", "cpu-quota", "tasks-max", "timeout", "nice"]

@@ -9,39 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_job
+from helpers import ListSink, process, record, result_of, write_job
 
 from miniq.journal import MAX_LINE
+from miniq.manager import Manager
 from miniq.processor import Processor
 from miniq.queue import Queue
-from miniq.scope import PlainRunner, Running
-from miniq.settings import Manager
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.entries: list[tuple[bytes, int, dict[str, str]]] = []
-
-    def send(self, message: bytes, priority: int, fields: dict[str, str]) -> None:
-        self.entries.append((message, priority, dict(fields)))
-
-    def output(self, job_id: str, stream: str | None = None) -> list[bytes]:
-        return [
-            m for m, _, f in self.entries if f.get("MINIQ_JOB_ID") == job_id and "MINIQ_STREAM" in f and stream in (None, f["MINIQ_STREAM"])
-        ]
-
-
-def process(root: Path) -> tuple[ListSink, object]:
-    sink = ListSink()
-    summary = Processor(Queue(root), Manager.USER, runner=PlainRunner(), sink=sink).run()
-    return sink, summary
-
-
-def record(root: Path, job_id: str) -> dict[str, object]:
-    return Queue(root).record(job_id)
+from miniq.runner import PlainRunner
+from miniq.spawn import ExecSpec
 
 
 def test_runs_jobs_in_order_with_their_arguments(root: Path) -> None:
@@ -49,15 +28,15 @@ def test_runs_jobs_in_order_with_their_arguments(root: Path) -> None:
     a = q.enqueue("echo", ["Title", "This is a message!", "9"])
     b = q.enqueue("echo", ["-x", ""])
     sink, summary = process(root)
-    assert summary.succeeded == [a.id, b.id]  # type: ignore[attr-defined]
+    assert summary.succeeded == [a.id, b.id]
     assert sink.output(a.id) == [b"Title", b"This is a message!", b"9"]
     assert sink.output(b.id) == [b"-x", b""]
     res = record(root, a.id)
-    assert res["state"] == "done"
-    result = res["result"]
-    assert isinstance(result, dict)
+    assert res.state.label == "done"
+    result = result_of(root, a.id)
     assert result["outcome"] == "exited" and result["exit_code"] == 0 and result["host"]
-    assert {"started", "ended", "duration"} <= result.keys()
+    assert {"started", "ended", "duration", "run"} <= result.keys()
+    assert result["output_lines"] == 3
     assert os.listdir(root / "queue") == [] and os.listdir(root / "running") == []
 
 
@@ -69,11 +48,11 @@ def test_failing_job_is_recorded_and_does_not_stop_the_rest(root: Path) -> None:
     k = q.enqueue("killed", [])
     ok = q.enqueue("echo", ["after"])
     sink, summary = process(root)
-    assert summary.failed == [f.id, k.id]  # type: ignore[attr-defined]
-    assert summary.succeeded == [ok.id]  # type: ignore[attr-defined]
-    assert record(root, f.id)["result"]["exit_code"] == 3  # type: ignore[index]
-    assert record(root, k.id)["result"]["signal"] == "SIGTERM"  # type: ignore[index]
-    assert record(root, k.id)["result"]["outcome"] == "signaled"  # type: ignore[index]
+    assert summary.failed == [f.id, k.id]
+    assert summary.succeeded == [ok.id]
+    assert result_of(root, f.id)["exit_code"] == 3
+    assert result_of(root, k.id)["signal"] == "SIGTERM"
+    assert result_of(root, k.id)["outcome"] == "signaled"
     # stderr is logged at a higher priority than stdout
     assert [p for m, p, fl in sink.entries if fl.get("MINIQ_STREAM") == "stderr"] == [4]
 
@@ -84,7 +63,7 @@ def test_unusable_files_leave_the_queue_with_a_reason(root: Path) -> None:
     (root / "queue" / "garbage.json").write_bytes(b"{not json")
     wrong = q.enqueue("echo", []).to_json()
     wrong["miniq"] = 99
-    (root / "queue" / f"{wrong['id']}.json").write_text(json.dumps(wrong))
+    (root / "queue" / f"1000-{wrong['id']}.json").write_text(json.dumps(wrong))
     gone = q.enqueue("echo", [])
     write_job(root, "vanish", "#!/bin/sh\n")
     vanish = q.enqueue("vanish", [])
@@ -92,20 +71,23 @@ def test_unusable_files_leave_the_queue_with_a_reason(root: Path) -> None:
     noexec = q.enqueue("echo", ["x"]).to_json()
     noexec["name"] = "plain"
     write_job(root, "plain", "#!/bin/sh\n", mode=0o644)
-    (root / "queue" / f"{noexec['id']}.json").write_text(json.dumps(noexec))
+    (root / "queue" / f"1000-{noexec['id']}.json").write_text(json.dumps(noexec))
     good2 = q.enqueue("echo", ["last"])
     sink, summary = process(root)
 
-    assert summary.succeeded == [good1.id, gone.id, good2.id]  # type: ignore[attr-defined]
+    assert summary.succeeded == [good1.id, gone.id, good2.id]
     assert os.listdir(root / "queue") == [] and os.listdir(root / "running") == []
     failed = {p.stem: json.loads(p.read_text()) for p in (root / "failed").iterdir()}
     reasons = {k: v["result"]["reason"] for k, v in failed.items()}
-    assert reasons[wrong["id"]] == "unusable job file: unsupported schema version 99 (this miniq reads version 1)"
+    assert reasons[wrong["id"]] == (
+        "unusable job file: it is not a usable job file: unsupported schema version 99 (this miniq reads version 1)"
+    )
     assert reasons[vanish.id] == f"no job type 'vanish': expected an executable at {root}/jobs/vanish.job"
     assert reasons[noexec["id"]].startswith("job type 'plain' is not executable")
-    garbage = [v for v in failed.values() if v.get("queued_as") == "garbage.json"]
+    garbage = [v for v in failed.values() if v.get("queued_as") == "queue/garbage.json"]
     assert len(garbage) == 1 and garbage[0]["original"] == "{not json"
-    assert garbage[0]["result"]["reason"].startswith("unusable job file: Expecting property name")
+    assert garbage[0]["result"]["reason"].startswith("unusable job file: it is not valid JSON: Expecting property name")
+    assert garbage[0]["quarantined"].startswith("rejected/")
 
 
 def test_big_binary_and_unterminated_output(root: Path) -> None:
@@ -119,25 +101,50 @@ def test_big_binary_and_unterminated_output(root: Path) -> None:
         "printf 'no newline at the end'\n",
     )
     job = Queue(root).enqueue("noisy", [])
-    sink, _ = process(root)
+    sink, _ = process(root, linger=0.0)
     out = sink.output(job.id)
     assert b"".join(out[:-2]) == b"a" * 3_000_000
     assert all(len(chunk) <= MAX_LINE for chunk in out)
     assert out[-2:] == [b"bin\\xff\x01", b"no newline at the end"]
 
 
+def test_output_over_the_rate_limit_is_dropped_and_counted(root: Path) -> None:
+    write_job(root, "chatty", "#!/bin/sh\nseq 1 5000\n")
+    (root / "miniq.conf").write_text("[processor]\noutput-rate-limit = 1000/1h\n")
+    job = Queue(root).enqueue("chatty", [])
+    sink, summary = process(root)
+    assert summary.succeeded == [job.id]
+    assert sink.output(job.id) == [str(i).encode() for i in range(1, 1001)]
+    [dropped] = sink.events("dropped")
+    assert dropped["MINIQ_DROPPED"] == "4000"
+    result = result_of(root, job.id)
+    assert (result["output_lines"], result["output_dropped"]) == (5000, 4000)
+    assert [f["MINIQ_OUTCOME"] for f in sink.events("finished")] == ["exited"]  # miniq's own entries pass
+
+
 def test_systemd_unreachable_fails_jobs_with_a_reason(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pystemd  # noqa: F401 - a dependency: this test is about the manager, not the library
+
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no user bus there
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     job = Queue(root).enqueue("echo", ["x"])
     sink = ListSink()
-    summary = Processor(Queue(root), Manager.USER, sink=sink).run()
+    summary = Processor(Queue(root), Manager.USER, sink=sink, linger=0).run()
     assert summary.failed == [job.id]
-    result = record(root, job.id)["result"]
-    assert result["outcome"] == "not-started"  # type: ignore[index]
-    assert "cannot reach the user manager" in result["reason"]  # type: ignore[index]
-    assert "allow-unconfined = yes" in result["reason"]  # type: ignore[index]
+    result = result_of(root, job.id)
+    assert result["outcome"] == "not-started"
+    assert "cannot reach your user manager" in result["reason"]
+    assert "allow-unconfined = yes" in result["reason"]
     assert sink.output(job.id) == []
+
+
+def test_pystemd_missing_fails_jobs_with_a_reason(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pystemd.dbuslib", None)  # as if it were not installed
+    job = Queue(root).enqueue("echo", ["x"])
+    summary = Processor(Queue(root), Manager.USER, sink=ListSink(), linger=0).run()
+    assert summary.failed == [job.id]
+    reason = result_of(root, job.id)["reason"]
+    assert reason.startswith("pystemd is not installed") and "allow-unconfined = yes" in reason
 
 
 def test_unconfined_only_when_opted_in(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,9 +153,9 @@ def test_unconfined_only_when_opted_in(root: Path, tmp_path: Path, monkeypatch: 
     (root / "miniq.conf").write_text("[processor]\nallow-unconfined = yes\n")
     job = Queue(root).enqueue("echo", ["ran"])
     sink = ListSink()
-    Processor(Queue(root), Manager.USER, sink=sink).run()
-    result = record(root, job.id)["result"]
-    assert result["outcome"] == "exited" and result["confined"] is False  # type: ignore[index]
+    Processor(Queue(root), Manager.USER, sink=sink, linger=0).run()
+    result = result_of(root, job.id)
+    assert result["outcome"] == "exited" and result["confined"] is False
     assert sink.output(job.id) == [b"ran"]
     assert any(b"running jobs without scopes" in m for m, _, _ in sink.entries)
 
@@ -157,7 +164,7 @@ def test_invalid_config_fails_jobs_instead_of_the_service(root: Path) -> None:
     (root / "miniq.conf").write_text("[limits]\nmemory-max = lots\n")
     job = Queue(root).enqueue("echo", [])
     process(root)
-    reason = record(root, job.id)["result"]["reason"]  # type: ignore[index]
+    reason = result_of(root, job.id)["reason"]
     assert reason == (
         "miniq.conf is invalid: invalid size 'lots': expected a number with an optional K, M, G or T suffix, "
         f"e.g. 512M in [limits] of {root}/miniq.conf"
@@ -165,23 +172,49 @@ def test_invalid_config_fails_jobs_instead_of_the_service(root: Path) -> None:
 
 
 class BrokenRunner(PlainRunner):
-    def start(self, *args: object, **kwargs: object) -> Running:
+    def start(self, spec: ExecSpec) -> object:  # type: ignore[override]
         raise RuntimeError("a bug")
 
 
 def test_a_bug_fails_one_job_not_the_processor(root: Path) -> None:
     q = Queue(root)
     jobs = [q.enqueue("echo", [str(i)]) for i in range(2)]
-    summary = Processor(q, Manager.USER, runner=BrokenRunner(), sink=ListSink()).run()
+    summary = Processor(q, Manager.USER, runner=BrokenRunner(), sink=ListSink(), linger=0).run()
     assert summary.failed == [j.id for j in jobs]
-    result = record(root, jobs[0].id)["result"]
-    assert result["outcome"] == "error"  # type: ignore[index]
-    assert result["reason"] == "internal error in miniq: RuntimeError('a bug')"  # type: ignore[index]
+    result = result_of(root, jobs[0].id)
+    assert result["outcome"] == "error"
+    assert result["reason"] == "internal error in miniq: RuntimeError('a bug')"
     assert os.listdir(root / "queue") == [] and os.listdir(root / "running") == []
 
 
-def test_job_environment(root: Path) -> None:
-    write_job(root, "env", '#!/bin/sh\necho "$MINIQ_JOB_ID $MINIQ_JOB_NAME $MINIQ_ROOT $(pwd)"\n')
+def test_job_environment_is_clean(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for leak in ("INVOCATION_ID", "TRIGGER_UNIT", "MANAGERPID", "DBUS_SESSION_BUS_ADDRESS", "SECRET_OF_THE_PROCESSOR"):
+        monkeypatch.setenv(leak, "leaked")
+    write_job(root, "env", '#!/bin/sh\necho "$MINIQ_JOB_ID $MINIQ_JOB_NAME $MINIQ_ROOT $(pwd)"\nenv | cut -d= -f1 | sort\n')
     job = Queue(root).enqueue("env", [])
     sink, _ = process(root)
-    assert sink.output(job.id) == [f"{job.id} env {root} {root}".encode()]
+    out = sink.output(job.id)
+    assert out[0] == f"{job.id} env {root} {root}".encode()
+    names = {line.decode() for line in out[1:]}
+    assert names - {"PWD", "SHLVL", "_", "OLDPWD"} == {
+        "PATH", "LANG", "HOME", "USER", "LOGNAME", "SHELL", "MINIQ_JOB_ID", "MINIQ_JOB_NAME", "MINIQ_ROOT", "MINIQ_ATTEMPT",
+    }  # fmt: skip
+
+
+def test_the_processor_lingers_for_a_job_that_arrives(root: Path) -> None:
+    import threading
+    import time
+
+    q = Queue(root)
+    first = q.enqueue("echo", ["1"])
+    later: list[str] = []
+
+    def enqueue_soon() -> None:
+        time.sleep(0.5)
+        later.append(q.enqueue("echo", ["2"]).id)
+
+    thread = threading.Thread(target=enqueue_soon)
+    thread.start()
+    _, summary = process(root, linger=3.0)
+    thread.join()
+    assert summary.succeeded == [first.id, *later]

@@ -1,30 +1,38 @@
-"""The queue on real files: publishing, claiming, rejecting, recovering."""
+"""The queue on real files: publishing, file names, finding jobs by id."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from miniq.errors import BadInput
+from miniq.errors import BadInput, UnknownJob
 from miniq.job import ID_RE, SCHEMA, Job, State, new_id
-from miniq.queue import Queue, claimer_id
+from miniq.layout import delayed_name, parse_claim_name, parse_delayed_name, parse_queue_name, queue_name, queue_sort_key
+from miniq.queue import Queue
+from miniq.schedule import Schedule
 
 
 def test_enqueue_publishes_a_complete_job(root: Path) -> None:
     q = Queue(root)
     job = q.enqueue("echo", ["a b", "-x", "ünï"])
     files = os.listdir(root / "queue")
-    assert files == [f"{job.id}.json"]
+    assert files == [f"1000-{job.id}.json"]
     data = json.loads((root / "queue" / files[0]).read_text())
     assert data["miniq"] == SCHEMA
     assert data["name"] == "echo" and data["argv"] == ["a b", "-x", "ünï"]
     assert data["submitter"]["uid"] == os.getuid() and data["submitter"]["host"]
     assert os.listdir(root / "tmp") == []
+
+
+def test_files_and_directories_are_private(root: Path) -> None:
+    q = Queue(root)
+    job = q.enqueue("echo", ["secret-token"])
+    assert (root / "queue" / f"1000-{job.id}.json").stat().st_mode & 0o777 == 0o600
+    for d in ("queue", "delayed", "running", "done", "failed", "tmp", "cancel"):
+        assert (root / d).stat().st_mode & 0o777 == 0o700, d
 
 
 def test_ids_sort_in_submission_order_and_are_unique() -> None:
@@ -37,7 +45,7 @@ def test_ids_sort_in_submission_order_and_are_unique() -> None:
 def test_non_utf8_arguments_survive_byte_for_byte(root: Path) -> None:
     raw = b"caf\xe9\xff"
     job = Queue(root).enqueue("echo", [os.fsdecode(raw)])
-    back = Job.from_json(json.loads((root / "queue" / f"{job.id}.json").read_bytes()))
+    back = Job.from_json(json.loads((root / "queue" / f"1000-{job.id}.json").read_bytes()))
     assert back.argv_bytes() == [raw]
 
 
@@ -51,16 +59,33 @@ def test_unknown_fields_are_kept(root: Path) -> None:
     "bad,problem",
     [
         ({"miniq": 2}, "unsupported schema version 2"),
+        ({"miniq": True}, "unsupported schema version True"),
         ({"argv": "x"}, "field 'argv' is missing or not a list"),
-        ({"argv": [1]}, "field 'argv' must be a list of strings"),
+        ({"argv": [1]}, "field 'argv' must be a list of at most 4096 strings without NUL bytes"),
+        ({"argv": ["a\0b"]}, "without NUL bytes"),
         ({"name": "../x"}, "invalid job name '../x'"),
         ({"id": "x"}, "invalid job id 'x'"),
+        ({"submitter": "root"}, "field 'submitter' must be an object"),
+        ({"submitter": {"uid": "0"}}, "field 'submitter.uid' must be a whole number"),
+        ({"schedule": {"priority": [1]}}, "field 'schedule.priority' must be a whole number from -1000 to 1000"),
+        ({"schedule": {"priority": 5000}}, "field 'schedule.priority' must be a whole number from -1000 to 1000"),
+        ({"schedule": {"not_before": 1764000000}}, "field 'schedule.not_before' must be an ISO 8601 time"),
+        ({"schedule": {"retries": "3"}}, "field 'schedule.retries' must be a whole number"),
+        ({"schedule": {"after": ["../../x"]}}, "field 'schedule.after' must be a list of at most 64 job ids"),
+        ({"limits": {"memory_max": "1G"}}, "limit 'memory-max' must be a whole number"),
+        ({"limits": {"memory_max": 2**70}}, "limit 'memory-max' must be a whole number"),
+        ({"limits": {"timeout": -1}}, "limit 'timeout' must be a number"),
+        ({"limits": {"nice": 1.5}}, "limit 'nice' must be a whole number"),
+        ({"limits": {"bogus": 1}}, "unknown limit 'bogus'"),
+        ({"limits": []}, "field 'limits' must be an object"),
+        ({"attempts": [{"outcome": "exploded"}]}, "field 'attempts': unknown outcome 'exploded'"),
+        ({"attempts": [{"outcome": "exited", "exit_code": "0"}]}, "field 'attempts': result field 'exit_code' must be a whole number"),
     ],
 )
 def test_invalid_job_files_are_named(root: Path, bad: dict[str, object], problem: str) -> None:
     data = Queue(root).enqueue("echo", []).to_json()
     data.update(bad)
-    with pytest.raises(ValueError, match=problem.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(".", r"\.")):
         Job.from_json(data)
 
 
@@ -72,86 +97,42 @@ def test_bad_names_write_nothing(root: Path) -> None:
     assert not (root / "queue").exists()
 
 
-def test_claim_is_exclusive_and_in_order(root: Path) -> None:
+def test_arguments_that_cannot_be_passed_are_refused(root: Path) -> None:
+    with pytest.raises(BadInput, match="NUL byte"):
+        Queue(root).enqueue("echo", ["a\0b"])
+    with pytest.raises(BadInput, match="over the 1048576 bytes miniq accepts"):
+        Queue(root).enqueue("echo", ["x" * 2_000_000])
+    assert not (root / "queue").exists()
+
+
+def test_names_sort_in_run_order_and_parse_back() -> None:
+    a, b = new_id(), new_id()
+    names = [queue_name(0, b), queue_name(-5, a), queue_name(10, b), queue_name(0, a), queue_name(1000, a), queue_name(-1000, a)]
+    assert [parse_queue_name(n) for n in sorted(names)] == [(1000, a), (10, b), (0, a), (0, b), (-5, a), (-1000, a)]
+    assert parse_queue_name(f"{a}.json") == (0, a) and parse_queue_name(f"{a}.p-3.json") == (-3, a)  # 0.1.0 names
+    assert queue_sort_key(f"{a}.p7.json") == queue_name(7, a)
+    for junk in ("x.json", f"{a}.json.tmp", "wake", f"../{a}.json", f"9999-{a}.json.bak"):
+        assert parse_queue_name(junk) is None
+    assert parse_delayed_name(delayed_name(a, 1764000000.5)) == (1764000000.5, a)
+    assert parse_delayed_name(delayed_name(a, None)) == (None, a)
+    assert sorted([delayed_name(a, None), delayed_name(a, 2e9), delayed_name(b, 1e9)])[0] == delayed_name(b, 1e9)
+    assert parse_claim_name(f"{a}@host+{'0' * 32}+4026531836+12+345.json") == (a, f"host+{'0' * 32}+4026531836+12+345", False)
+    assert parse_claim_name(f"{a}@h@12.345.json") == (a, None, False)  # 0.1.0
+    assert parse_claim_name("x@y.json") is None
+
+
+def test_locate_finds_every_state_by_exact_names(root: Path) -> None:
     q = Queue(root)
-    jobs = [q.enqueue("echo", [str(i)]) for i in range(5)]
-    claims = [q.claim_next("hostA@1.1"), q.claim_next("hostB@2.2")]
-    assert [c.id for c in claims if c] == [jobs[0].id, jobs[1].id]
-    # A processor that loses the race for a file gets None, not an error.
-    assert q.claim(f"{jobs[0].id}.json", "hostC@3.3") is None
-    assert sorted(os.listdir(root / "running")) == sorted([f"{jobs[0].id}@hostA@1.1.json", f"{jobs[1].id}@hostB@2.2.json"])
-
-
-def test_concurrent_processes_never_share_a_job(root: Path) -> None:
-    """Eight processes race to claim 400 jobs; every job is claimed exactly once."""
-    q = Queue(root)
-    ids = {q.enqueue("echo", [str(i)]).id for i in range(400)}
-    script = (
-        "import sys; from pathlib import Path; from miniq.queue import Queue, claimer_id\n"
-        "q = Queue(Path(sys.argv[1])); c = claimer_id()\n"
-        "while (claim := q.claim_next(c)) is not None: print(claim.id)\n"
-    )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(root)], stdout=subprocess.PIPE, text=True) for _ in range(8)]
-    claimed = [line for p in procs for line in p.communicate()[0].split()]
-    assert sorted(claimed) == sorted(ids)
-    assert len(os.listdir(root / "running")) == 400
-    assert os.listdir(root / "queue") == []
-
-
-def test_dead_processor_claims_are_requeued(root: Path) -> None:
-    q = Queue(root)
-    job = q.enqueue("echo", ["x"])
-    # A claim held by a PID that is not alive on this host.
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    host_part = claimer_id().split("@")[0]
-    q.claim_next(f"{host_part}@{dead.pid}.1")
-    other_host = q.enqueue("echo", ["y"])
-    q.claim_next("elsewhere@1.1")
-    stopped: list[str] = []
-    assert q.recover(before_requeue=stopped.append) == [job.id]
-    assert stopped == [job.id]
-    data = json.loads((root / "queue" / f"{job.id}.json").read_text())
-    assert data["attempts"][0]["outcome"] == "interrupted"
-    # Another host's claim is left to that host.
-    assert os.listdir(root / "running") == [f"{other_host.id}@elsewhere@1.1.json"]
-
-
-def test_live_claims_are_not_recovered(root: Path) -> None:
-    q = Queue(root)
-    q.enqueue("echo", [])
-    q.claim_next(claimer_id())
-    assert q.recover() == []
-    assert len(os.listdir(root / "running")) == 1
-
-
-def test_find_reports_each_state(root: Path) -> None:
-    q = Queue(root)
-    job = q.enqueue("echo", [])
-    assert q.find(job.id)[0] is State.QUEUED
-    claim = q.claim_next(claimer_id())
-    assert claim is not None
-    assert q.record(job.id)["state"] == "running"
-    q.finish(claim, dict(job.to_json(), result={"outcome": "exited", "exit_code": 0}), State.DONE)
-    assert q.find(job.id)[0] is State.DONE
-    assert os.listdir(root / "running") == []
-
-
-def test_an_interrupted_job_runs_again_and_keeps_its_priority(root: Path) -> None:
-    from test_processor import ListSink
-
-    from miniq.job import Schedule
-    from miniq.processor import Processor
-    from miniq.scope import PlainRunner
-    from miniq.settings import Manager
-
-    q = Queue(root)
-    job = q.enqueue("echo", ["again"], schedule=Schedule(priority=3))
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    q.claim_next(f"{claimer_id().split('@')[0]}@{dead.pid}.1")
-    summary = Processor(q, Manager.USER, runner=PlainRunner(), sink=ListSink()).run()
-    assert summary.recovered == [job.id] and summary.succeeded == [job.id]
-    record = q.record(job.id)
-    assert [a["outcome"] for a in record["attempts"]] == ["interrupted", "exited"]
-    assert record["state"] == "done"
+    queued = q.enqueue("echo", [])
+    urgent = q.enqueue("echo", [], schedule=Schedule(priority=7))
+    later = q.enqueue("echo", [], schedule=Schedule(not_before=2e9))
+    waiting = q.enqueue("echo", [], schedule=Schedule(after=(queued.id,)))
+    assert q.locate(queued.id) == (State.QUEUED, root / "queue" / f"1000-{queued.id}.json")
+    assert q.locate(urgent.id) == (State.QUEUED, root / "queue" / f"0993-{urgent.id}.json")
+    assert q.locate(later.id)[0] is State.DELAYED
+    assert q.locate(waiting.id) == (State.DELAYED, root / "delayed" / f"after-{waiting.id}.json")
+    assert os.listdir(root / "priorities") == ["0993"]
+    with pytest.raises(UnknownJob, match="no job with id '20990101-000000-000000-00000000'"):
+        q.locate("20990101-000000-000000-00000000")
+    with pytest.raises(UnknownJob, match="expected an id as printed by miniq enqueue"):
+        q.locate("../../etc/passwd")

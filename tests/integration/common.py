@@ -88,8 +88,10 @@ def test_bad_files_are_quarantined_and_good_jobs_still_run(flow: Flow) -> None:
     for path in flow.sb.path(f"{flow.root}/failed").iterdir():
         data = json.loads(path.read_text())
         reasons[data.get("queued_as")] = data["result"]["reason"]
-    assert reasons["00-broken.json"].startswith("unusable job file: Expecting property name")
-    assert reasons[f"{first[:-1]}0-schema.json"] == "unusable job file: unsupported schema version 7 (this miniq reads version 1)"
+    assert reasons["queue/00-broken.json"].startswith("unusable job file: it is not valid JSON: Expecting property name")
+    assert reasons[f"queue/{first[:-1]}0-schema.json"] == (
+        "unusable job file: it is not a usable job file: unsupported schema version 7 (this miniq reads version 1)"
+    )
     assert flow.record(first)["state"] == "done" and flow.record(last)["state"] == "done"
     assert flow.failed_units() == []
     assert flow.unit_state("miniq-process.path") == "active"

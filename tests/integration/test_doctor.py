@@ -36,7 +36,8 @@ def test_healthy(flow: Flow) -> None:
     code, lines = doctor(flow)
     assert code == 0, lines
     assert "ok: miniq-process.path is enabled and active" in lines
-    assert "ok: 1 job type(s), all executable" in lines
+    assert "ok: 1 job type(s), all usable" in lines
+    assert "ok: you can read your jobs' output in the journal" in lines
 
 
 def test_job_type_not_executable(flow: Flow) -> None:
@@ -128,7 +129,7 @@ def test_root_not_writable(flow: Flow) -> None:
 def test_systemd_unreachable(flow: Flow) -> None:
     code, lines = doctor(flow, env={"XDG_RUNTIME_DIR": "/nonexistent"})
     assert code == 1
-    assert problems(lines)[0].startswith("problem: systemd cannot be reached: cannot reach the user manager")
+    assert problems(lines)[0].startswith("problem: systemd cannot be reached: cannot reach your user manager")
     assert problems(lines)[1] == "  fix: log in as that user (or loginctl enable-linger USER) and make sure XDG_RUNTIME_DIR is set"
 
 

@@ -16,27 +16,23 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Any
 
-from .settings import Manager
+from .systemd import Systemd
 
 PREFIX = "miniq-wake-"
 SERVICE = "miniq-process.service"
 
 
-def arm(runner: Any, when: float) -> str:
-    """Arm the wake timer for Unix time ``when`` using a ``ScopeRunner``'s bus."""
-    sd = runner.sd
-    for unit in sd.Manager.ListUnitsByPatterns([], [f"{PREFIX}*.timer".encode()]):
-        try:
-            sd.Manager.StopUnit(unit[0], b"replace")
-        except Exception:  # noqa: BLE001 - it may have just elapsed and gone
-            pass
+def arm(systemd: Systemd, when: float) -> str:
+    """Arm the wake timer for Unix time ``when``; returns the timer's name."""
+    for unit in systemd.units(f"{PREFIX}*.timer"):
+        systemd.stop_unit(unit)
     delay_usec = max(int((when - time.time()) * 1_000_000), 1000)
     base = f"{PREFIX}{int(when * 1000)}"
     systemctl = shutil.which("systemctl") or "/usr/bin/systemctl"
-    argv = [systemctl, *(["--user"] if runner.manager_kind is Manager.USER else []), "start", "--no-block", SERVICE]
-    runner.start_transient(
+    argv = systemd.manager.systemctl("start", "--no-block", SERVICE)
+    argv[0] = systemctl
+    systemd.start_transient(
         f"{base}.timer",
         [
             (b"Description", b"s", b"miniq: wake the processor for delayed jobs"),

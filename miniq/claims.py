@@ -1,0 +1,441 @@
+"""A claim: one job taken by one processor, and everything that happens to it.
+
+Identity.  A processor's claims carry its ``Claimer`` name: host name (for
+people), kernel boot id, PID namespace, PID and the process's start time.
+Host names repeat (clones, containers), PIDs and start times start again
+after a reboot, and PID namespaces hide processes from each other, so a claim
+is judged dead from its name alone only when it is *provably* dead: same boot
+and same PID namespace as the judge, and no process with that PID and start
+time.  Everything else is judged by its lease.
+
+Leases.  The holder renews each claim every quarter of the lease by setting
+the claim file's modification time to "now" as the file server sees it
+(utime with no time: NFS sends SET_TO_SERVER_TIME).  Another processor
+judges expiry by comparing that time with the server's "now", read from the
+mtime of a probe file it just touched itself (``ServerClock``).  Both times
+come from the file server's clock, so clocks of the machines may disagree
+freely.  A claim whose lease expired is taken over by any processor.
+
+Taking.  Every change of a claim's owner is a single rename to a name unique
+to the new owner (from ``queue/``, ``delayed/`` or another claim); the new
+owner then checks that *its* name exists, because over NFS a rename may report
+an error after it succeeded.  A takeover rewrites the claim at once (a new
+inode), so the old holder's next renewal fails even through stale NFS caches.
+
+Fencing.  A run ends by renaming its own claim to ``ID@CLAIMER.done`` first.
+That rename fails if the claim was taken over meanwhile: the holder then
+knows it lost the job and publishes nothing.  Only after the fence does it
+publish the record, with link(2), which never replaces an existing record,
+and then remove the fenced file.  A crash at any point leaves a claim or a
+fenced file in ``running/``; recovery finds the job's newer state elsewhere
+(then the leftover is removed) or runs it again (at-least-once).
+
+Unusable entries.  A claimed entry that is not a usable job is rejected: a
+record in ``failed/`` says why (with its first bytes only if it was a regular
+file with a single link); the entry itself goes to ``rejected/`` when it may
+hold data (a regular file, a directory), and is removed otherwise (a FIFO, a
+socket, a symbolic link, a hard link to another file).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import files
+from .files import Unusable, dump, read_untrusted
+from .job import SCHEMA, Job, State, hostname, new_id
+from .layout import Layout, is_id, parse_claim_name
+from .result import Outcome, Result
+
+_HOST_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+_GONE = (errno.ENOENT, errno.ESTALE)
+
+
+class LeaseLost(Exception):
+    """The claim was taken over by another processor; publish nothing."""
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip().replace("-", "")
+    except OSError:
+        return "0" * 32
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of a process in clock ticks since boot, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses.
+    return int(stat_line.rsplit(b")", 1)[1].split()[19])
+
+
+@dataclass(frozen=True)
+class Claimer:
+    """Who holds a claim; see the module comment."""
+
+    host: str
+    boot: str
+    pidns: int
+    pid: int
+    start: int
+
+    @classmethod
+    def current(cls) -> Claimer:
+        pid = os.getpid()
+        host = _HOST_CHARS.sub("_", hostname())[:64] or "host"
+        return cls(host, _boot_id(), _pid_namespace(), pid, process_start(pid) or 0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}+{self.boot}+{self.pidns}+{self.pid}+{self.start}"
+
+    @classmethod
+    def parse(cls, name: str | None) -> Claimer | None:
+        parts = (name or "").split("+")
+        if len(parts) != 5 or not all(p.isdigit() for p in parts[2:]) or not re.fullmatch(r"[0-9a-f]{32}", parts[1]):
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), int(parts[3]), int(parts[4]))
+
+    def provably_dead(self, judge: Claimer) -> bool:
+        """True only if this claimer's process is certainly gone (module comment)."""
+        if (self.boot, self.pidns) != (judge.boot, judge.pidns):
+            return False
+        return process_start(self.pid) != self.start
+
+
+class ServerClock:
+    """The file server's idea of "now", read from a probe file's mtime."""
+
+    def __init__(self, layout: Layout, me: Claimer) -> None:
+        self.path = layout.clock_probe(me.name)
+
+    def now(self) -> float:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        os.utime(self.path, None)  # "now" as the server sees it
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # fresh attributes (NFS)
+        try:
+            return os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _rename_to_own(src: Path, dst: Path) -> bool:
+    """Rename ``src`` to a name only we use; True if we now hold ``dst``."""
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        # Over NFS a retransmitted rename can fail although the first
+        # attempt succeeded: only the presence of our own name decides.
+        if e.errno not in (*_GONE, errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+            raise
+    return _lstat(dst) is not None
+
+
+@dataclass
+class Claim:
+    """A job (or an unusable entry) this processor holds in ``running/``."""
+
+    layout: Layout
+    me: Claimer
+    id: str
+    path: Path
+    #: Where it came from, for messages: "queue/NAME", "delayed/NAME"...
+    source: str
+    job: Job | None = None
+    unusable: Unusable | None = None
+    #: (uid, gid) owning the file: who submitted it (README, "Shared servers").
+    owner: tuple[int, int] = (0, 0)
+    fenced: bool = False
+    lost: bool = False
+    renewed: float = field(default_factory=time.monotonic)
+
+    # -- taking ---------------------------------------------------------------
+
+    @classmethod
+    def take(cls, layout: Layout, source: Path, me: Claimer, job_id: str | None = None) -> Claim | None:
+        """Take ``source`` (an entry of queue/, delayed/ or running/); None if
+        another processor was faster.  The result holds the parsed job or the
+        reason it is unusable."""
+        own_id = job_id if job_id and is_id(job_id) else new_id()
+        dst = layout.claim(own_id, me.name)
+        if not _rename_to_own(source, dst):
+            return None
+        claim = cls(layout, me, own_id, dst, f"{source.parent.name}/{source.name}")
+        claim.load(expect_id=job_id)
+        return claim
+
+    def load(self, expect_id: str | None) -> None:
+        """Read the claimed entry, trusting nothing (files.py)."""
+        try:
+            data, st = read_untrusted(self.path)
+            self.owner = (st.st_uid, st.st_gid)
+            job = Job.from_json(files.load_json(data))
+            if expect_id is not None and job.id != expect_id:
+                raise Unusable(f"its file name {self.source!r} does not match its job id {job.id!r}", data[: files.KEEP_BYTES])
+            self.job = job
+        except FileNotFoundError:
+            self.unusable = Unusable("it vanished while being read")
+        except Unusable as e:
+            self.unusable = e
+        except ValueError as e:
+            self.unusable = Unusable(f"it is not a usable job file: {e}", data[: files.KEEP_BYTES])
+
+    # -- holding --------------------------------------------------------------
+
+    def renew(self) -> bool:
+        """Renew the lease; False (and ``lost``) if the claim was taken over."""
+        if self.lost:
+            return False
+        try:
+            os.utime(self.path, None)
+        except OSError as e:
+            if e.errno not in _GONE:
+                raise
+            self.lost = True
+            return False
+        self.renewed = time.monotonic()
+        return True
+
+    def renew_if_due(self, lease: float) -> bool:
+        if time.monotonic() - self.renewed >= lease / 4:
+            return self.renew()
+        return not self.lost
+
+    def rewrite(self, job: Job) -> None:
+        """Store ``job`` as the claim's content (a new inode; see the module comment)."""
+        files.write_durably(self.layout.tmp, self.path, dump(job.to_json()), owner=self._chown())
+        self.job = job
+
+    def _chown(self) -> tuple[int, int] | None:
+        return self.owner if os.geteuid() == 0 and self.owner[0] != 0 else None
+
+    def _fence(self) -> None:
+        if self.fenced:
+            return
+        target = self.layout.claim(self.id, self.me.name, finishing=True)
+        if not _rename_to_own(self.path, target):
+            self.lost = True
+            raise LeaseLost(f"job {self.id} was taken over by another processor")
+        self.path, self.fenced = target, True
+
+    def _release(self, entry: bool = True) -> None:
+        if entry:
+            self.path.unlink(missing_ok=True)
+        self.layout.cancel_request(self.id).unlink(missing_ok=True)
+
+    # -- ending ---------------------------------------------------------------
+
+    def finish(self, job: Job, result: Result) -> tuple[State, Path]:
+        """Publish the final record of ``job`` (whose attempts end with
+        ``result``) and release the claim.  ``LeaseLost`` if it was lost."""
+        state = State.DONE if result.succeeded else State.FAILED
+        self._fence()
+        final = self.layout.record(state, self.id)
+        data = dump(job.record(result, state))
+        try:
+            files.write_durably(self.layout.tmp, final, data, owner=self._chown(), replace=False)
+        except FileExistsError:
+            final = self._conflict(final, result, data)
+        self._release()
+        return state, final
+
+    def _conflict(self, final: Path, result: Result, data: bytes) -> Path:
+        """A record already exists: ours from an earlier try, or another run's."""
+        try:
+            existing = Result.from_json(files.load_json(read_untrusted(final, single_link=False)[0]).get("result"))
+            if result.run is not None and existing.run == result.run:
+                return final
+        except (Unusable, ValueError, AttributeError, FileNotFoundError):
+            pass
+        # Never replace another run's record: keep ours beside it for inspection.
+        aside = self.layout.rejected / f"{self.id}@{self.me.name}.json"
+        files.write_durably(self.layout.tmp, aside, data)
+        return aside
+
+    def postpone(self, job: Job, due: float | None) -> Path:
+        """Move the job to ``delayed/`` until ``due`` (None: its dependencies)."""
+        self._fence()
+        entry = self.layout.delayed_entry(self.id, due)
+        files.write_durably(self.layout.tmp, entry, dump(job.to_json()), owner=self._chown())
+        self._release()
+        return entry
+
+    def requeue(self, job: Job) -> Path:
+        """Put the job back in ``queue/`` with its priority."""
+        self._fence()
+        entry = self.layout.queued(job.schedule.priority, self.id)
+        files.write_durably(self.layout.tmp, entry, dump(job.to_json()), owner=self._chown())
+        self._release()
+        return entry
+
+    def reject(self) -> Path:
+        """Record an unusable entry as rejected (see the module comment)."""
+        assert self.unusable is not None
+        self._fence()
+        reason = f"unusable job file: {self.unusable.reason}"
+        record = {"miniq": SCHEMA, "id": self.id, "state": State.FAILED.label, "queued_as": self.source}
+        if self.unusable.original is not None:
+            record["original"] = self.unusable.original.decode("utf-8", "backslashreplace")
+        record["result"] = Result.unrun(Outcome.REJECTED, reason, hostname()).to_json()
+        final = self.layout.record(State.FAILED, self.id)
+        files.write_durably(self.layout.tmp, final, dump(dict(record, quarantined=self._quarantine(dry_run=True))), replace=False)
+        self._quarantine()
+        self._release(entry=False)
+        return final
+
+    def _quarantine(self, dry_run: bool = False) -> str | None:
+        """Move the entry to ``rejected/``, or remove it if it holds no data of
+        its own (module comment); returns where it went."""
+        st = _lstat(self.path)
+        if st is None:
+            return None
+        target = self.layout.rejected / f"{self.id}-{self.source.replace('/', '-')}"
+        if not (stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)):
+            if not dry_run:
+                self.path.unlink()
+            return None
+        if not dry_run:
+            self.layout.rejected.mkdir(mode=0o700, exist_ok=True)
+            os.rename(self.path, target)
+        return f"rejected/{target.name}"
+
+    def forget(self) -> None:
+        """Remove a claim whose job already has a newer state elsewhere."""
+        self._release()
+
+
+# -- finding claims whose holder is gone ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A claim (or fenced run) in ``running/`` whose holder is gone."""
+
+    path: Path
+    id: str
+    holder: Claimer | None
+    why: str
+
+    @property
+    def host(self) -> str:
+        return self.holder.host if self.holder else "an unknown host"
+
+
+def age(path: Path, clock: ServerClock) -> float | None:
+    """Seconds since the holder last renewed ``path``, by the server's clock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        if e.errno in _GONE:
+            return None
+        st = _lstat(path)
+        return float("inf") if st is None else clock.now() - st.st_mtime
+    try:
+        mtime = os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+    return clock.now() - mtime
+
+
+def stale_claims(layout: Layout, me: Claimer, lease: float, clock: ServerClock) -> Iterator[Stale]:
+    """Claims in ``running/`` that anyone may take over now, and why."""
+    files.revalidate(layout.running)
+    try:
+        names = sorted(os.listdir(layout.running))
+    except FileNotFoundError:
+        return
+    for name in names:
+        parsed = parse_claim_name(name)
+        path = layout.running / name
+        if parsed is None:
+            yield Stale(path, "", None, "it is not a claim miniq made")
+            continue
+        job_id, holder_name, _ = parsed
+        if holder_name == me.name:
+            continue
+        holder = Claimer.parse(holder_name)
+        if holder is not None and holder.provably_dead(me):
+            yield Stale(path, job_id, holder, f"its processor (PID {holder.pid} on {holder.host}) died")
+            continue
+        seconds = age(path, clock)
+        if seconds is not None and seconds > lease:
+            who = holder.host if holder else "its host"
+            yield Stale(path, job_id, holder, f"{who} stopped renewing its lease {seconds:.0f} s ago (lease {lease:g} s)")
+
+
+def take_over(layout: Layout, stale: Stale, me: Claimer) -> Claim | None:
+    """Take a stale claim; None if another processor was faster.
+
+    A job found in a newer state elsewhere (its record was published, it was
+    queued again) makes the claim a leftover: it is removed and None returned.
+    Otherwise the returned claim's job has an ``interrupted`` attempt added.
+    """
+    claim = Claim.take(layout, stale.path, me, stale.id or None)
+    if claim is None:
+        return None
+    if claim.job is None:
+        return claim
+    if newer_state(layout, claim.id):
+        claim.forget()
+        return None
+    note = Result.unrun(Outcome.INTERRUPTED, stale.why, me.host, lost_host=stale.host, run=stale.holder.name if stale.holder else None)
+    claim.rewrite(claim.job.but(attempts=(*claim.job.attempts, note)))
+    return claim
+
+
+def newer_state(layout: Layout, job_id: str) -> bool:
+    """Whether the job exists outside ``running/`` (a record, queued, delayed)."""
+    for _, path in layout.candidates(job_id):
+        if _lstat(path) is not None:
+            return True
+    return layout.scan(State.DELAYED, job_id) is not None
+
+
+def clean_tmp(layout: Layout, older_than: float = 3600.0) -> None:
+    """Remove staging files a crash left in ``tmp/`` (never younger ones)."""
+    cutoff = time.time() - older_than
+    try:
+        entries = list(os.scandir(layout.tmp))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if st.st_mtime < cutoff and entry.name.startswith("."):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        except OSError:
+            continue

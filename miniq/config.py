@@ -1,0 +1,193 @@
+"""``ROOT/miniq.conf``: defaults and policy of one queue (INI, optional).
+
+Sections:
+  ``[limits]``         default limits of every job
+  ``[job:NAME]``       limits of one job type
+  ``[user:NAME]``      limits (and ``max-queued``) of one submitter
+  ``[group:NAME]``     limits of the members of a group
+  ``[processor]``      ``parallel``, ``lease``, ``max-interruptions``, ``linger``,
+                       ``output-rate-limit``, ``allow-unconfined``
+  ``[access]``         system queue: ``group`` (only its members may submit),
+                       ``max-queued`` (per user)
+
+Limits merge most specific first: the job file, ``[job:NAME]``,
+``[user:NAME]``, the first ``[group:NAME]`` the submitter belongs to, then
+``[limits]``.  The file is read like any file of the queue (files.py), and in
+the system queue it is trusted only when root owns it and only root can
+write it (users.py).
+"""
+
+from __future__ import annotations
+
+import configparser
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BadInput
+from .files import Unusable, read_untrusted
+from .limits import Limits
+from .timeparse import parse_duration
+
+MAX_PARALLEL = 256
+
+#: [processor] options: name -> (default, meaning), for doc checks and errors.
+PROCESSOR_OPTIONS = {
+    "parallel": "1",
+    "lease": "60s",
+    "max-interruptions": "3",
+    "linger": "2s",
+    "output-rate-limit": "10000/30s",
+    "allow-unconfined": "no",
+}
+
+
+def parse_count(text: str, what: str, low: int, high: int, where: str = "") -> int:
+    if not text.strip().isdigit() or not low <= int(text) <= high:
+        raise BadInput(f"invalid {what} {text!r}{where}: expected a whole number from {low} to {high}")
+    return int(text)
+
+
+def parse_parallel(text: str, where: str = "") -> int:
+    """Parse a number of jobs to run at once (1 to 256)."""
+    return parse_count(text, "parallelism", 1, MAX_PARALLEL, where)
+
+
+def parse_rate(text: str, where: str = "") -> tuple[int, float] | None:
+    """``10000/30s`` -> (10000 lines, 30.0 s); ``off`` -> None."""
+    if text.strip().lower() in ("off", "no", "none", "0"):
+        return None
+    lines, slash, span = text.partition("/")
+    if not slash:
+        raise BadInput(f"invalid output-rate-limit {text!r}{where}: expected LINES/DURATION such as 10000/30s, or off")
+    try:
+        return parse_count(lines, "number of lines", 1, 10**9, where), parse_duration(span)
+    except BadInput as e:
+        raise BadInput(f"invalid output-rate-limit {text!r}{where}: {e.message}") from None
+
+
+def _bool(parser: configparser.ConfigParser, section: str, key: str, where: str) -> bool:
+    try:
+        return parser.getboolean(section, key)
+    except ValueError:
+        raise BadInput(f"invalid value {parser.get(section, key)!r} for {key}{where}: expected yes or no") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The contents of ``ROOT/miniq.conf``."""
+
+    limits: Limits = Limits()
+    per_job: dict[str, Limits] = field(default_factory=dict)
+    per_user: dict[str, Limits] = field(default_factory=dict)
+    per_group: dict[str, Limits] = field(default_factory=dict)
+    #: How many jobs one processor runs at once; 1 keeps submission order strict.
+    parallel: int = 1
+    #: Seconds a claim stays valid without renewal (README, "Several machines").
+    lease: float = 60.0
+    #: Runs that may end with their processor's death before the job is failed.
+    max_interruptions: int = 3
+    #: Seconds the processor waits for more jobs once the queue is empty.
+    linger: float = 2.0
+    #: (lines, seconds) of job output a processor passes on, or None for no limit.
+    output_rate_limit: tuple[int, float] | None = (10000, 30.0)
+    #: Run jobs without a scope when systemd cannot be reached (opt-in).
+    allow_unconfined: bool = False
+    #: System queue: only members of this group may submit (None: everyone).
+    access_group: str | None = None
+    #: System queue: queued, delayed and running jobs per user (None: no cap).
+    max_queued: int | None = None
+    max_queued_per_user: dict[str, int] = field(default_factory=dict)
+
+    def limits_for(self, name: str, user: str | None = None, groups: tuple[str, ...] = ()) -> Limits:
+        """The default limits of job type ``name`` submitted by ``user``."""
+        merged = self.limits
+        for group in groups:
+            if group in self.per_group:
+                merged = self.per_group[group].over(merged)
+                break
+        if user is not None and user in self.per_user:
+            merged = self.per_user[user].over(merged)
+        if name in self.per_job:
+            merged = self.per_job[name].over(merged)
+        return merged
+
+    def cap_for(self, user: str) -> int | None:
+        return self.max_queued_per_user.get(user, self.max_queued)
+
+    @classmethod
+    def load(cls, root: Path) -> Config:
+        """Read ``root/miniq.conf``; ``BadInput`` naming the problem if it is wrong."""
+        path = root / "miniq.conf"
+        try:
+            data, _ = read_untrusted(path, cap=256 * 1024)
+            text = data.decode("utf-8")
+        except FileNotFoundError:
+            return cls()
+        except Unusable as e:
+            raise BadInput(f"cannot use {path}: {e.reason}") from None
+        except UnicodeDecodeError:
+            raise BadInput(f"cannot use {path}: it is not UTF-8") from None
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read_string(text, str(path))
+        except configparser.Error as e:
+            raise BadInput(f"cannot read {path}: {e}") from None
+        return cls._parse(parser, path)
+
+    @classmethod
+    def _parse(cls, parser: configparser.ConfigParser, path: Path) -> Config:
+        values: dict[str, object] = {}
+        per: dict[str, dict[str, Limits]] = {"job": {}, "user": {}, "group": {}}
+        caps: dict[str, int] = {}
+        for section in parser.sections():
+            where = f" in [{section}] of {path}"
+            options = dict(parser.items(section))
+            kind, colon, name = section.partition(":")
+            if section == "limits":
+                values["limits"] = Limits.parse(options, where)
+            elif colon and kind in per and name:
+                if kind == "user" and "max-queued" in options:
+                    caps[name] = parse_count(options.pop("max-queued"), "max-queued", 0, 10**9, where)
+                per[kind][name] = Limits.parse(options, where)
+            elif section == "processor":
+                values.update(cls._processor(parser, options, where))
+            elif section == "access":
+                values.update(cls._access(options, where))
+            else:
+                raise BadInput(
+                    f"unknown section [{section}] in {path}: expected [limits], [job:NAME], [user:NAME], "
+                    "[group:NAME], [processor] or [access]"
+                )
+        return cls(per_job=per["job"], per_user=per["user"], per_group=per["group"], max_queued_per_user=caps, **values)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _processor(parser: configparser.ConfigParser, options: dict[str, str], where: str) -> dict[str, object]:
+        values: dict[str, object] = {}
+        for key, value in options.items():
+            if key == "parallel":
+                values["parallel"] = parse_parallel(value, where)
+            elif key == "lease":
+                values["lease"] = max(parse_duration(value), 1.0)
+            elif key == "max-interruptions":
+                values["max_interruptions"] = parse_count(value, "max-interruptions", 1, 1000, where)
+            elif key == "linger":
+                values["linger"] = parse_duration(value, allow_zero=True)
+            elif key == "output-rate-limit":
+                values["output_rate_limit"] = parse_rate(value, where)
+            elif key == "allow-unconfined":
+                values["allow_unconfined"] = _bool(parser, "processor", key, where)
+            else:
+                raise BadInput(f"unknown option {key!r}{where}: expected one of {', '.join(PROCESSOR_OPTIONS)}")
+        return values
+
+    @staticmethod
+    def _access(options: dict[str, str], where: str) -> dict[str, object]:
+        values: dict[str, object] = {}
+        for key, value in options.items():
+            if key == "group":
+                values["access_group"] = value.strip() or None
+            elif key == "max-queued":
+                values["max_queued"] = parse_count(value, "max-queued", 0, 10**9, where)
+            else:
+                raise BadInput(f"unknown option {key!r}{where}: expected group or max-queued")
+        return values

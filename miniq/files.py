@@ -1,0 +1,210 @@
+"""Durable writes and untrusting reads: the only way miniq touches its files.
+
+Writing.  A file appears under its final name only after its bytes reached
+the disk: write to a temporary name in ``tmp/`` of the same file system,
+fsync, rename (or link, where an existing file must not be replaced), fsync
+the directory.  A reader never sees a partial file, even after a power cut.
+
+Reading.  Nothing read from a queue is trusted: files are opened without
+following symbolic links and without blocking (a FIFO cannot hang the
+reader), must be regular files with a single link (a hard link would expose
+another file's bytes), are read up to ``MAX_FILE`` bytes, and JSON is parsed
+with a nesting limit.  A file that fails any of this raises ``Unusable`` with
+the reason; its bytes are attached only when they came from a regular file
+of the queue itself, never from a link's target.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+#: The largest job file or record miniq reads (README, "The queue on disk").
+MAX_FILE = 1024 * 1024
+#: How deep JSON may nest in a job file; miniq's own files need 4.
+MAX_DEPTH = 32
+#: Bytes of an unusable file kept in its rejection record.
+KEEP_BYTES = 64 * 1024
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFLNK: "a symbolic link",
+}
+
+
+class Unusable(Exception):
+    """A file that cannot be used as it is; ``reason`` says why.
+
+    ``original`` holds its bytes (at most ``KEEP_BYTES``) when they may be
+    kept: it was a regular file with one link, read in full or in part.
+    """
+
+    def __init__(self, reason: str, original: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.original = original
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries, so that a rename into it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        # Some network file systems refuse fsync on directories; their
+        # rename is synchronous on the server, so there is nothing to flush.
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> Path:
+    tmp = tmp_dir / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # whatever the umask says
+            if owner is not None:
+                os.fchown(fd, *owner)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_durably(
+    tmp_dir: Path, final: Path, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None, replace: bool = True
+) -> None:
+    """Publish ``data`` at ``final`` atomically, staging it in ``tmp_dir``.
+
+    ``tmp_dir`` must be on the same file system as ``final`` and is not the
+    destination directory, so watchers of that directory (the path unit)
+    never see temporary files.  With ``replace=False`` an existing ``final``
+    is left alone and ``FileExistsError`` raised (link(2), atomic over NFS
+    too).  ``owner`` is (uid, gid) for the new file.
+    """
+    tmp = _stage(tmp_dir, final.name, data, mode, owner)
+    try:
+        if replace:
+            os.rename(tmp, final)
+        else:
+            os.link(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(final.parent)
+
+
+def move_durably(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` and flush the destination directory."""
+    os.rename(src, dst)
+    fsync_dir(dst.parent)
+
+
+def describe_mode(st: os.stat_result) -> str:
+    return _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+
+
+def read_untrusted(path: Path, cap: int = MAX_FILE, single_link: bool = True) -> tuple[bytes, os.stat_result]:
+    """Read a file that anyone may have put there; see the module comment.
+
+    ``single_link=False`` accepts files with several links (records, which
+    miniq publishes with link(2)).  Raises ``FileNotFoundError`` if it is
+    gone, ``Unusable`` for everything else that is wrong with it.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise
+        if e.errno == errno.ELOOP:
+            raise Unusable("it is a symbolic link, which miniq never follows") from None
+        if e.errno == errno.ENXIO:
+            raise Unusable("it is a socket, not a regular file") from None
+        raise Unusable(f"it cannot be opened: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Unusable(f"it is {describe_mode(st)}, not a regular file")
+        if single_link and st.st_nlink != 1:
+            raise Unusable(f"it has {st.st_nlink} hard links, so its bytes may belong to another file")
+        chunks = []
+        left = cap + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise Unusable(f"it cannot be read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise Unusable(f"it is larger than {cap} bytes, the most miniq reads", original=data[:KEEP_BYTES])
+    return data, st
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def load_json(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON from an untrusted file; ``Unusable`` with the reason if it is not."""
+    keep = data[:KEEP_BYTES]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Unusable(f"it is not UTF-8 ({e.reason} at byte {e.start})", original=keep) from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise Unusable(f"its JSON nests deeper than {max_depth} levels", original=keep) from None
+    except ValueError as e:
+        raise Unusable(f"it is not valid JSON: {e}", original=keep) from None
+    if _depth(value) > max_depth:
+        raise Unusable(f"its JSON nests deeper than {max_depth} levels", original=keep)
+    return value
+
+
+def dump(data: dict[str, Any]) -> bytes:
+    """miniq's JSON: ASCII only, so undecodable arguments (lone surrogates
+    from ``os.fsdecode``) survive and a job's argv round-trips byte for byte."""
+    return (json.dumps(data, ensure_ascii=True, indent=1) + "\n").encode("ascii")
+
+
+def revalidate(directory: Path) -> None:
+    """Make the next lookups in ``directory`` ask the file server.
+
+    On NFS a name looked up recently may be answered from the client's
+    caches for up to a minute; opening the directory revalidates it
+    (close-to-open consistency).  On local file systems this is a no-op.
+    """
+    try:
+        os.close(os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    except OSError:
+        pass

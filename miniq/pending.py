@@ -1,0 +1,192 @@
+"""The processor's ordered view of ``queue/`` and ``delayed/``.
+
+Claiming the next job must not cost more as the queue grows, so the view
+lists ``queue/`` once, keeps the names in a heap (their names sort in run
+order, layout.py), and learns of new entries from inotify instead of
+listing again.  It lists again only when the heap runs dry (to be sure the
+queue is empty, and to see entries other machines made over NFS, which no
+inotify event announces), when inotify lost events, or every ``RELIST``
+seconds.  Delayed entries are kept in a heap by due time, read from their
+names; entries waiting for dependencies are read once and their
+dependencies checked by exact names.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import files
+from .files import Unusable, read_untrusted
+from .inotify import Inotify, open_watch
+from .job import Job, State
+from .layout import WAKE, Layout, parse_delayed_name, queue_sort_key
+
+RELIST = 5.0  # seconds between listings while the heap is not empty
+
+
+class Pending:
+    def __init__(self, layout: Layout, watch: bool = True) -> None:
+        self.layout = layout
+        self.queue: list[tuple[str, str]] = []  # (sort key, name)
+        self.seen: set[str] = set()
+        self.due: list[tuple[float, str]] = []  # (due time, name) of delayed/
+        self.after: dict[str, Job | None] = {}  # delayed/after-*: the job, once read
+        self.woken = False  # a wake file arrived: look at delayed/ again
+        self.ino: Inotify | None = open_watch(layout.queue, layout.delayed) if watch else None
+        self.listed = 0.0
+        self.delayed_listed = 0.0
+        self.checked = 0.0  # when dependencies were last looked at
+        self.checked_count = -1  # and how many records the processor had published then
+
+    def close(self) -> None:
+        if self.ino:
+            self.ino.close()
+
+    def fileno(self) -> int | None:
+        return self.ino.fileno() if self.ino else None
+
+    # -- queue/ ---------------------------------------------------------------
+
+    def _add(self, name: str) -> None:
+        if name.startswith(".") or name in self.seen:
+            return
+        if name == WAKE:
+            self.woken = True
+            return
+        self.seen.add(name)
+        heapq.heappush(self.queue, (queue_sort_key(name), name))
+
+    def relist(self) -> None:
+        """List ``queue/`` afresh (also what inotify cannot see)."""
+        files.revalidate(self.layout.queue)
+        try:
+            names = os.listdir(self.layout.queue)
+        except FileNotFoundError:
+            names = []
+        self.queue, self.seen = [], set()
+        for name in names:
+            self._add(name)
+        self.listed = time.monotonic()
+
+    def absorb(self) -> None:
+        """Take in what inotify reported; list again if it lost events."""
+        if self.ino is None:
+            return
+        events, overflow = self.ino.events()
+        if overflow:
+            self.relist()
+            self.list_delayed()
+            return
+        for directory, name in events:
+            if directory == self.layout.queue:
+                self._add(name)
+            else:
+                self._add_delayed(name)
+
+    def next(self) -> Path | None:
+        """The entry to claim next, or None when the queue is empty."""
+        self.absorb()
+        if not self.queue or time.monotonic() - self.listed > RELIST:
+            self.relist()
+        while self.queue:
+            _, name = heapq.heappop(self.queue)
+            self.seen.discard(name)
+            path = self.layout.queue / name
+            if os.path.lexists(path):
+                return path
+            if not self.queue:
+                self.relist()
+        return None
+
+    def take_wake(self) -> bool:
+        """Whether a wake file arrived (it is removed)."""
+        self.absorb()
+        woken = self.woken or os.path.lexists(self.layout.wake)
+        if woken:
+            self.layout.wake.unlink(missing_ok=True)
+        self.woken = False
+        return woken
+
+    # -- delayed/ -------------------------------------------------------------
+
+    def _add_delayed(self, name: str) -> None:
+        if name.startswith("."):
+            return
+        parsed = parse_delayed_name(name)
+        if parsed is None:
+            heapq.heappush(self.due, (0.0, name))  # foreign or 0.1.0: looked at now
+        elif parsed[0] is None:
+            self.after.setdefault(name, None)
+        else:
+            heapq.heappush(self.due, (parsed[0], name))
+
+    def list_delayed(self) -> None:
+        files.revalidate(self.layout.delayed)
+        try:
+            names = os.listdir(self.layout.delayed)
+        except FileNotFoundError:
+            names = []
+        self.due, known = [], self.after
+        self.after = {}
+        for name in names:
+            self._add_delayed(name)
+            if name in known:
+                self.after[name] = known[name]
+        self.delayed_listed = time.monotonic()
+
+    def due_now(self, now: float) -> Iterator[Path]:
+        """Entries of ``delayed/`` whose time has come (or that must be looked at)."""
+        while self.due and self.due[0][0] <= now:
+            _, name = heapq.heappop(self.due)
+            path = self.layout.delayed / name
+            if os.path.lexists(path):
+                yield path
+
+    def add_due(self, due: float, name: str) -> None:
+        heapq.heappush(self.due, (due, name))
+
+    def earliest(self) -> float | None:
+        return self.due[0][0] if self.due else None
+
+    def waiting(self) -> Iterator[tuple[Path, Job | None]]:
+        """Entries waiting for dependencies, with their job once read."""
+        for name in list(self.after):
+            path = self.layout.delayed / name
+            if not os.path.lexists(path):
+                del self.after[name]
+                continue
+            if self.after[name] is None:
+                self.after[name] = _read_job(path)
+            yield path, self.after[name]
+
+    def forget(self, path: Path) -> None:
+        self.after.pop(path.name, None)
+
+
+def _read_job(path: Path) -> Job | None:
+    """The job in a delayed entry, or None if it is unusable (to be rejected)."""
+    try:
+        data, _ = read_untrusted(path)
+        return Job.from_json(files.load_json(data))
+    except (Unusable, ValueError, FileNotFoundError):
+        return None
+
+
+def dependency_state(layout: Layout, job: Job) -> tuple[bool, str | None]:
+    """(still waiting, reason it can never run) for a job's ``after`` list."""
+    waiting = False
+    for dep in job.schedule.after:
+        if os.path.lexists(layout.record(State.DONE, dep)):
+            continue
+        if os.path.lexists(layout.record(State.FAILED, dep)):
+            return False, f"job {dep} it runs after did not succeed"
+        from .claims import newer_state
+
+        if not newer_state(layout, dep) and layout.scan(State.RUNNING, dep) is None:
+            return False, f"job {dep} it runs after no longer exists"
+        waiting = True
+    return waiting, None

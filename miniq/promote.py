@@ -1,0 +1,124 @@
+"""Moving delayed jobs into the queue when their time comes.
+
+``delayed/`` holds jobs waiting for a time (their names carry it, layout.py)
+and jobs waiting for the jobs they run ``--after``.  ``promote`` moves the
+due ones to ``queue/`` with one rename each, re-files a job whose
+dependencies all succeeded, and records as not run a job whose dependency
+failed or vanished.  An entry that is not a usable job is claimed and
+rejected like any other (claims.py).  It costs nothing for entries that are
+not due: the processor's view (pending.py) keeps them in order by due time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import files
+from .claims import Claim
+from .files import Unusable, read_untrusted
+from .job import Job, hostname
+from .layout import is_id, parse_delayed_name
+from .pending import Pending, dependency_state
+from .result import Outcome, Result
+
+if TYPE_CHECKING:
+    from .processor import Processor, Summary
+
+DEPENDENCY_CHECK = 1.0  # seconds between checks of jobs waiting for others (also after every record)
+
+
+def promote(processor: Processor, pending: Pending, summary: Summary) -> float | None:
+    """Promote what is due; returns when the earliest delayed job is due, if any."""
+    if not pending.delayed_listed or time.monotonic() - pending.delayed_listed > 5.0 or pending.take_wake():
+        pending.list_delayed()
+    pending.absorb()
+    now = time.time()
+    for path in pending.due_now(now):
+        _due(processor, pending, path, now, summary)
+    if pending.after and (time.monotonic() - pending.checked >= DEPENDENCY_CHECK or processor.finished != pending.checked_count):
+        pending.checked, pending.checked_count = time.monotonic(), processor.finished
+        for path, job in list(pending.waiting()):
+            _waiting(processor, pending, path, job, now, summary)
+    return pending.earliest()
+
+
+def _reject(processor: Processor, path: Path, summary: Summary) -> None:
+    parsed = parse_delayed_name(path.name)
+    stem = path.name[:-5] if path.name.endswith(".json") else ""
+    job_id = parsed[1] if parsed else (stem if is_id(stem) else None)
+    claim = Claim.take(processor.layout, path, processor.me, job_id)
+    if claim is None:
+        return
+    if claim.unusable is None:  # it was fine after all: run it
+        assert claim.job is not None
+        claim.requeue(claim.job)
+        return
+    processor.run_claim(claim, None, summary)
+
+
+def _read(path: Path) -> Job | None | str:
+    """The job in a delayed entry; None if gone; a reason if unusable."""
+    try:
+        data, _ = read_untrusted(path)
+        return Job.from_json(files.load_json(data))
+    except FileNotFoundError:
+        return None
+    except Unusable as e:
+        return e.reason
+    except ValueError as e:
+        return str(e)
+
+
+def _to_queue(processor: Processor, pending: Pending, path: Path, job: Job, now: float) -> None:
+    """Re-file ``job`` by what it waits for now: its time, or nothing (the queue)."""
+    layout = processor.layout
+    due = job.schedule.not_before
+    try:
+        if due is not None and due > now:
+            target = layout.delayed_entry(job.id, due)
+            if target != path:
+                files.move_durably(path, target)
+            pending.add_due(due, target.name)
+            return
+        if job.schedule.priority:
+            layout.priority_marker(job.schedule.priority).touch()
+        files.move_durably(path, layout.queued(job.schedule.priority, job.id))
+    except FileNotFoundError:
+        pass  # another processor moved it first
+    pending.forget(path)
+
+
+def _due(processor: Processor, pending: Pending, path: Path, now: float, summary: Summary) -> None:
+    job = _read(path)
+    if job is None:
+        return
+    parsed = parse_delayed_name(path.name)
+    if isinstance(job, str) or (parsed and parsed[1] != job.id):
+        _reject(processor, path, summary)
+        return
+    if job.schedule.after and (parsed is None or parsed[0] is None):
+        os.rename(path, processor.layout.delayed_entry(job.id, None))  # 0.1.0 name: wait for dependencies
+        return
+    _to_queue(processor, pending, path, job, now)
+
+
+def _waiting(processor: Processor, pending: Pending, path: Path, job: Job | None, now: float, summary: Summary) -> None:
+    if job is None:
+        if os.path.lexists(path):
+            _reject(processor, path, summary)
+        pending.forget(path)
+        return
+    waiting, reason = dependency_state(processor.layout, job)
+    if reason:
+        claim = Claim.take(processor.layout, path, processor.me, job.id)
+        pending.forget(path)
+        if claim is not None and claim.job is not None:
+            processor._finish(claim, claim.job, Result.unrun(Outcome.NOT_STARTED, reason, hostname()), summary)
+        elif claim is not None:
+            processor.run_claim(claim, None, summary)
+        return
+    if not waiting:
+        _to_queue(processor, pending, path, job, now)

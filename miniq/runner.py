@@ -1,0 +1,68 @@
+"""What starts a job's process: the ``Runner`` protocol, and ``PlainRunner``.
+
+A runner turns an ``ExecSpec`` into a running process (``Running``), reports
+what the kernel accounted when it ended, and cleans up after it.  The scope
+runner (scope.py) is the real one; ``PlainRunner`` runs jobs as plain child
+processes, without a scope and without limits: miniq uses it only where the
+installation opted in (``allow-unconfined``) and systemd is unreachable, and
+fast unit tests use it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .spawn import ExecSpec, release, spawn_gated
+
+
+@dataclass
+class Running:
+    """A started job process and what belongs to it."""
+
+    pid: int
+    stdout: int
+    stderr: int
+    unit: str | None = None
+    keeper: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    cgroups: dict[str, str] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    confined: bool
+
+    def start(self, spec: ExecSpec) -> Running: ...
+    def accounting(self, running: Running) -> dict[str, Any]: ...
+    def stop(self, running: Running) -> None: ...
+    def stop_leftover(self, job_id: str) -> bool: ...
+    def close(self) -> None: ...
+
+
+class PlainRunner:
+    """Runs jobs as plain child processes (no scope, limits not applied)."""
+
+    confined = False
+
+    def start(self, spec: ExecSpec) -> Running:
+        gated = spawn_gated(spec)
+        release(gated)
+        return Running(pid=gated.pid, stdout=gated.stdout, stderr=gated.stderr)
+
+    def accounting(self, running: Running) -> dict[str, Any]:
+        return {}
+
+    def stop(self, running: Running) -> None:
+        try:
+            os.killpg(running.pid, signal.SIGKILL)  # leftovers of the job's session
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop_leftover(self, job_id: str) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,218 @@
+"""Starting a job's process: what it runs, as whom, and the gate before exec.
+
+``ExecSpec`` is everything a runner needs to start a job: the executable and
+arguments, a clean environment (like systemd-run gives: README, "The job's
+environment"), the working directory, the limits, and the identity to run as
+when a root processor runs another user's job.
+
+``spawn_gated`` forks a child that prepares everything (its own session,
+stdin from /dev/null, stdout and stderr to pipes, credentials dropped), closes
+every other descriptor it inherited, and then waits on a pipe: the job runs
+only once ``release`` writes to it, which the scope runner does after systemd
+placed the child in the job's scope.  Closing the gate unwritten (``abort``)
+makes the child exit without running anything.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fcntl
+import grp
+import os
+import pwd
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .limits import Limits
+
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
+PR_SET_NO_NEW_PRIVS = 38
+
+
+class StartFailed(Exception):
+    """The job could not be started; the message says why."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user to run a job as: from the password and group databases."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    user: str
+    home: str
+    shell: str
+
+    @classmethod
+    def of(cls, uid: int) -> Identity:
+        """``KeyError`` if the uid has no account."""
+        entry = pwd.getpwuid(uid)
+        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        return cls(uid, entry.pw_gid, groups, entry.pw_name, entry.pw_dir, entry.pw_shell or "/bin/sh")
+
+    def group_names(self) -> tuple[str, ...]:
+        names = []
+        for gid in self.groups:
+            try:
+                names.append(grp.getgrgid(gid).gr_name)
+            except KeyError:
+                continue
+        return tuple(names)
+
+
+def login_path(root: bool) -> str:
+    """PATH for a login of that kind, from /etc/login.defs when it says."""
+    key = "ENV_SUPATH" if root else "ENV_PATH"
+    try:
+        for line in Path("/etc/login.defs").read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key and parts[1].startswith("PATH="):
+                return parts[1][5:]
+    except OSError:
+        pass
+    return ROOT_PATH if root else USER_PATH
+
+
+def clean_environment(identity: Identity | None, extra: dict[str, str]) -> dict[str, str]:
+    """The environment a job gets; nothing of the processor's leaks into it."""
+    if identity is None:
+        entry = pwd.getpwuid(os.getuid())
+        identity = Identity(entry.pw_uid, entry.pw_gid, (), entry.pw_name, entry.pw_dir, entry.pw_shell or "/bin/sh")
+    env = {
+        "PATH": login_path(identity.uid == 0),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "HOME": identity.home,
+        "USER": identity.user,
+        "LOGNAME": identity.user,
+        "SHELL": identity.shell,
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """What to run, with what, as whom; passed to a runner."""
+
+    exe: str
+    argv: tuple[bytes, ...]
+    env: dict[str, str]
+    cwd: str
+    limits: Limits = Limits()
+    #: Drop to this user before exec (a root processor running a user's job).
+    identity: Identity | None = None
+    unit: str = ""
+    description: str = ""
+    extra_props: tuple[tuple[bytes, bytes, object], ...] = field(default=())
+
+
+@dataclass
+class Gated:
+    """A forked child waiting at its gate."""
+
+    pid: int
+    stdout: int
+    stderr: int
+    gate: int
+    report: int
+
+
+_prctl = None
+
+
+def _no_new_privs() -> None:
+    assert _prctl is not None
+    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+def _child(spec: ExecSpec, out_w: int, err_w: int, gate_r: int, rep_w: int) -> None:
+    """In the child: never returns.  Keep this path short and free of surprises."""
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        # Out of the way first, so that no dup2 below overwrites a source.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (devnull, out_w, err_w, gate_r, rep_w)]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        # Everything else the processor had open (other jobs' pipes, D-Bus,
+        # the journal) must not leak into the job, nor keep pipes alive.
+        os.closerange(5, 1 << 20)
+        os.set_inheritable(4, False)
+        if spec.limits.nice is not None:
+            os.setpriority(os.PRIO_PROCESS, 0, spec.limits.nice)
+        if spec.identity is not None:
+            os.setgroups(list(spec.identity.groups))
+            os.setgid(spec.identity.gid)
+            os.setuid(spec.identity.uid)  # from root: drops every capability
+            _no_new_privs()
+        os.chdir(spec.cwd)
+        if os.read(3, 1) != b"g":
+            os._exit(127)
+        os.close(3)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        os.execve(spec.exe, [os.fsencode(spec.exe), *spec.argv], spec.env)
+    except OSError as e:
+        os.write(4, f"{e.strerror or e} ({spec.exe})".encode())
+    except BaseException as e:  # noqa: BLE001 - report anything, never return
+        os.write(4, repr(e).encode())
+    finally:
+        os._exit(127)
+
+
+def spawn_gated(spec: ExecSpec) -> Gated:
+    """Fork a child that execs ``spec`` once released (module comment)."""
+    global _prctl
+    if spec.identity is not None and _prctl is None:
+        _prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    gate_r, gate_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _child(spec, out_w, err_w, gate_r, rep_w)
+    for fd in (out_w, err_w, gate_r, rep_w):
+        os.close(fd)
+    return Gated(pid, out_r, err_r, gate_w, rep_r)
+
+
+def _read_report(fd: int) -> str:
+    with os.fdopen(fd, "rb") as rep:
+        return rep.read().decode("utf-8", "replace")
+
+
+def release(gated: Gated) -> None:
+    """Let the gated child exec; ``StartFailed`` if exec failed."""
+    try:
+        os.write(gated.gate, b"g")
+    except BrokenPipeError:
+        pass
+    os.close(gated.gate)
+    report = _read_report(gated.report)
+    if report:
+        os.waitpid(gated.pid, 0)
+        os.close(gated.stdout)
+        os.close(gated.stderr)
+        raise StartFailed(report)
+
+
+def abort(gated: Gated, *more: int) -> str:
+    """Kill a gated child that must not run (and ``more`` processes); return
+    any error it reported."""
+    os.close(gated.gate)
+    report = _read_report(gated.report)
+    for pid in (gated.pid, *more):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    os.close(gated.stdout)
+    os.close(gated.stderr)
+    return report

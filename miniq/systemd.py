@@ -1,0 +1,170 @@
+"""A small systemd client: what miniq asks of the manager, over D-Bus.
+
+One ``Systemd`` is one connection (pystemd's sd-bus) to the system or a user
+manager.  It starts transient units with explicitly typed properties, stops,
+kills and looks up units.  Every D-Bus failure becomes a ``SystemdError`` (or
+``SystemdUnavailable`` when the manager cannot be reached) with a message in
+miniq's words: pystemd's own error texts never reach a user.
+
+sd-bus connections must not be shared between processes or threads: each
+processor worker opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .errors import MiniqError, SystemdUnavailable
+from .manager import Manager
+
+Property = tuple[bytes, bytes, Any]  # (name, D-Bus signature, value)
+
+_DEST = b"org.freedesktop.systemd1"
+_PATH = b"/org/freedesktop/systemd1"
+_IFACE = b"org.freedesktop.systemd1.Manager"
+
+
+class SystemdError(MiniqError):
+    """systemd answered, and refused."""
+
+
+def explain(e: BaseException) -> str:
+    """One line in miniq's words for a pystemd/D-Bus error."""
+    name = getattr(e, "err_name", b"") or b""
+    message = getattr(e, "err_message", b"") or b""
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    if isinstance(message, bytes):
+        message = message.decode(errors="replace")
+    code = getattr(e, "errno", None)
+    if not message and isinstance(code, int) and code:
+        message = os.strerror(abs(code))
+    message = message or type(e).__name__
+    return f"{message} ({name})" if name and name not in message else message
+
+
+def no_such_unit(e: BaseException) -> bool:
+    """Whether a pystemd error means the unit is not loaded (any pystemd version)."""
+    name = getattr(e, "err_name", b"") or b""
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return "NoSuchUnit" in type(e).__name__ or "NoSuchUnit" in name or "not loaded" in str(e)
+
+
+def _encode(props: list[Property]) -> list[Any]:
+    from pystemd.dbuslib import apply_signature
+
+    args: list[Any] = [(ord(b"a"), b"(sv)")]
+    for name, signature, value in props:
+        args += [(ord(b"r"), b"sv"), (ord(b"s"), name), (ord(b"v"), signature)]
+        args += apply_signature(signature, [value])
+        args += [(-1, None), (-1, None)]
+    return [*args, (-1, None)]
+
+
+class Systemd:
+    """A connection to ``manager``; ``SystemdUnavailable`` if there is none."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+        try:
+            from pystemd.dbuslib import DBus
+        except ImportError as e:
+            raise SystemdUnavailable(
+                f"pystemd is not installed: {e}", hint="pip install pystemd, or apt-get install python3-pystemd"
+            ) from None
+        try:
+            self.bus = DBus(user_mode=manager is Manager.USER)
+            self.bus.open()
+            self.call(b"GetUnit", b"s", [b"init.scope"] if manager is Manager.SYSTEM else [b"default.target"], quiet=True)
+        except SystemdUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001 - pystemd raises its own DBusError types
+            if no_such_unit(e):
+                return  # it answered
+            where = (
+                "your user manager (is XDG_RUNTIME_DIR set, and are you logged in?)" if manager is Manager.USER else "the system manager"
+            )
+            raise SystemdUnavailable(f"cannot reach {where} over D-Bus: {explain(e)}") from None
+
+    def call(self, method: bytes, signature: bytes, values: list[Any], quiet: bool = False) -> Any:
+        from pystemd.dbuslib import apply_signature
+
+        return self.call_raw(method, apply_signature(signature, values) if signature else [], quiet)
+
+    def call_raw(self, method: bytes, args: list[Any], quiet: bool = False) -> Any:
+        try:
+            return self.bus.call_method(_DEST, _PATH, _IFACE, method, args).body
+        except Exception as e:  # noqa: BLE001 - pystemd's D-Bus errors
+            if quiet:
+                raise
+            if no_such_unit(e):
+                raise NoSuchUnit(explain(e)) from None
+            raise SystemdError(f"systemd refused {method.decode()}: {explain(e)}") from None
+
+    def start_transient(self, unit: str, props: list[Property], mode: bytes = b"fail", aux: list[tuple[str, list[Property]]] = ()) -> None:  # type: ignore[assignment]
+        """``StartTransientUnit`` with explicitly typed properties.
+
+        pystemd's own wrapper looks signatures up in a table that lacks some
+        properties (``PIDs`` in 0.15, more in Debian's 0.11), so the message
+        is built here from (name, D-Bus signature, value) triples.
+        """
+        from pystemd.dbuslib import apply_signature
+
+        args = apply_signature(b"ss", [unit.encode(), mode]) + _encode(props)
+        args += [(ord(b"a"), b"(sa(sv))")]
+        for aux_name, aux_props in aux:
+            args += [(ord(b"r"), b"sa(sv)"), (ord(b"s"), aux_name.encode()), *_encode(aux_props), (-1, None)]
+        args += [(-1, None)]
+        self.call_raw(b"StartTransientUnit", args)
+
+    def stop_unit(self, unit: str) -> bool:
+        """Stop a unit; False if it was not loaded."""
+        try:
+            self.call(b"StopUnit", b"ss", [unit.encode(), b"replace"])
+        except NoSuchUnit:
+            return False
+        return True
+
+    def kill_unit(self, unit: str, signal: int) -> bool:
+        try:
+            self.call(b"KillUnit", b"ssi", [unit.encode(), b"all", signal])
+        except NoSuchUnit:
+            return False
+        return True
+
+    def loaded(self, unit: str) -> bool:
+        try:
+            self.call(b"GetUnit", b"s", [unit.encode()])
+        except NoSuchUnit:
+            return False
+        return True
+
+    def wait_unloaded(self, unit: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.loaded(unit):
+                return True
+            time.sleep(0.002)
+        return False
+
+    def units(self, pattern: str) -> list[str]:
+        """Names of loaded units matching a glob."""
+        from pystemd.dbuslib import apply_signature
+
+        args = apply_signature(b"as", [[]]) + apply_signature(b"as", [[pattern.encode()]])
+        body = self.call_raw(b"ListUnitsByPatterns", args)
+        rows = body[0] if body and isinstance(body[0], list) else body
+        return [row[0].decode() if isinstance(row[0], bytes) else str(row[0]) for row in rows]
+
+    def close(self) -> None:
+        try:
+            self.bus.close()
+        except Exception:  # noqa: BLE001 - closing must never fail a job
+            pass
+
+
+class NoSuchUnit(SystemdError):
+    """The unit is not loaded."""

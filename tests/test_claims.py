@@ -1,0 +1,256 @@
+"""Claims on real files: taking, identity, leases, takeover, fencing, recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from helpers import ListSink, processor
+
+from miniq.claims import Claim, Claimer, LeaseLost, ServerClock, stale_claims, take_over
+from miniq.job import State
+from miniq.layout import parse_queue_name
+from miniq.pending import Pending
+from miniq.queue import Queue
+from miniq.result import Outcome, Result
+from miniq.schedule import Schedule
+
+
+def other(me: Claimer, **changes: object) -> Claimer:
+    """Another processor: by default on this host, alive (this process's start time), another PID."""
+    return replace(me, **{"pid": me.pid + 100000, **changes})  # type: ignore[arg-type]
+
+
+def take_next(q: Queue, who: Claimer) -> Claim | None:
+    pending = Pending(q.layout, watch=False)
+    while (path := pending.next()) is not None:
+        parsed = parse_queue_name(path.name)
+        claim = Claim.take(q.layout, path, who, parsed[1] if parsed else None)
+        if claim:
+            return claim
+    return None
+
+
+def test_claim_is_exclusive_and_in_order(root: Path) -> None:
+    q = Queue(root)
+    jobs = [q.enqueue("echo", [str(i)]) for i in range(5)]
+    me = Claimer.current()
+    a, b = other(me, host="hostA"), other(me, host="hostB")
+    claims = [take_next(q, a), take_next(q, b)]
+    assert [c.id for c in claims if c] == [jobs[0].id, jobs[1].id]
+    assert claims[0] and claims[0].job and claims[0].job.argv == ("0",)
+    # A processor that loses the race for a file gets None, not an error.
+    assert Claim.take(q.layout, root / "queue" / f"1000-{jobs[0].id}.json", me, jobs[0].id) is None
+    assert sorted(os.listdir(root / "running")) == sorted([f"{jobs[0].id}@{a.name}.json", f"{jobs[1].id}@{b.name}.json"])
+
+
+def test_concurrent_processes_never_share_a_job(root: Path) -> None:
+    """Eight processes race to claim 400 jobs; every job is claimed exactly once."""
+    q = Queue(root)
+    ids = {q.enqueue("echo", [str(i)]).id for i in range(400)}
+    script = (
+        "import sys; from pathlib import Path; from miniq.queue import Queue; from miniq.claims import Claim, Claimer\n"
+        "from miniq.pending import Pending; from miniq.layout import parse_queue_name\n"
+        "q = Queue(Path(sys.argv[1])); me = Claimer.current(); p = Pending(q.layout)\n"
+        "while (path := p.next()) is not None:\n"
+        "    c = Claim.take(q.layout, path, me, parse_queue_name(path.name)[1])\n"
+        "    if c: print(c.id)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(root)], stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    claimed = [line for p in procs for line in p.communicate()[0].split()]
+    assert sorted(claimed) == sorted(ids)
+    assert len(os.listdir(root / "running")) == 400
+    assert os.listdir(root / "queue") == []
+
+
+def test_claimer_names_carry_boot_and_pid_namespace() -> None:
+    me = Claimer.current()
+    assert Claimer.parse(me.name) == me
+    assert len(me.boot) == 32 and me.pidns == os.stat("/proc/self/ns/pid").st_ino and me.pid == os.getpid()
+    assert Claimer.parse("host@12.345") is None and Claimer.parse(None) is None
+
+
+def test_only_a_provably_dead_claimer_is_judged_dead() -> None:
+    me = Claimer.current()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert other(me, pid=dead.pid).provably_dead(me)
+    assert other(me, pid=os.getpid(), start=me.start + 1).provably_dead(me)  # PID reused by another process
+    assert not other(me, pid=os.getpid()).provably_dead(me)
+    # The same host name, PID and start time in another PID namespace, another
+    # boot or a clone of this machine: nothing can be said from the name.
+    assert not other(me, pid=dead.pid, pidns=me.pidns + 1).provably_dead(me)
+    assert not other(me, pid=dead.pid, boot="f" * 32).provably_dead(me)
+
+
+def test_dead_processor_claims_are_recovered_and_others_left_alone(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    job = q.enqueue("echo", ["x"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert take_next(q, other(me, pid=dead.pid))
+    far = q.enqueue("echo", ["y"])
+    elsewhere = other(me, host="elsewhere", boot="e" * 32)
+    assert take_next(q, elsewhere)
+    clock = ServerClock(q.layout, me)
+    stale = list(stale_claims(q.layout, me, 60.0, clock))
+    assert [(s.id, s.host) for s in stale] == [(job.id, me.host)]
+    assert stale[0].why == f"its processor (PID {dead.pid} on {me.host}) died"
+    claim = take_over(q.layout, stale[0], me)
+    assert claim and claim.job
+    assert [(a.outcome, a.lost_host) for a in claim.job.attempts] == [(Outcome.INTERRUPTED, me.host)]
+    # Another host's claim with a live lease is left to that host.
+    assert sorted(os.listdir(root / "running")) == sorted([f"{far.id}@{elsewhere.name}.json", f"{job.id}@{me.name}.json"])
+
+
+def test_an_expired_lease_is_judged_by_the_file_servers_clock(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    job = q.enqueue("echo", [])
+    elsewhere = other(me, host="lost", boot="a" * 32)
+    claim = take_next(q, elsewhere)
+    assert claim is not None
+    clock = ServerClock(q.layout, me)
+    assert list(stale_claims(q.layout, me, 60.0, clock)) == []
+    # The holder stopped renewing 100 s ago (as the server saw it).
+    past = clock.now() - 100
+    os.utime(claim.path, (past, past))
+    stale = list(stale_claims(q.layout, me, 60.0, clock))
+    assert [s.id for s in stale] == [job.id]
+    assert stale[0].why.startswith("lost stopped renewing its lease 100 s ago (lease 60 s)")
+    assert list(stale_claims(q.layout, me, 120.0, clock)) == []
+    # Renewing makes it live again.
+    assert claim.renew()
+    assert list(stale_claims(q.layout, me, 60.0, clock)) == []
+
+
+def test_a_takeover_fences_the_old_holder(root: Path) -> None:
+    """The old holder can neither renew nor publish once its claim was taken over."""
+    q = Queue(root)
+    me = Claimer.current()
+    job = q.enqueue("echo", [])
+    frozen = other(me, host="frozen", boot="b" * 32)
+    old = take_next(q, frozen)
+    assert old is not None and old.job is not None
+    clock = ServerClock(q.layout, me)
+    past = clock.now() - 1000
+    os.utime(old.path, (past, past))
+    [stale] = stale_claims(q.layout, me, 60.0, clock)
+    new = take_over(q.layout, stale, me)
+    assert new is not None and new.job is not None
+    assert not old.renew() and old.lost
+    result = Result(Outcome.EXITED, exit_code=0, run="old#1")
+    with pytest.raises(LeaseLost):
+        old.finish(old.job.but(attempts=(result,)), result)
+    assert not (root / "done" / f"{job.id}.json").exists()
+    mine = Result(Outcome.EXITED, exit_code=0, run="new#2")
+    new.finish(new.job.but(attempts=(*new.job.attempts, mine)), mine)
+    record = json.loads((root / "done" / f"{job.id}.json").read_text())
+    assert [a["outcome"] for a in record["attempts"]] == ["interrupted", "exited"]
+    assert record["attempts"][0]["lost_host"] == "frozen" and record["result"]["run"] == "new#2"
+    assert os.listdir(root / "running") == []
+
+
+def test_a_record_is_never_replaced(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    job = q.enqueue("echo", [])
+    claim = take_next(q, me)
+    assert claim is not None and claim.job is not None
+    (root / "done" / f"{job.id}.json").write_text('{"someone": "else"}')
+    result = Result(Outcome.EXITED, exit_code=0, run="r#1")
+    state, path = claim.finish(claim.job.but(attempts=(result,)), result)
+    assert json.loads((root / "done" / f"{job.id}.json").read_text()) == {"someone": "else"}
+    assert path.parent == root / "rejected" and json.loads(path.read_text())["result"]["run"] == "r#1"
+
+
+def test_a_crash_after_the_fence_is_recovered(root: Path) -> None:
+    """A processor died between fencing its claim and publishing the record:
+    the job runs again; if the record was published, the leftover is removed."""
+    q = Queue(root)
+    me = Claimer.current()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ghost = other(me, pid=dead.pid)
+    unpublished, published = q.enqueue("echo", ["1"]), q.enqueue("echo", ["2"])
+    for _ in (unpublished, published):
+        claim = take_next(q, ghost)
+        assert claim is not None
+        claim._fence()
+    (root / "done" / f"{published.id}.json").write_text("{}")
+    summary = processor(root)[0].run()
+    assert summary.recovered == [unpublished.id]
+    assert os.listdir(root / "running") == []
+    attempts = q.read(unpublished.id).data["attempts"]
+    assert attempts[0]["outcome"] == "interrupted"
+
+
+def test_an_interrupted_job_waits_behind_others_keeps_its_priority_and_fails_after_n(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    poison = q.enqueue("echo", ["again"], schedule=Schedule(priority=3))
+    good = q.enqueue("echo", ["good"])
+    for n in range(1, 4):
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        claim = take_next(q, other(me, pid=dead.pid))
+        assert claim is not None and claim.id == poison.id  # highest priority first
+        sink = ListSink()
+        p, wakes = processor(root, sink)
+        summary = p.run()
+        assert summary.recovered == [poison.id]
+        if n == 1:
+            assert summary.succeeded == [good.id]  # the job behind it ran meanwhile
+        if n < 3:
+            assert q.locate(poison.id)[0] is State.DELAYED
+            assert wakes and wakes[0] - time.time() == pytest.approx(2 ** (n - 1), abs=0.5)
+            path = q.locate(poison.id)[1]
+            os.rename(path, root / "queue" / f"0997-{poison.id}.json")  # as if its backoff passed
+    record = q.read(poison.id)
+    assert record.state is State.FAILED and record.result is not None
+    assert record.result.outcome is Outcome.NOT_STARTED
+    assert record.result.reason is not None and "interrupted 3 times" in record.result.reason
+    assert "max-interruptions = 3" in record.result.reason
+    assert [a.outcome for a in record.job.attempts] == [Outcome.INTERRUPTED] * 3 + [Outcome.NOT_STARTED]  # type: ignore[union-attr]
+
+
+def test_a_cancel_request_takes_effect_at_recovery(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    job = q.enqueue("echo", [])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert take_next(q, other(me, pid=dead.pid))
+    assert q.cancel(job.id, me) is State.RUNNING  # its processor is provably dead: cancelled at once
+    record = q.read(job.id)
+    assert record.state is State.FAILED and record.result and record.result.outcome is Outcome.CANCELLED
+    assert os.listdir(root / "running") == [] and os.listdir(root / "cancel") == []
+
+
+def test_live_claims_are_not_recovered(root: Path) -> None:
+    q = Queue(root)
+    q.enqueue("echo", [])
+    assert take_next(q, Claimer.current())
+    me = other(Claimer.current())
+    assert list(stale_claims(q.layout, me, 60.0, ServerClock(q.layout, me))) == []
+    assert len(os.listdir(root / "running")) == 1
+
+
+def test_requeue_of_a_lost_job(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    job = q.enqueue("echo", [])
+    host = other(me, host="gone", boot="c" * 32)
+    assert take_next(q, host)
+    with pytest.raises(Exception, match="its processor's lease is live"):
+        q.requeue(job.id)
+    path = q.requeue(job.id, force=True)
+    assert path.parent == root / "queue"
+    assert q.read(job.id).data["attempts"][0]["reason"].startswith("requeued by ")

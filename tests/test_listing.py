@@ -1,0 +1,71 @@
+"""What `miniq list` and `miniq show` report: stable JSON rows, a table, and
+only what is shown is read."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+from helpers import processor
+
+from miniq.cli import main
+from miniq.job import State
+from miniq.listing import ROW_KEYS, row, select
+from miniq.queue import Queue
+from miniq.schedule import Schedule
+
+
+def test_list_rows_have_the_documented_shape(root: Path) -> None:
+    q = Queue(root)
+    q.enqueue("echo", ["x"])
+    q.enqueue("echo", ["y"], schedule=Schedule(not_before=time.time() + 60, priority=2))
+    found = [row(r) for r in select(q, list(State)).records]
+    assert [r["state"] for r in found] == ["queued", "delayed"]
+    assert all(tuple(r) == ROW_KEYS for r in found)
+    result = CliRunner().invoke(main, ["--root", str(root), "list", "--json"])
+    assert json.loads(result.stdout) == found
+    table = CliRunner().invoke(main, ["--root", str(root), "status"]).stdout.splitlines()
+    assert table[0].split() == ["ID", "STATE", "NAME", "WHEN", "RESULT", "ARGS"] and len(table) == 3
+    assert table[1].split()[3:6] == ["queued", "0s", "ago"] and table[2].split()[3:6] == ["due", "in", "59s"]
+    # A rejected file that was not a job at all has no name and no submission time.
+    (root / "queue" / "junk.json").write_text("not a job")
+    processor(root)[0].run()
+    junk = [row(r) for r in select(q, [State.FAILED]).records if r.result and r.result.outcome.value == "rejected"]
+    assert [(r["name"], r["submitted"], r["argv"], r["state"]) for r in junk] == [(None, None, [], "failed")]
+
+
+def test_the_default_view_reads_only_what_it_shows(root: Path) -> None:
+    q = Queue(root)
+    ids = [q.enqueue("echo", [str(i)]).id for i in range(30)]
+    urgent = q.enqueue("echo", ["urgent"], schedule=Schedule(priority=5))
+    chosen = select(q, list(State))
+    assert [r.id for r in chosen.records] == [urgent.id, *ids[:19]]
+    assert chosen.more == {"queued": 11}
+    # Unreadable entries would make a full read fail loudly; only the shown ones are opened.
+    for job_id in ids[25:]:
+        (root / "queue" / f"1000-{job_id}.json").write_bytes(b"\xff" * 10)
+    assert [r.id for r in select(q, list(State)).records] == [urgent.id, *ids[:19]]
+    table = CliRunner().invoke(main, ["--root", str(root), "list"]).stdout.splitlines()
+    assert table[-1] == "... and 11 more queued (--all to list them)"
+    everything = json.loads(CliRunner().invoke(main, ["--root", str(root), "list", "--all", "--json"]).stdout)
+    assert len(everything) == 31
+    assert [r["reason"] for r in everything[-5:]] == ["it is not UTF-8 (invalid start byte at byte 0)"] * 5
+
+
+def test_status_is_an_alias_listed_once() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    commands = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
+    assert commands.count("list") == 1 and "status" not in commands
+    assert "(alias" not in CliRunner().invoke(main, ["status", "--help"]).stdout
+
+
+def test_show_prints_attempts_and_limits(root: Path) -> None:
+    q = Queue(root)
+    job = q.enqueue("echo", ["hi"])
+    processor(root)[0].run()
+    out = CliRunner().invoke(main, ["--root", str(root), "show", job.id]).stdout
+    assert f"id:          {job.id}" in out and "attempt 1:   exit code 0 after" in out and "output_lines: 1" in out
+    stored = json.loads(CliRunner().invoke(main, ["--root", str(root), "show", "--json", job.id]).stdout)
+    assert stored["state"] == "done" and stored["result"]["exit_code"] == 0
