@@ -6,7 +6,7 @@ Sections:
   ``[user:NAME]``      limits (and ``max-queued``) of one submitter
   ``[group:NAME]``     limits of the members of a group
   ``[processor]``      ``parallel``, ``lease``, ``max-interruptions``, ``linger``,
-                       ``output-rate-limit``, ``allow-unconfined``
+                       ``output-rate-limit``, ``allow-unconfined``, ``slice``
   ``[access]``         system queue: ``group`` (only its members may submit),
                        ``max-queued`` (per user)
 
@@ -38,6 +38,7 @@ PROCESSOR_OPTIONS = {
     "linger": "2s",
     "output-rate-limit": "10000/30s",
     "allow-unconfined": "no",
+    "slice": "(the manager's default)",
 }
 
 
@@ -92,6 +93,8 @@ class Config:
     output_rate_limit: tuple[int, float] | None = (10000, 30.0)
     #: Run jobs without a scope when systemd cannot be reached (opt-in).
     allow_unconfined: bool = False
+    #: The slice job scopes go in (None: the manager's default, system.slice or app.slice).
+    slice: str | None = None
     #: System queue: only members of this group may submit (None: everyone).
     access_group: str | None = None
     #: System queue: queued, delayed and running jobs per user (None: no cap).
@@ -176,6 +179,10 @@ class Config:
                 values["output_rate_limit"] = parse_rate(value, where)
             elif key == "allow-unconfined":
                 values["allow_unconfined"] = _bool(parser, "processor", key, where)
+            elif key == "slice":
+                if not value.strip().endswith(".slice"):
+                    raise BadInput(f"invalid slice {value!r}{where}: expected a slice unit name such as miniq.slice")
+                values["slice"] = value.strip()
             else:
                 raise BadInput(f"unknown option {key!r}{where}: expected one of {', '.join(PROCESSOR_OPTIONS)}")
         return values

@@ -1,9 +1,11 @@
 """Telling systemd we are alive: sd_notify(3) without libsystemd.
 
-The processor's service has ``WatchdogSec=``: a processor that stops making
-progress (a bug, a hung call) stops sending ``WATCHDOG=1``, and systemd kills
-and restarts it; the restarted processor recovers its jobs (README, "When
-things go wrong").
+The processor's service is a oneshot with ``TimeoutStartSec=2min``; for a
+oneshot, systemd 252 applies no ``WatchdogSec=``, so the processor keeps
+pushing the start timeout forward (``EXTEND_TIMEOUT_USEC``) while it makes
+progress.  A processor that hangs stops doing so, is killed when the timeout
+passes, and restarted (``Restart=on-failure``); the restarted processor
+recovers the jobs it held (README, "When things go wrong").
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import os
 import socket
 import time
 
+#: How far each sign of life pushes the timeout; matches the unit's TimeoutStartSec.
+EXTEND_USEC = 120 * 1_000_000
+EVERY = 5.0  # seconds between signs of life
 _last = 0.0
 
 
@@ -28,9 +33,9 @@ def notify(message: bytes) -> None:
 
 
 def alive() -> None:
-    """``WATCHDOG=1``, at most once a second."""
+    """Push the start timeout forward, at most every ``EVERY`` seconds."""
     global _last
     now = time.monotonic()
-    if now - _last >= 1.0:
+    if now - _last >= EVERY:
         _last = now
-        notify(b"WATCHDOG=1")
+        notify(f"EXTEND_TIMEOUT_USEC={EXTEND_USEC}".encode())

@@ -30,6 +30,7 @@ import json
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -99,8 +100,11 @@ class Processor:
         self.me = Claimer.current()
         self.config = Config()
         self.config_error: str | None = None
+        self.config_stamp: tuple[float, int] | None = None
         self.unavailable: str | None = None
         self.heartbeat: Callable[[], None] = notify.alive
+        #: Set by SIGTERM/SIGINT: finish or put back what runs, claim nothing new.
+        self.stopping = False
         #: Records published so far: a job others run --after may have ended.
         self.finished = 0
 
@@ -114,14 +118,16 @@ class Processor:
 
     # -- the run ------------------------------------------------------------
 
+    def _stop(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
     def run(self) -> Summary:
         """Process until the queue is empty (see the module comment)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._stop)
         self.queue.ensure_layout()
-        try:
-            self.config = Config.load(self.layout.root)
-        except MiniqError as e:
-            self.config_error = f"miniq.conf is invalid: {e.message}"
-            self.log(self.config_error, journal.ERR)
+        self._load_config()
         summary = Summary()
         clean_tmp(self.layout)
         self.layout.wake.unlink(missing_ok=True)
@@ -143,7 +149,7 @@ class Processor:
             try:
                 summary.wake_at = promote(self, pending, summary)
                 pending.relist()
-                if not pending.queue:
+                if not pending.queue or self.stopping:
                     break  # else: jobs became due meanwhile; run them too
             finally:
                 pending.close()
@@ -152,6 +158,20 @@ class Processor:
         ServerClock(self.layout, self.me).close()
         return summary
 
+    def _load_config(self) -> None:
+        try:
+            self.config = Config.load(self.layout.root)
+            self.config_error = None
+        except MiniqError as e:
+            self.config_error = f"miniq.conf is invalid: {e.message}"
+            self.log(self.config_error, journal.ERR)
+        self.config_stamp = _stamp(self.layout.conf)
+
+    def _reload_config(self) -> None:
+        """Read miniq.conf again if it changed (a lingering processor lives on)."""
+        if _stamp(self.layout.conf) != self.config_stamp:
+            self._load_config()
+
     def _runner(self) -> Runner | None:
         """A runner for one worker, or None (``unavailable`` says why) without systemd."""
         if self.runner_override is not None:
@@ -159,7 +179,7 @@ class Processor:
         try:
             from .scope import ScopeRunner
 
-            return ScopeRunner(self.manager)
+            return ScopeRunner(self.manager, slice_=self.config.slice)
         except SystemdUnavailable as e:
             if self.config.allow_unconfined:
                 self.log(f"warning: {e.message}; running jobs without scopes (allow-unconfined = yes)", journal.WARNING)
@@ -192,21 +212,24 @@ class Processor:
         if stale.holder is not None and stale.holder.boot == self.me.boot and runner is not None:
             runner.stop_leftover(job.id)  # its scope, if it still runs on this host
         summary.recovered.append(job.id)
-        uid = self._uid(claim)
+        self._interrupted(claim, job, stale.why, summary)
+
+    def _interrupted(self, claim: Claim, job: Job, why: str, summary: Summary) -> None:
+        """The policy for a run cut short by its processor (README, "When
+        things go wrong"): ``job`` already holds the interrupted attempt."""
         if os.path.lexists(self.layout.cancel_request(job.id)):
-            result = Result.unrun(Outcome.CANCELLED, f"cancelled; {stale.why}", hostname())
-            self._finish(claim, job, result, summary)
+            self._finish(claim, job, Result.unrun(Outcome.CANCELLED, f"cancelled; {why}", hostname()), summary)
         elif job.interruptions >= self.config.max_interruptions:
             reason = (
-                f"its run was interrupted {job.interruptions} times (last: {stale.why}); "
+                f"its run was interrupted {job.interruptions} times (last: {why}); "
                 f"not run again (max-interruptions = {self.config.max_interruptions} in [processor] of miniq.conf)"
             )
             self._finish(claim, job, Result.unrun(Outcome.NOT_STARTED, reason, hostname()), summary)
         else:
             delay = backoff(job.interruptions)
             self._persist(claim, lambda: claim.postpone(job, time.time() + delay))
-            self.log(f"job {job.id} ({job.name}) was interrupted ({stale.why}); runs again in {delay:.0f} s", journal.WARNING, job, uid,
-                     MINIQ_EVENT="recovered")  # fmt: skip
+            self.log(f"job {job.id} ({job.name}) was interrupted ({why}); runs again in {delay:.0f} s", journal.WARNING, job,
+                     self._uid(claim), MINIQ_EVENT="recovered")  # fmt: skip
 
     # -- working --------------------------------------------------------------
 
@@ -216,12 +239,13 @@ class Processor:
 
         pending = Pending(self.layout)
         budget = Budget(self.config.output_rate_limit)
-        worker = Worker(self.config.lease, runner, self.sink, self.log, budget, self.heartbeat) if runner else None
+        worker = Worker(self.config.lease, runner, self.sink, self.log, budget, self.heartbeat, lambda: self.stopping) if runner else None
         last_recovery = time.monotonic()
         try:
             pending.list_delayed()
-            while True:
+            while not self.stopping:
                 self.heartbeat()
+                self._reload_config()
                 promote(self, pending, summary)
                 if time.monotonic() - last_recovery > self.config.lease / 4:
                     self.recover(runner, summary)
@@ -244,7 +268,7 @@ class Processor:
         earliest = pending.earliest()
         if earliest is not None and earliest - time.time() < linger:
             deadline = min(deadline, time.monotonic() + max(earliest - time.time(), 0))
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopping:
             self.heartbeat()
             fd = pending.fileno()
             timeout = min(1.0, max(deadline - time.monotonic(), 0))
@@ -271,6 +295,9 @@ class Processor:
             summary.lost.append(job.id)
             self.log(f"job {job.id} ({job.name}) was taken over by another processor; the result of this run is not recorded",
                      journal.WARNING, job, self._uid(claim))  # fmt: skip
+            return
+        if result.outcome is Outcome.INTERRUPTED:
+            self._interrupted(claim, job.but(attempts=(*job.attempts, result)), result.reason or "interrupted", summary)
             return
         self.conclude(claim, job, result, summary)
 
@@ -455,6 +482,14 @@ class Processor:
             finally:
                 if runner:
                     runner.close()
+
+
+def _stamp(path: Any) -> tuple[float, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size
 
 
 def _beat(fd: int) -> None:

@@ -49,9 +49,10 @@ class ScopeRunner:
 
     confined = True
 
-    def __init__(self, manager: Manager, systemd: Systemd | None = None) -> None:
+    def __init__(self, manager: Manager, systemd: Systemd | None = None, slice_: str | None = None) -> None:
         self.systemd = systemd or Systemd(manager)
         self.bind_to = cgroup.own_service()
+        self.slice = slice_
 
     def properties(self, spec: ExecSpec, pids: list[int]) -> list[Property]:
         props: list[Property] = [
@@ -65,6 +66,8 @@ class ScopeRunner:
         ]
         if self.bind_to:
             props.append((b"BindsTo", b"as", [self.bind_to.encode()]))
+        if self.slice:
+            props.append((b"Slice", b"s", self.slice.encode()))
         return props + spec.limits.properties()
 
     def start(self, spec: ExecSpec) -> Running:

@@ -49,15 +49,18 @@ class Stop:
 
     cancelled: bool = False
     lost: bool = False
+    interrupted: bool = False  # the processor itself is being stopped
 
 
 class Worker:
     """Runs jobs of one queue, one at a time, with its own runner."""
 
     def __init__(
-        self, claim_lease: float, runner: Runner, sink: journal.Sink, log: Log, budget: Budget, heartbeat: Callable[[], None]
-    ) -> None:
-        self.lease, self.runner, self.sink, self.log, self.budget, self.heartbeat = claim_lease, runner, sink, log, budget, heartbeat
+        self, claim_lease: float, runner: Runner, sink: journal.Sink, log: Log, budget: Budget,
+        heartbeat: Callable[[], None], stopping: Callable[[], bool],
+    ) -> None:  # fmt: skip
+        self.lease, self.runner, self.sink, self.log, self.budget = claim_lease, runner, sink, log, budget
+        self.heartbeat, self.stopping = heartbeat, stopping
 
     def spec(self, claim: Claim, job: Job, limits: Limits, identity: Identity | None) -> ExecSpec | str:
         """What to run for ``job``, or why it cannot run."""
@@ -111,6 +114,9 @@ class Worker:
             elif self._cancel_requested(claim):
                 stop.cancelled = True
                 self.log(f"job {job.id} ({job.name}) cancel requested: stopping it", journal.NOTICE, job, uid)
+            elif self.stopping():
+                stop.interrupted = True
+                self.log(f"job {job.id} ({job.name}) stopped: its processor is being stopped", journal.WARNING, job, uid)
             else:
                 return False
             self.runner.stop(running)
@@ -124,6 +130,8 @@ class Worker:
         exit_code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None
         sig = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None
         outcome = classify(exit_code, sig, spec.limits, duration, stop.cancelled, int(acct.get("oom_kills") or 0))
+        if stop.interrupted and outcome is not Outcome.EXITED:
+            outcome = Outcome.INTERRUPTED
         return Result(
             outcome,
             exit_code=exit_code,
@@ -142,7 +150,7 @@ class Worker:
             oom_kills=acct.get("oom_kills"),
             output_lines=pump.lines,
             output_dropped=pump.dropped or None,
-            reason="cancelled" if stop.cancelled else None,
+            reason="cancelled" if stop.cancelled else "its processor was stopped" if stop.interrupted else None,
         )
 
     @staticmethod

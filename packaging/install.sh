@@ -44,7 +44,7 @@ mkdir -p "$bindir"
 ln -sf "$venv/bin/miniq" "$bindir/miniq"
 "$venv/bin/miniq" "$mode" install-units --now
 
-root=$("$venv/bin/python" -c 'import sys; from miniq.settings import Manager, resolve_root; print(resolve_root(Manager(sys.argv[1])))' "${mode#--}")
+root=$("$venv/bin/python" -c 'import sys; from miniq.manager import Manager, resolve_root; print(resolve_root(Manager(sys.argv[1])))' "${mode#--}")
 echo
 echo "miniq is installed and its units are enabled."
 echo "Put executables in $root/jobs/NAME.job, then: miniq enqueue NAME ARGS..."

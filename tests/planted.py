@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,9 @@ def job_json(**changes: Any) -> bytes:
 @dataclass(frozen=True)
 class Plant:
     kind: str
-    make: Callable[[Path, Path], None]  # (entry path, directory for secrets outside the root)
+    #: (entry path, directory for secrets outside the root, how the processor
+    #: sees a path): puts the entry in place.
+    make: Callable[[Path, Path, Callable[[Path], Path]], None]
 
 
 def _secret_file(outside: Path, mode: int) -> Path:
@@ -51,8 +54,20 @@ def _secret_file(outside: Path, mode: int) -> Path:
     return path
 
 
-def _write(data: bytes) -> Callable[[Path, Path], None]:
-    return lambda entry, outside: entry.write_bytes(data)
+def _write(data: bytes) -> Callable[[Path, Path, Callable[[Path], Path]], None]:
+    return lambda entry, outside, seen: entry.write_bytes(data)
+
+
+def _sparse(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.truncate(fd, size)
+    os.close(fd)
+
+
+def age(entry: Path, seconds: float = 3600) -> None:
+    """Make an entry look as if its holder stopped renewing it long ago."""
+    old = time.time() - seconds
+    os.utime(entry, (old, old), follow_symlinks=False)
 
 
 def _deep() -> bytes:
@@ -60,12 +75,12 @@ def _deep() -> bytes:
 
 
 PLANTS = [
-    Plant("symlink to a 0600 file", lambda e, o: e.symlink_to(_secret_file(o, 0o600))),
-    Plant("symlink to an unreadable file", lambda e, o: e.symlink_to(_secret_file(o, 0o000))),
-    Plant("FIFO", lambda e, o: os.mkfifo(e)),
-    Plant("directory", lambda e, o: (e.mkdir(), (e / "inside.json").write_bytes(job_json()))),
-    Plant("hard link", lambda e, o: os.link(_secret_file(o, 0o600), e)),
-    Plant("100 MB file", lambda e, o: os.truncate(os.open(e, os.O_CREAT | os.O_WRONLY, 0o600), 100 * 1024 * 1024)),
+    Plant("symlink to a 0600 file", lambda e, o, seen: e.symlink_to(seen(_secret_file(o, 0o600)))),
+    Plant("symlink to an unreadable file", lambda e, o, seen: e.symlink_to(seen(_secret_file(o, 0o000)))),
+    Plant("FIFO", lambda e, o, seen: os.mkfifo(e)),
+    Plant("directory", lambda e, o, seen: (e.mkdir(), (e / "inside.json").write_bytes(job_json()))),
+    Plant("hard link", lambda e, o, seen: os.link(_secret_file(o, 0o600), e)),
+    Plant("100 MB file", lambda e, o, seen: _sparse(e, 100 * 1024 * 1024)),
     Plant("non-UTF-8", _write(b"\xff\xfe{\"miniq\": 1}\x80")),
     Plant("deep nesting", _write(_deep())),
     Plant("schema: priority is a list", _write(job_json(**{"schedule.priority": [1, 2]}))),

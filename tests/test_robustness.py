@@ -29,7 +29,7 @@ def test_a_planted_entry_is_rejected_and_the_good_job_runs(root: Path, tmp_path:
     outside = tmp_path / "outside"
     outside.mkdir()
     bad_id = new_id()
-    plant.make(root / where / plant_name(where, bad_id), outside)
+    plant.make(root / where / plant_name(where, bad_id), outside, lambda p: p)
     good = q.enqueue("echo", ["good"])
     sink, summary = process(root)
     assert summary.succeeded == [good.id]

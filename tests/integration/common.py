@@ -46,18 +46,18 @@ def test_readme_flow_runs_the_job_promptly(flow: Flow) -> None:
 
 def test_path_unit_alone_starts_the_processor(flow: Flow) -> None:
     flow.add_job("notify", NOTIFY)
-    flow.run([*flow.systemctl, "stop", "miniq-process.timer"])
+    flow.pause("miniq-process.timer")
     try:
         job_id, t0 = flow.enqueue_timed("notify", "a")
         flow.wait_final([job_id], timeout=30)
         assert flow.started_at(job_id) - t0 < 30
     finally:
-        flow.run([*flow.systemctl, "start", "miniq-process.timer"])
+        flow.resume("miniq-process.timer")
 
 
 def test_timer_alone_starts_the_processor(flow: Flow) -> None:
     flow.add_job("notify", NOTIFY)
-    flow.run([*flow.systemctl, "stop", "miniq-process.path"])
+    flow.pause("miniq-process.path")
     try:
         job_id, t0 = flow.enqueue_timed("notify", "b")
         waited = flow.wait_final([job_id], timeout=75)
@@ -65,13 +65,13 @@ def test_timer_alone_starts_the_processor(flow: Flow) -> None:
         record = flow.record(job_id)
         assert record["state"] == "done"
     finally:
-        flow.run([*flow.systemctl, "start", "miniq-process.path"])
+        flow.resume("miniq-process.path")
     assert flow.unit_state("miniq-process.path") == "active"
 
 
 def test_bad_files_are_quarantined_and_good_jobs_still_run(flow: Flow) -> None:
     flow.add_job("notify", NOTIFY)
-    flow.run([*flow.systemctl, "stop", "miniq-process.path", "miniq-process.timer"])
+    flow.pause()
     try:
         first = flow.cli("enqueue", "notify", "first").stdout.strip()
         # Files a careless script or another miniq version might drop in the queue.
@@ -81,7 +81,7 @@ def test_bad_files_are_quarantined_and_good_jobs_still_run(flow: Flow) -> None:
         )
         last = flow.cli("enqueue", "notify", "last").stdout.strip()
     finally:
-        flow.run([*flow.systemctl, "start", "miniq-process.path", "miniq-process.timer"])
+        flow.resume()
     flow.wait_final([first, last], timeout=30)
     assert list(flow.sb.path(f"{flow.root}/queue").iterdir()) == []
     reasons = {}
@@ -99,12 +99,12 @@ def test_bad_files_are_quarantined_and_good_jobs_still_run(flow: Flow) -> None:
 
 def test_unknown_type_at_run_time_is_recorded(flow: Flow) -> None:
     flow.add_job("gone", "#!/bin/sh\necho hi\n")
-    flow.run([*flow.systemctl, "stop", "miniq-process.path", "miniq-process.timer"])
+    flow.pause()
     try:
         job_id = flow.cli("enqueue", "gone").stdout.strip()
         flow.sh(f"rm {flow.root}/jobs/gone.job")
     finally:
-        flow.run([*flow.systemctl, "start", "miniq-process.path", "miniq-process.timer"])
+        flow.resume()
     flow.wait_final([job_id], timeout=30)
     record = flow.record(job_id)
     assert record["state"] == "failed"
@@ -119,7 +119,7 @@ def test_unknown_type_at_run_time_is_recorded(flow: Flow) -> None:
 def test_bursts_never_wait_for_the_timer(flow: Flow) -> None:
     """A trickle for a minute and a flood of 2000, with the timer stopped."""
     flow.add_job("quick", '#!/bin/sh\necho "$1"\n')
-    flow.run([*flow.systemctl, "stop", "miniq-process.timer"])
+    flow.pause("miniq-process.timer")
     try:
         # One job every 0.1 s (plus the CLI's own start-up) for 60 s.
         trickle = flow.sh(
@@ -134,7 +134,7 @@ def test_bursts_never_wait_for_the_timer(flow: Flow) -> None:
         waited = flow.wait_final(flood, timeout=300)
         print(f"flood: 2000 jobs finished {waited:.1f} s after the last enqueue")
     finally:
-        flow.run([*flow.systemctl, "start", "miniq-process.timer"])
+        flow.resume("miniq-process.timer")
     assert flow.failed_units() == []
     assert flow.unit_state("miniq-process.path") == "active"
     done = {p.stem for p in flow.sb.path(f"{flow.root}/done").iterdir()}

@@ -90,6 +90,15 @@ class Flow:
         out: str = self.run([f"{venv}/bin/python", "-c", script, self.root], timeout=300).stdout
         return out.split()
 
+    def pause(self, *units: str) -> None:
+        """Stop ``units`` (default: the path unit and the timer) and the
+        processor itself, which may still be lingering for more jobs."""
+        units = units or ("miniq-process.path", "miniq-process.timer")
+        self.run([*self.systemctl, "stop", *units, "miniq-process.service"])
+
+    def resume(self, *units: str) -> None:
+        self.run([*self.systemctl, "start", *(units or ("miniq-process.path", "miniq-process.timer"))])
+
     def add_job(self, name: str, body: str) -> None:
         self.sh(f"mkdir -p {self.root}/jobs && cat > {self.root}/jobs/{name}.job && chmod +x {self.root}/jobs/{name}.job", input=body)
 

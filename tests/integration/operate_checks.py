@@ -65,15 +65,15 @@ def test_retries_show_every_attempt(flow: Flow) -> None:
 def test_parallel_four(flow: Flow) -> None:
     flow.add_job("nap", "#!/bin/sh\nsleep 1\n")
     flow.sh(f"printf '[processor]\\nparallel = 4\\n' > {flow.root}/miniq.conf")
-    flow.run([*flow.systemctl, "stop", "miniq-process.path", "miniq-process.timer"])
+    flow.pause()
     try:
         ids = flow.enqueue_many("nap", 40)
         start = time.monotonic()
-        flow.run([*flow.systemctl, "start", "miniq-process.path"])
+        flow.resume("miniq-process.path")
         waited = flow.wait_final(ids, timeout=120)
     finally:
         flow.sh(f"rm -f {flow.root}/miniq.conf")
-        flow.run([*flow.systemctl, "start", "miniq-process.path", "miniq-process.timer"])
+        flow.resume()
     elapsed = time.monotonic() - start
     print(f"parallel 4: 40 jobs of sleep 1 took {elapsed:.1f} s")
     assert waited < 20
@@ -90,7 +90,7 @@ def test_list_json_shape(flow: Flow) -> None:
     types = {"id": str, "state": str, "argv": list, "priority": int, "after": list, "retries": int, "attempts": int}
     # name and submitted are null only for a rejected file that was not a job.
     optional = {"name": str, "submitted": str, "not_before": str, "outcome": str, "exit_code": int, "signal": str,
-                "reason": str, "started": str, "ended": str, "duration": float}  # fmt: skip
+                "reason": str, "started": str, "ended": str, "duration": float, "host": str, "lease": str}  # fmt: skip
     for row in rows:
         assert set(row) == set(types) | set(optional)
         for key, kind in types.items():

@@ -125,7 +125,7 @@ def test_fork_bomb_is_contained(flow: Flow) -> None:
 def test_logs_of_two_jobs_running_at_once(flow: Flow) -> None:
     talk = '#!/bin/sh\nfor i in $(seq 1 20); do echo "$1 line $i"; echo "$1 err $i" >&2; sleep 0.05; done\n'
     flow.add_job("talk", talk)
-    flow.run([*flow.systemctl, "stop", "miniq-process.path", "miniq-process.timer"])
+    flow.pause()
     try:
         a = flow.cli("enqueue", "talk", "A").stdout.strip()
         b = flow.cli("enqueue", "talk", "B").stdout.strip()
@@ -135,7 +135,7 @@ def test_logs_of_two_jobs_running_at_once(flow: Flow) -> None:
         flow.run([*run, f"--setenv=MINIQ_ROOT={flow.root}", flow.miniq, *flow.cli_flag, "process"])
         flow.wait_final([a, b], timeout=60)
     finally:
-        flow.run([*flow.systemctl, "start", "miniq-process.path", "miniq-process.timer"])
+        flow.resume()
     ra, rb = flow.record(a)["result"], flow.record(b)["result"]
     assert ra["started"] < rb["ended"] and rb["started"] < ra["ended"], "the two jobs did not overlap"
     expected = [f"A {kind} {i}" for i in range(1, 21) for kind in ("line", "err")]
