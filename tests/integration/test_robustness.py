@@ -52,12 +52,15 @@ def test_planted_entry(flow: Flow, plant: Plant, where: str) -> None:
     staging = outside / f"staging-{bad_id}"
     plant.make(staging, outside, lambda p: Path("/srv/outside") / p.name)
     if where == "running":
-        age(staging)  # a claim whose holder stopped renewing it an hour ago
+        # A claim whose holder stopped renewing it an hour ago: recovered when
+        # a processor starts (or a quarter of the lease later, if one runs).
+        age(staging)
+        flow.pause("miniq-process.path")
     staging.rename(entry)
     good = flow.cli("enqueue", "ok", "after", plant.kind).stdout.strip()
+    if where == "running":
+        flow.resume("miniq-process.path")
     assert final_record(flow, good)["state"] == "done"
-    # An entry in running/ is looked at when its lease is found expired: at
-    # the next start of a processor, or a quarter of the lease later.
     record = flow.sb.path(f"{flow.root}/failed/{bad_id}.json")
     deadline = time.monotonic() + 30
     while not record.exists():
@@ -87,7 +90,8 @@ def test_a_refused_scope_fails_the_job_at_once(flow: Flow) -> None:
     result = flow.record(job_id)["result"]
     assert result["outcome"] == "not-started", result  # type: ignore[index]
     assert result["reason"] == (  # type: ignore[index]
-        f"systemd refused the scope miniq-job-{job_id}.scope: systemd refused StartTransientUnit: Unit jobs.slice is masked."
+        f"systemd refused the scope miniq-job-{job_id}.scope: systemd refused StartTransientUnit: "
+        "Unit jobs.slice is masked. (org.freedesktop.systemd1.UnitMasked)"
     )
     assert waited < 5
     assert flow.failed_units() == []

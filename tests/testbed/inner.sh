@@ -7,7 +7,8 @@
 # Environment: TESTBED_SCRATCH (an empty host directory to mount the tmpfs
 # on), TESTBED_CGROUPS ("dir:options ..." for each cgroup v1 hierarchy, or
 # "unified" alone on a pure cgroup v2 host), TESTBED_BINDS (host paths to
-# bind read-only at the same place), TESTBED_HOSTNAME.
+# bind read-only at the same place), TESTBED_SHARED (host paths to bind
+# writable), TESTBED_HOSTNAME.
 set -euo pipefail
 
 S=$TESTBED_SCRATCH
@@ -40,6 +41,11 @@ else
         fi
     done
 fi
+
+for path in ${TESTBED_SHARED:-}; do
+    mkdir -p "$R$path"
+    mount --bind "$path" "$R$path"
+done
 
 for path in $TESTBED_BINDS; do
     mkdir -p "$R$path"

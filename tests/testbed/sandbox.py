@@ -58,10 +58,15 @@ def _own_cgroups() -> dict[str, str]:
 
 
 class Sandbox:
-    def __init__(self, scratch: Path, name: str, binds: list[Path] = (), hostname: str = "sandbox") -> None:  # type: ignore[assignment]
+    def __init__(
+        self, scratch: Path, name: str, binds: list[Path] = (), hostname: str = "sandbox", shared: list[Path] = ()  # type: ignore[assignment]
+    ) -> None:
         self.scratch = Path(scratch)
         self.name = name
         self.binds = [Path(b) for b in binds]
+        #: Host directories bound writable at the same path: what sandboxes share,
+        #: like several machines sharing one file system.
+        self.shared = [Path(s) for s in shared]
         self.hostname = hostname
         self.pid1: int | None = None
         self.launcher: subprocess.Popen[bytes] | None = None
@@ -101,6 +106,7 @@ class Sandbox:
                 "TESTBED_SCRATCH": str(self.scratch),
                 "TESTBED_CGROUPS": spec,
                 "TESTBED_BINDS": " ".join(str(b) for b in self.binds),
+                "TESTBED_SHARED": " ".join(str(s) for s in self.shared),
                 "TESTBED_HOSTNAME": self.hostname,
             }
             unshare = "unshare --pid --fork --mount --uts --ipc --net --cgroup --propagation private"
