@@ -19,7 +19,8 @@ freely.  A claim whose lease expired is taken over by any processor.
 Taking.  Every change of a claim's owner is a single rename to a name unique
 to the new owner (from ``queue/``, ``delayed/`` or another claim); the new
 owner then checks that *its* name exists, because over NFS a rename may report
-an error after it succeeded.  A takeover rewrites the claim at once (a new
+an error after it succeeded.  The entry's time is set to "now" just before the
+rename, so a new claim never shows an old time (an expired lease) to others.  A takeover rewrites the claim at once (a new
 inode), so the old holder's next renewal fails even through stale NFS caches.
 
 Fencing.  A run ends by renaming its own claim to ``ID@CLAIMER.done`` first.
@@ -189,6 +190,14 @@ class Claim:
         reason it is unusable."""
         own_id = job_id if job_id and is_id(job_id) else new_id()
         dst = layout.claim(own_id, me.name)
+        # A claim's lease starts now: its time is set before the rename, so no
+        # one ever sees our claim with the old time of the file (an expired lease).
+        try:
+            os.utime(source, None, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            pass  # not ours to touch (then the rename fails too) or gone over NFS
         if not _rename_to_own(source, dst):
             return None
         claim = cls(layout, me, own_id, dst, f"{source.parent.name}/{source.name}")

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
 from .errors import BadInput, MiniqError
-from .job import State
 from .limits import LIMITS, Limits
 from .manager import Manager, detect_manager, resolve_root
+
+if TYPE_CHECKING:
+    from .queue import Queue
 
 
 class Context:
@@ -36,9 +38,12 @@ class Context:
         self.manager = manager or detect_manager()
         self.root = resolve_root(self.manager, root)
         self.explicit_root = root is not None
+
+    @property
+    def queue(self) -> Queue:
         from .queue import Queue
 
-        self.queue = Queue(self.root)
+        return Queue(self.root)
 
 
 class MiniqGroup(click.Group):
@@ -180,7 +185,7 @@ def process(obj: Context, parallel: int | None) -> None:
     )
 
 
-STATE_CHOICES = [s.label for s in State]
+STATE_CHOICES = ["running", "queued", "delayed", "done", "failed"]  # State labels; job.py is imported on use
 
 
 @main.command("list")
@@ -198,6 +203,7 @@ def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: boo
 
     Example: miniq list --state failed --name backup
     """
+    from .job import State
     from .listing import iterate, row
 
     chosen = [State.by_label(s) for s in states] if states else list(State)
@@ -278,6 +284,7 @@ def cancel(obj: Context, job_ids: tuple[str, ...], no_wait: bool) -> None:
 
     Example: miniq cancel 20261128-022719-123456-1a2b3c4d
     """
+    from .job import State
     from .waiting import wait as wait_for
 
     for job_id in job_ids:
@@ -319,9 +326,7 @@ def requeue(obj: Context, job_id: str, force: bool) -> None:
 
     Example: miniq requeue 20261128-022719-123456-1a2b3c4d
     """
-    from .config import Config
-
-    path = obj.queue.requeue(job_id, force=force, lease=Config.load(obj.root).lease)
+    path = obj.queue.requeue(job_id, force=force)
     click.echo(f"{job_id} is now {path.parent.name}")
 
 
@@ -423,9 +428,10 @@ def uninstall_units(obj: Context, force: bool) -> None:
 
     Example: miniq --user uninstall-units
     """
+    from .job import State
     from .units import uninstall
 
-    running = [e for e in obj.queue.entries(State.RUNNING)]
+    running = list(obj.queue.entries(State.RUNNING))
     if running and not force:
         raise BadInput(
             f"{len(running)} job(s) are running (e.g. {running[0][0]}); removing the units would stop them, "

@@ -19,15 +19,17 @@ import enum
 import os
 import pwd
 import re
+import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput
 from .limits import Limits
-from .result import Result
 from .schedule import ID_RE, Schedule
 from .timeparse import now_iso
+
+if TYPE_CHECKING:
+    from .result import Result
 
 SCHEMA = 1
 MAX_ARGS = 4096
@@ -65,10 +67,10 @@ class State(enum.Enum):
         return cls[label.upper()]
 
 
-def new_id(now: datetime | None = None) -> str:
+def new_id() -> str:
     """A fresh job id; see the module comment for its shape."""
-    now = now or datetime.now(timezone.utc)
-    return now.strftime("%Y%m%d-%H%M%S-%f-") + os.urandom(4).hex()
+    seconds, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(seconds)) + f"-{micro:06d}-" + os.urandom(4).hex()
 
 
 def check_name(name: str) -> str:
@@ -206,6 +208,8 @@ class Job:
         if len(argv) > MAX_ARGS or not all(isinstance(a, str) and "\0" not in a for a in argv):
             raise ValueError(f"field 'argv' must be a list of at most {MAX_ARGS} strings without NUL bytes")
         submitted = _field(data, "submitted", str)
+        from .result import Result
+
         attempts = data.get("attempts", [])
         if not isinstance(attempts, list):
             raise ValueError("field 'attempts' must be a list of objects")

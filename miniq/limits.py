@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .errors import BadInput
-from .timeparse import parse_duration
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 MAX_SIZE = 2**62
@@ -56,6 +55,8 @@ def parse_tasks(text: str) -> int:
 
 
 def parse_timeout(text: str) -> float:
+    from .timeparse import parse_duration
+
     seconds = parse_duration(text)
     if seconds > MAX_TIMEOUT:
         raise BadInput(f"invalid duration {text!r}: at most 10 years")

@@ -120,7 +120,7 @@ def iterate(
                 job_id = _id_of(state, entry)
                 assert job_id is not None
                 try:
-                    record = records.read(queue.dir(state) / entry, state, job_id, clock)
+                    record = records.read(queue.dir(state) / entry, state, job_id, clock, queue.lease)
                 except OSError:
                     continue
                 if name is None or record.name == name:

@@ -15,18 +15,21 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import files, records
-from .claims import Claim, Claimer, Stale, take_over
+from . import files
 from .errors import BadInput, MiniqError, UnknownJob
 from .files import MAX_FILE, dump
 from .job import Job, State, check_name, hostname
 from .layout import Layout, is_id, parse_claim_name
 from .limits import Limits
-from .records import Record
-from .result import Outcome, Result
 from .schedule import Schedule
-from .timeparse import timestamp
+
+if TYPE_CHECKING:
+    from .claims import Claimer, Stale
+    from .records import Record
+
+# Imported where used (records, claims, result): `miniq enqueue` needs none of them.
 
 LOOKUP_PASSES = 5  # a job moving between states is looked for again (README)
 
@@ -37,6 +40,7 @@ class Queue:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.layout = Layout(self.root)
+        self._lease: float | None = None
 
     def dir(self, state: State) -> Path:
         return self.layout.dir(state)
@@ -147,12 +151,26 @@ class Queue:
             if d.exists() and not os.access(d, os.R_OK | os.X_OK):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(d))
 
-    def read(self, job_id: str, lease: float = 60.0) -> Record:
+    @property
+    def lease(self) -> float:
+        """The lease of this queue's claims (miniq.conf; 60 s if it cannot be read)."""
+        if self._lease is None:
+            from .config import Config
+
+            try:
+                self._lease = Config.load(self.root).lease
+            except MiniqError:
+                self._lease = 60.0
+        return self._lease
+
+    def read(self, job_id: str) -> Record:
         """A job's record as stored, in whichever state it is now."""
+        from . import records
+
         for _ in range(LOOKUP_PASSES):
             state, path = self.locate(job_id)
             try:
-                return records.read(path, state, job_id, records.server_clock(self.layout), lease)
+                return records.read(path, state, job_id, records.server_clock(self.layout), self.lease)
             except FileNotFoundError:
                 continue  # it moved on between finding and reading: look again
         raise UnknownJob(f"no job with id '{job_id}' under {self.root}")
@@ -171,17 +189,19 @@ class Queue:
 
     def records(self, states: Iterable[State] = tuple(State)) -> Iterator[Record]:
         """Every job in ``states`` as stored; files gone meanwhile are skipped."""
+        from . import records
+
         clock = records.server_clock(self.layout) if State.RUNNING in states else None
         for state in states:
             for job_id, path in self.entries(state):
                 try:
-                    yield records.read(path, state, job_id, clock)
+                    yield records.read(path, state, job_id, clock, self.lease)
                 except (FileNotFoundError, OSError):
                     continue
 
     # -- operating ------------------------------------------------------------
 
-    def cancel(self, job_id: str, me: Claimer | None = None, lease: float = 60.0) -> State:
+    def cancel(self, job_id: str, me: Claimer | None = None) -> State:
         """Cancel a job; returns the state it was in.
 
         A queued or delayed job is recorded as cancelled at once and never runs.
@@ -190,6 +210,9 @@ class Queue:
         gone is cancelled when it is recovered, or here at once if its lease
         already expired.
         """
+        from .claims import Claim, Claimer
+        from .result import Outcome, Result
+
         me = me or Claimer.current()
         while True:
             state, path = self.locate(job_id)
@@ -198,7 +221,7 @@ class Queue:
             if state is State.RUNNING:
                 self.ensure_layout()
                 files.write_durably(self.layout.tmp, self.layout.cancel_request(job_id), b"cancel\n")
-                self._cancel_if_stale(job_id, me, lease)
+                self._cancel_if_stale(job_id, me)
                 return state
             claim = Claim.take(self.layout, path, me, job_id)
             if claim is None:
@@ -210,8 +233,11 @@ class Queue:
                 claim.finish(claim.job.but(attempts=(*claim.job.attempts, result)), result)
             return state
 
-    def _cancel_if_stale(self, job_id: str, me: Claimer, lease: float) -> None:
-        stale = self.stale(job_id, me, lease)
+    def _cancel_if_stale(self, job_id: str, me: Claimer) -> None:
+        from .claims import take_over
+        from .result import Outcome, Result
+
+        stale = self.stale(job_id, me)
         if stale is None:
             return
         claim = take_over(self.layout, stale, me)
@@ -219,24 +245,26 @@ class Queue:
             result = Result.unrun(Outcome.CANCELLED, f"cancelled; {stale.why}", hostname())
             claim.finish(claim.job.but(attempts=(*claim.job.attempts, result)), result)
 
-    def stale(self, job_id: str, me: Claimer, lease: float) -> Stale | None:
+    def stale(self, job_id: str, me: Claimer) -> Stale | None:
         """The claim of running job ``job_id`` if its holder is gone, else None."""
         from .claims import ServerClock, stale_claims
 
         clock = ServerClock(self.layout, me)
         try:
-            return next((s for s in stale_claims(self.layout, me, lease, clock) if s.id == job_id), None)
+            return next((s for s in stale_claims(self.layout, me, self.lease, clock) if s.id == job_id), None)
         finally:
             clock.close()
 
-    def requeue(self, job_id: str, force: bool = False, lease: float = 60.0) -> Path:
+    def requeue(self, job_id: str, force: bool = False) -> Path:
         """Queue a running job again at once whose holder is gone (``force``:
         whose host you know is gone although its lease has not expired yet)."""
+        from .claims import Claimer, Stale, take_over
+
         me = Claimer.current()
         state, path = self.locate(job_id)
         if state is not State.RUNNING:
             raise BadInput(f"job {job_id} is {state.label}, not running: nothing to requeue")
-        stale = self.stale(job_id, me, lease)
+        stale = self.stale(job_id, me)
         if stale is None:
             if not force:
                 raise BadInput(
@@ -258,6 +286,8 @@ class Queue:
         state, path = self.locate(job_id)
         if state is not State.FAILED:
             raise BadInput(f"job {job_id} is {state.label}: only failed or cancelled jobs can be retried")
+        from . import records
+
         record = records.read(path, state, job_id)
         if record.job is None:
             raise BadInput(f"job {job_id} cannot be retried: its file is unusable ({record.problem})")
@@ -281,6 +311,9 @@ class Queue:
 
     def purge(self, older_than: float, dry_run: bool = False, now: float | None = None) -> list[str]:
         """Remove finished records that ended at least ``older_than`` seconds ago."""
+        from . import records
+        from .timeparse import timestamp
+
         cutoff = (time.time() if now is None else now) - older_than
         removed = []
         for state in (State.DONE, State.FAILED):

@@ -254,3 +254,16 @@ def test_requeue_of_a_lost_job(root: Path) -> None:
     path = q.requeue(job.id, force=True)
     assert path.parent == root / "queue"
     assert q.read(job.id).data["attempts"][0]["reason"].startswith("requeued by ")
+
+
+def test_a_new_claim_never_shows_the_old_time_of_its_file(root: Path) -> None:
+    """A job queued long ago is claimed with a fresh lease: another processor
+    must not take the claim for one whose holder stopped renewing it."""
+    q = Queue(root)
+    job = q.enqueue("echo", [])
+    path = root / "queue" / f"1000-{job.id}.json"
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    me = Claimer.current()
+    assert take_next(q, other(me, host="holder", boot="d" * 32))
+    judge = other(me, host="judge")
+    assert list(stale_claims(q.layout, judge, 60.0, ServerClock(q.layout, judge))) == []
