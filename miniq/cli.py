@@ -17,6 +17,7 @@ Exit codes (stable, documented in README.md):
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -28,22 +29,32 @@ from .limits import LIMITS, Limits
 from .manager import Manager, detect_manager, resolve_root
 
 if TYPE_CHECKING:
+    from .api import Caller
     from .queue import Queue
 
 
 class Context:
-    """What the global options chose: the manager and the queue root."""
+    """What the global options chose: the manager and the queue root, and,
+    inside the system queue's helper, who is asking (api.py)."""
 
-    def __init__(self, manager: Manager | None, root: str | None) -> None:
+    def __init__(self, manager: Manager | None, root: str | None, caller: Caller | None = None) -> None:
         self.manager = manager or detect_manager()
         self.root = resolve_root(self.manager, root)
         self.explicit_root = root is not None
+        self.caller = caller
 
     @property
     def queue(self) -> Queue:
         from .queue import Queue
 
-        return Queue(self.root)
+        return Queue(self.root, self.caller)
+
+    @property
+    def through_helper(self) -> bool:
+        """A user's command on the system queue goes through its root helper."""
+        from .manager import SYSTEM_ROOT
+
+        return self.caller is None and self.manager is Manager.SYSTEM and os.geteuid() != 0 and self.root == SYSTEM_ROOT
 
 
 class MiniqGroup(click.Group):
@@ -103,7 +114,15 @@ def main(ctx: click.Context, manager: Manager | None, root: str | None, debug: b
     Example: miniq enqueue backup /srv/data
     """
     ctx.meta["miniq.debug"] = debug
-    ctx.obj = Context(manager, root)
+    # Inside the system queue's helper, the object passed in is the caller (api.py).
+    caller = getattr(ctx.obj, "caller", ctx.obj)
+    ctx.obj = Context(manager, root, caller)
+    if ctx.obj.through_helper and not ctx.resilient_parsing:
+        from .api import call
+
+        # The command and its arguments, as the user gave them, go to the helper.
+        protected = getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", [])
+        ctx.exit(call([*protected, *ctx.args]))
 
 
 def _limit_options(f: Any) -> Any:
@@ -440,6 +459,19 @@ def uninstall_units(obj: Context, force: bool) -> None:
         )
     for path in uninstall(obj.manager):
         click.echo(f"removed {path}")
+
+
+@main.command(hidden=True)
+def serve() -> None:
+    """Answer one request of a user to the system queue (what miniq-api@.service runs).
+
+    Its standard input is the connection; the caller is who the kernel says.
+
+    Example: systemctl enable --now miniq-api.socket
+    """
+    from .api import serve as answer
+
+    raise click.exceptions.Exit(answer(0))
 
 
 def run() -> None:

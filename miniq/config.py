@@ -20,6 +20,7 @@ write it (users.py).
 from __future__ import annotations
 
 import configparser
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,12 @@ class Config:
     def load(cls, root: Path) -> Config:
         """Read ``root/miniq.conf``; ``BadInput`` naming the problem if it is wrong."""
         path = root / "miniq.conf"
+        if os.geteuid() == 0 and os.path.lexists(path):
+            from .users import untrusted_reason
+
+            problem = untrusted_reason(path)
+            if problem:
+                raise BadInput(f"{path} is not trusted, so root will not use it: {problem}")
         try:
             data, _ = read_untrusted(path, cap=256 * 1024)
             text = data.decode("utf-8")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .errors import MiniqError, SystemdUnavailable
 from .manager import Manager
 from .queue import Queue
-from .units import ENABLE, UNITS
+from .units import enable_for, units_for
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,13 @@ def _systemd(manager: Manager) -> Generator[Finding, None, bool]:
 def _units(queue: Queue, manager: Manager) -> Iterator[Finding]:
     sysctl = " ".join(manager.systemctl())
     journal = f"journalctl {'--user ' if manager is Manager.USER else ''}-u miniq-process"
-    states = {unit: _show(manager, unit) for unit in UNITS}
+    states = {unit: _show(manager, unit) for unit in units_for(manager) if "@" not in unit}
     missing = [u for u, s in states.items() if s.get("LoadState") != "loaded"]
     if missing:
         yield Finding(False, f"units not installed: {', '.join(missing)}", f"miniq {manager.flag} install-units --now")
         return
     yield Finding(True, "the miniq units are installed")
-    for unit in (*ENABLE, "miniq-process.service"):
+    for unit in (*enable_for(manager), "miniq-process.service"):
         s = states[unit]
         if s.get("ActiveState") == "failed":
             why = s.get("Result", "")
@@ -89,7 +89,9 @@ def _units(queue: Queue, manager: Manager) -> Iterator[Finding]:
         elif unit == "miniq-process.service":
             continue
         elif s.get("UnitFileState") not in ("enabled", "enabled-runtime", "static"):
-            yield Finding(False, f"{unit} is not enabled, so it will not run after a reboot", f"{sysctl} enable --now {' '.join(ENABLE)}")
+            yield Finding(
+                False, f"{unit} is not enabled, so it will not run after a reboot", f"{sysctl} enable --now {' '.join(enable_for(manager))}"
+            )
         elif s.get("ActiveState") != "active":
             yield Finding(False, f"{unit} is not running", f"{sysctl} start {unit}")
         else:

@@ -118,9 +118,9 @@ class Submitter:
     pid: int
 
     @classmethod
-    def current(cls, uid: int | None = None) -> Submitter:
+    def current(cls, uid: int | None = None, pid: int | None = None) -> Submitter:
         uid = os.getuid() if uid is None else uid
-        return cls(uid, user_name(uid), hostname(), os.getpid())
+        return cls(uid, user_name(uid), hostname(), os.getpid() if pid is None else pid)
 
     def to_json(self) -> dict[str, Any]:
         return {"uid": self.uid, "user": self.user, "host": self.host, "pid": self.pid}
@@ -165,14 +165,10 @@ class Job:
 
     @classmethod
     def new(
-        cls,
-        name: str,
-        argv: list[str] | tuple[str, ...],
-        limits: Limits = Limits(),
-        schedule: Schedule = Schedule(),
-        uid: int | None = None,
-    ) -> Job:
-        return cls(new_id(), check_name(name), check_argv(argv), now_iso(), Submitter.current(uid), limits, schedule)
+        cls, name: str, argv: list[str] | tuple[str, ...], limits: Limits = Limits(), schedule: Schedule = Schedule(),
+        uid: int | None = None, pid: int | None = None,
+    ) -> Job:  # fmt: skip
+        return cls(new_id(), check_name(name), check_argv(argv), now_iso(), Submitter.current(uid, pid), limits, schedule)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = dict(self.extra)

@@ -85,7 +85,7 @@ def _names(queue: Queue, states: tuple[State, ...]) -> list[tuple[str, State, st
                 names = [e.name for e in it if not e.name.startswith(".")]
         except FileNotFoundError:
             continue
-        found += [(name, state, name) for name in names if _id_of(state, name)]
+        found += [(name, state, name) for name in names if _id_of(state, name) and queue.visible(queue.dir(state) / name)]
     return found
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import files
-from .errors import BadInput, MiniqError, UnknownJob
+from .errors import BadInput, MiniqError, NotPermitted, UnknownJob
 from .files import MAX_FILE, dump
 from .job import Job, State, check_name, hostname
 from .layout import Layout, is_id, parse_claim_name
@@ -26,6 +26,7 @@ from .limits import Limits
 from .schedule import Schedule
 
 if TYPE_CHECKING:
+    from .api import Caller
     from .claims import Claimer, Stale
     from .records import Record
 
@@ -35,11 +36,17 @@ LOOKUP_PASSES = 5  # a job moving between states is looked for again (README)
 
 
 class Queue:
-    """A miniq root directory and the operations on it."""
+    """A miniq root directory and the operations on it.
 
-    def __init__(self, root: Path) -> None:
+    With a ``caller`` (the system queue's helper, api.py), every operation is
+    on the caller's own jobs only: what they submit becomes theirs, and a job
+    of another user is refused with ``NotPermitted``.
+    """
+
+    def __init__(self, root: Path, caller: Caller | None = None) -> None:
         self.root = Path(root)
         self.layout = Layout(self.root)
+        self.caller = caller if caller is not None and not caller.is_root else None
         self._lease: float | None = None
 
     def dir(self, state: State) -> Path:
@@ -85,6 +92,8 @@ class Queue:
         runs a job as the owner of its file (README, "Shared servers").
         """
         self.job_type(name)
+        if self.caller is not None:
+            owner = self._admit(name)
         for dep in schedule.after:
             if not is_id(dep):
                 raise BadInput(f"invalid job id '{dep}' for --after: expected an id as printed by miniq enqueue")
@@ -92,7 +101,7 @@ class Queue:
                 self.locate(dep)
             except UnknownJob:
                 raise BadInput(f"no job with id '{dep}' to run after, under {self.root}") from None
-        job = Job.new(name, argv, limits, schedule, uid=owner[0] if owner else None)
+        job = Job.new(name, argv, limits, schedule, uid=owner[0] if owner else None, pid=self.caller.pid if self.caller else None)
         data = dump(job.to_json())
         if len(data) > MAX_FILE:
             raise BadInput(f"the job is {len(data)} bytes as a file, over the {MAX_FILE} bytes miniq accepts: pass less data as arguments")
@@ -110,6 +119,32 @@ class Queue:
         except OSError as e:
             raise MiniqError(f"cannot write to the queue under {self.root}: {e.strerror}") from None
         return job
+
+    def _admit(self, name: str) -> tuple[int, int]:
+        """Whether the caller may submit job type ``name`` here; their (uid, gid)."""
+        from .config import Config
+        from .users import untrusted_reason
+
+        assert self.caller is not None
+        config = Config.load(self.root)
+        if config.access_group and config.access_group not in self.caller.group_names():
+            raise NotPermitted(
+                f"the system queue takes jobs only from members of group '{config.access_group}' ([access] group in {self.layout.conf})"
+            )
+        problem = untrusted_reason(self.layout.job_type(name))
+        if problem:
+            raise BadInput(f"job type '{name}' is not trusted, so it cannot run in the system queue: {problem}")
+        cap = config.cap_for(self.caller.user)
+        if cap is not None:
+            held = sum(
+                1 for s in (State.QUEUED, State.DELAYED, State.RUNNING) for _, path in self.entries(s) if _owner(path) == self.caller.uid
+            )
+            if held >= cap:
+                raise BadInput(
+                    f"you have {held} jobs queued, delayed or running, the most the system queue takes from one user ({cap}); "
+                    "wait for some to finish"
+                )
+        return self.caller.uid, self.caller.gid
 
     def wake(self) -> None:
         """Make the path unit start the processor, e.g. to arm a timer."""
@@ -139,6 +174,8 @@ class Queue:
         for attempt in range(LOOKUP_PASSES):
             found = self._probe(job_id)
             if found:
+                if self.caller is not None:
+                    self.caller.check(_owner(found[1]), job_id)
                 return found
             for d in (self.layout.running, *(self.dir(s) for s in (State.DONE, State.FAILED))):
                 files.revalidate(d)
@@ -175,6 +212,10 @@ class Queue:
                 continue  # it moved on between finding and reading: look again
         raise UnknownJob(f"no job with id '{job_id}' under {self.root}")
 
+    def visible(self, path: Path) -> bool:
+        """Whether the caller may see the job in ``path`` (always, without a caller)."""
+        return self.caller is None or _owner(path) == self.caller.uid
+
     def entries(self, state: State) -> Iterator[tuple[str, Path]]:
         """(job id, file) of every entry in ``state``, in no particular order."""
         try:
@@ -194,6 +235,8 @@ class Queue:
         clock = records.server_clock(self.layout) if State.RUNNING in states else None
         for state in states:
             for job_id, path in self.entries(state):
+                if not self.visible(path):
+                    continue
                 try:
                     yield records.read(path, state, job_id, clock, self.lease)
                 except (FileNotFoundError, OSError):
@@ -318,6 +361,8 @@ class Queue:
         removed = []
         for state in (State.DONE, State.FAILED):
             for job_id, path in sorted(self.entries(state)):
+                if not self.visible(path):
+                    continue
                 try:
                     record = records.read(path, state, job_id)
                     ended = timestamp(record.result.ended) if record.result and record.result.ended else os.lstat(path).st_mtime
@@ -328,6 +373,13 @@ class Queue:
                         path.unlink(missing_ok=True)
                     removed.append(job_id)
         return removed
+
+
+def _owner(path: Path) -> int:
+    try:
+        return os.lstat(path).st_uid
+    except OSError:
+        return -1
 
 
 def _id_of(state: State, name: str) -> str | None:

@@ -28,6 +28,18 @@ from .manager import Manager, config_home
 
 UNITS = ("miniq-process.service", "miniq-process.path", "miniq-process.timer")
 ENABLE = ("miniq-process.timer", "miniq-process.path")
+#: The system queue's helper for users (api.py): system manager only.
+API_UNITS = ("miniq-api.socket", "miniq-api@.service")
+
+
+def units_for(manager: Manager) -> tuple[str, ...]:
+    return UNITS + API_UNITS if manager is Manager.SYSTEM else UNITS
+
+
+def enable_for(manager: Manager) -> tuple[str, ...]:
+    return (*ENABLE, "miniq-api.socket") if manager is Manager.SYSTEM else ENABLE
+
+
 DEFAULT_ROOT = "%S/miniq"
 
 
@@ -90,7 +102,7 @@ def install(manager: Manager, root: Path, now: bool = False, timer_period: str |
     target = unit_dir(manager)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in UNITS:
+    for name in units_for(manager):
         path = target / name
         tmp = path.with_name(f".{name}.tmp")
         tmp.write_text(render(name, miniq_command(), str(root), calendar))
@@ -98,16 +110,17 @@ def install(manager: Manager, root: Path, now: bool = False, timer_period: str |
         written.append(path)
     systemctl(manager, "daemon-reload")
     if now:
-        systemctl(manager, "enable", "--now", *ENABLE)
+        systemctl(manager, "enable", "--now", *enable_for(manager))
     return written
 
 
 def uninstall(manager: Manager) -> list[Path]:
     """Stop, disable and remove the units that ``install`` wrote."""
     target = unit_dir(manager)
-    present = [target / n for n in UNITS if (target / n).exists()]
+    present = [target / n for n in units_for(manager) if (target / n).exists()]
     if present:
-        subprocess.run(manager.systemctl("disable", "--now", *UNITS), capture_output=True)
+        names = [n for n in units_for(manager) if "@" not in n]
+        subprocess.run(manager.systemctl("disable", "--now", *names), capture_output=True)
         for path in present:
             path.unlink()
         systemctl(manager, "daemon-reload")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from miniq.units import UNITS, miniq_command, render
+from miniq.manager import Manager
+from miniq.units import miniq_command, render, units_for
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,6 +40,7 @@ def test_rendered_units_verify(tmp_path: Path) -> None:
     The shipped files (ExecStart=/usr/bin/miniq) are verified as they are in
     the sandbox, for the system and a user manager (tests/integration).
     """
-    for name in UNITS:
+    units = units_for(Manager.SYSTEM)
+    for name in units:
         (tmp_path / name).write_text(render(name, miniq_command(), str(tmp_path / "root")))
-    run("systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in UNITS))
+    run("systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in units))
