@@ -64,6 +64,16 @@ class MiniqGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            if ctx.obj is None and not ctx.resilient_parsing:
+                context = Context(ctx.params.get("manager"), ctx.params.get("root"))
+                if context.through_helper:
+                    from .api import call
+
+                    # The command and its arguments, as the user gave them, go to the helper.
+                    protected = ctx.__dict__.get("_protected_args")
+                    if protected is None:
+                        protected = ctx.protected_args  # click < 8.2
+                    ctx.exit(call([*protected, *ctx.args]))
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -117,12 +127,6 @@ def main(ctx: click.Context, manager: Manager | None, root: str | None, debug: b
     # Inside the system queue's helper, the object passed in is the caller (api.py).
     caller = getattr(ctx.obj, "caller", ctx.obj)
     ctx.obj = Context(manager, root, caller)
-    if ctx.obj.through_helper and not ctx.resilient_parsing:
-        from .api import call
-
-        # The command and its arguments, as the user gave them, go to the helper.
-        protected = getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", [])
-        ctx.exit(call([*protected, *ctx.args]))
 
 
 def _limit_options(f: Any) -> Any:
