@@ -176,7 +176,8 @@ def _run(argv: list[str], caller: Caller, out: io.TextIOWrapper, err: io.TextIOW
 
     sys.stdout, sys.stderr = out, err
     try:
-        main.main(args=["--system", *argv], prog_name="miniq", standalone_mode=False, obj=caller)
+        code = main.main(args=["--system", *argv], prog_name="miniq", standalone_mode=False, obj=caller)
+        return code if isinstance(code, int) else 0  # click returns the status of ctx.exit() here
     except SystemExit as e:
         return int(e.code or 0)
     except Exception as e:  # noqa: BLE001 - click's own errors (usage) and the like
@@ -190,7 +191,6 @@ def _run(argv: list[str], caller: Caller, out: io.TextIOWrapper, err: io.TextIOW
         raise
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    return 0
 
 
 # -- the client side ----------------------------------------------------------

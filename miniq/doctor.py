@@ -126,7 +126,10 @@ def _writable(queue: Queue) -> Iterator[Finding]:
 
 def _privacy(queue: Queue) -> Iterator[Finding]:
     st = os.stat(queue.root)
-    if st.st_mode & 0o007:
+    if os.geteuid() == 0 and st.st_uid == 0 and not st.st_mode & 0o001:
+        yield Finding(False, f"other users cannot pass through {queue.root} (mode {stat.S_IMODE(st.st_mode):o}), so jobs run as "
+                      "their submitters cannot reach their job types", f"chmod 711 {queue.root}")  # fmt: skip
+    if st.st_mode & 0o006:
         yield Finding(False, f"the queue root {queue.root} is open to every user (mode {stat.S_IMODE(st.st_mode):o}): "
                       "anyone may read your jobs' arguments", f"chmod go-rwx {queue.root}")  # fmt: skip
 

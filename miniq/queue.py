@@ -56,10 +56,13 @@ class Queue:
 
     def ensure_layout(self) -> None:
         """Create the root and its directories if missing: readable by the
-        owner only (README, "The queue on disk"); job types are not secret."""
+        owner only (README, "The queue on disk"); job types are not secret.
+        A root's queue lets others through its root (0711), to reach the job
+        types a job run as its submitter executes, and nothing else."""
         try:
             for d in self.layout.all_dirs():
-                d.mkdir(mode=0o755 if d == self.layout.jobs else 0o700, parents=True, exist_ok=True)
+                mode = 0o755 if d == self.layout.jobs else 0o711 if d == self.root and os.geteuid() == 0 else 0o700
+                d.mkdir(mode=mode, parents=True, exist_ok=True)
         except OSError as e:
             raise MiniqError(
                 f"cannot create the queue directories under {self.root}: {e.strerror}",

@@ -99,6 +99,9 @@ def systemctl(manager: Manager, *args: str) -> None:
 def install(manager: Manager, root: Path, now: bool = False, timer_period: str | None = None) -> list[Path]:
     """Write the units for queue ``root``; with ``now``, enable and start them."""
     calendar = timer_calendar(timer_period) if timer_period else None
+    from .queue import Queue
+
+    Queue(root).ensure_layout()  # with its modes, before the path unit makes the queue directory
     target = unit_dir(manager)
     target.mkdir(parents=True, exist_ok=True)
     written = []

@@ -59,7 +59,7 @@ def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
     assert box.run(["python3", "-c", "import pystemd; print(pystemd.__version__)"]).stdout.strip() == "0.11.0"
     # Nothing is enabled by installing.
     assert box.run(["systemctl", "is-enabled", "miniq-process.path"], check=False).stdout.strip() == "disabled"
-    assert box.run(["stat", "-c", "%U %a", "/var/lib/miniq"]).stdout.strip() == "root 700"
+    assert box.run(["stat", "-c", "%U %a", "/var/lib/miniq"]).stdout.strip() == "root 711"
 
     root = Flow(box, None, "--system", "/usr/bin/miniq")
     root.run(["systemctl", "enable", "--now", "miniq-process.timer", "miniq-process.path"])
