@@ -87,10 +87,11 @@ def test_a_user_acts_on_their_own_jobs_only(root: Flow) -> None:
         for command in (["show", alices], ["logs", alices], ["cancel", alices], ["wait", alices], ["retry", alices]):
             proc = as_user(root, "bob", *command, check=False)
             assert (proc.returncode, proc.stderr, "secret-arg" in proc.stdout) == (5, denied, False), command
-        assert [r["id"] for r in json.loads(as_user(root, "bob", "list", "--json").stdout)] == [bobs]
-        assert [r["id"] for r in json.loads(as_user(root, "alice", "list", "--json").stdout)] == [alices]
-        everyone = {r["id"] for r in json.loads(root.cli("list", "--json").stdout)}
-        assert {alices, bobs} <= everyone
+        listed = {user: {r["id"] for r in json.loads(as_user(root, user, "list", "--all", "--json").stdout)} for user in ("alice", "bob")}
+        assert bobs in listed["bob"] and alices in listed["alice"]
+        assert not listed["alice"] & listed["bob"], "a user sees another's jobs"
+        everyone = {r["id"] for r in json.loads(root.cli("list", "--all", "--json").stdout)}
+        assert listed["alice"] | listed["bob"] <= everyone
         proc = as_user(root, "bob", "process", check=False)
         assert proc.returncode == 5 and proc.stderr.startswith("Error: 'miniq --system process' is for root only")
         for path in ("/var/lib/miniq", f"/var/lib/miniq/queue/1000-{alices}.json"):
