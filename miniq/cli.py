@@ -400,6 +400,16 @@ def logs(obj: Context, job_id: str, follow: bool, events: bool) -> None:
 
 @main.command()
 @click.pass_obj
+def where(obj: Context) -> None:
+    """Print the root of the queue this command means (job types are in its jobs/).
+
+    Example: ls "$(miniq where)/jobs"
+    """
+    click.echo(str(obj.root))
+
+
+@main.command()
+@click.pass_obj
 def doctor(obj: Context) -> None:
     """Check the installation and the queue; say what is wrong and how to fix it.
 

@@ -7,7 +7,7 @@
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 
-bash "$src/packaging/need-debs.sh" dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling lintian
+bash "$src/packaging/need-debs.sh" dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-click python3-hatchling lintian
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -10,7 +10,8 @@
 #   --user:   venv ${XDG_DATA_HOME:-~/.local/share}/miniq/venv, command ~/.local/bin/miniq,
 #             units ~/.config/systemd/user, queue root ~/.local/state/miniq
 #   --system: venv /opt/miniq/venv, command /usr/local/bin/miniq,
-#             units /etc/systemd/system, queue root /var/lib/miniq
+#             units /etc/systemd/system, queue root /var/lib/miniq (and the
+#             helper socket miniq-api.socket that lets users use it)
 # Undo with: miniq [--user|--system] uninstall-units, then remove the venv.
 set -euo pipefail
 
@@ -23,8 +24,10 @@ case $mode in
     *) echo "usage: bash $0 [--user|--system]" >&2; exit 2 ;;
 esac
 src=$(cd "$(dirname "$0")/.." && pwd)
+step() { echo "==> $*"; }
 
 # pystemd is compiled against libsystemd when it has no wheel for this Python.
+step "checking the Debian packages miniq needs to build (python3-venv python3-dev libsystemd-dev pkg-config gcc)"
 bash "$src/packaging/need-debs.sh" python3-venv python3-dev libsystemd-dev pkg-config gcc
 
 if [ "$mode" = --system ]; then
@@ -38,20 +41,31 @@ fi
 # Python (pyenv and the like live in a home directory).
 python=/usr/bin/python3
 [ -x "$python" ] || python=$(command -v python3)
+step "creating $venv"
 "$python" -m venv "$venv"
+step "installing miniq, click and pystemd into it (compiling pystemd can take a minute)"
 "$venv/bin/pip" install --quiet --disable-pip-version-check "$src"
 mkdir -p "$bindir"
 ln -sf "$venv/bin/miniq" "$bindir/miniq"
-"$venv/bin/miniq" "$mode" install-units --now
+step "installing and starting the units ($mode)"
+"$venv/bin/miniq" "$mode" install-units --now >/dev/null
 
-root=$("$venv/bin/python" -c 'import sys; from miniq.manager import Manager, resolve_root; print(resolve_root(Manager(sys.argv[1])))' "${mode#--}")
+root=$("$venv/bin/miniq" "$mode" where)
 echo
-echo "miniq is installed and its units are enabled."
-echo "Put executables in $root/jobs/NAME.job, then: miniq enqueue NAME ARGS..."
+echo "miniq is installed and its units are enabled; your queue is $root."
+echo "Next (README, \"Getting started\"):"
+case ":$PATH:" in *":$bindir:"*) ;; *) echo "  export PATH=\"$bindir:\$PATH\"      # miniq is in $bindir" ;; esac
+cat <<NEXT
+  jobs="\$(miniq where)/jobs"
+  mkdir -p "\$jobs"
+  printf '#!/bin/sh\\necho "notify: \$1 - \$2 (\$3)"\\n' > "\$jobs/notify.job"
+  chmod +x "\$jobs/notify.job"
+  id=\$(miniq enqueue notify Title "This is a message!" 9)
+  miniq wait "\$id"; miniq logs "\$id"
+NEXT
 if [ "$mode" = --user ]; then
-    echo "Output: journalctl --user -u miniq-process (as root: journalctl --user-unit miniq-process)"
-    case ":$PATH:" in *":$bindir:"*) ;; *) echo "Note: add $bindir to your PATH." ;; esac
+    echo "All jobs' output: journalctl --user -u miniq-process (as root: journalctl --user-unit miniq-process)"
     echo "To keep your queue running while you are logged out: loginctl enable-linger"
 else
-    echo "Output: journalctl -u miniq-process"
+    echo "All jobs' output: journalctl -u miniq-process. Users submit with: miniq --system enqueue NAME ARGS..."
 fi

@@ -155,3 +155,22 @@ def test_shipped_units_verify(flow: Flow, repo: str) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr == ""
+
+
+def readme_block(after: str) -> str:
+    """The first ```sh block of README.md after the line starting with ``after``."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent.parent / "README.md").read_text()
+    rest = readme[readme.index(after) :]
+    return rest.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_getting_started_works_literally(flow: Flow) -> None:
+    """README's Getting started, run as written, in a fresh login shell of this user."""
+    block = readme_block("Then, in the same shell, as the same user")
+    if flow.user is None and flow.mode == "--user":
+        block = block.replace("miniq ", "miniq --user ")  # as README says for root's own user manager
+    proc = flow.run(["bash", "-e", "-c", block], timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "notify: Title - This is a message! (9)", proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr

@@ -28,6 +28,7 @@ def deb() -> Path:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     print(proc.stdout + proc.stderr)
     path = Path(proc.stdout.split("built ", 1)[1].split()[0])
+    assert "no-manual-page" not in proc.stdout + proc.stderr, "lintian misses a man page"
     # The sandbox has no network: fetch the dependencies into the host's apt
     # cache (which the sandbox's overlay sees) without installing them.
     fetch = subprocess.run(["apt-get", "install", "--download-only", "-y", str(path)], capture_output=True, text=True)
@@ -74,6 +75,18 @@ def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
 
     root.wait_final([job], timeout=30)
     alice.wait_final([ajob], timeout=30)
+    # README's Getting started, literally, through the package, as root and as a user.
+    from .common import readme_block
+
+    block = readme_block("Then, in the same shell, as the same user")
+    for flow in (root, alice):
+        out = flow.run(["bash", "-e", "-c", block], timeout=120).stdout
+        assert out.strip().splitlines()[-1] == "notify: Title - This is a message! (9)", out
+    assert box.run(["man", "-w", "miniq"]).stdout.strip() == "/usr/share/man/man1/miniq.1.gz"
+    assert box.run(["man", "-w", "miniq-enqueue"]).stdout.strip() == "/usr/share/man/man1/miniq-enqueue.1.gz"
+    completion = box.run(["bash", "-c", "source /usr/share/bash-completion/completions/miniq && complete -p miniq"]).stdout
+    assert completion.strip() == "complete -o nosort -F _miniq_completion miniq"
+    assert box.run(["systemctl", "is-enabled", "miniq-api.socket"], check=False).stdout.strip() == "disabled"
     assert root.record(job)["state"] == "done" and alice.record(ajob)["state"] == "done"
     assert "hello root from root" in root.journal_text()
     assert "hello alice from alice" in alice.journal_text()

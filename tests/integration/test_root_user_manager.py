@@ -18,6 +18,6 @@ def flow(sandbox: Sandbox, repo: str) -> Iterator[Flow]:
     sandbox.run(["systemctl", "start", "user@0.service"])
     f = Flow(sandbox, None, "--user")
     out = f.install(repo, str(sandbox.wheelhouse))  # type: ignore[attr-defined]
-    assert "miniq is installed and its units are enabled." in out
+    assert f"miniq is installed and its units are enabled; your queue is {f.root}." in out
     assert f.unit_state("miniq-process.path") == "active"
     yield f

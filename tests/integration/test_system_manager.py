@@ -17,6 +17,6 @@ from .scope_checks import *  # noqa: F403
 def flow(sandbox: Sandbox, repo: str) -> Iterator[Flow]:
     f = Flow(sandbox, None, "--system")
     out = f.install(repo, str(sandbox.wheelhouse))  # type: ignore[attr-defined]
-    assert "miniq is installed and its units are enabled." in out
+    assert f"miniq is installed and its units are enabled; your queue is {f.root}." in out
     assert f.unit_state("miniq-process.path") == "active"
     yield f

@@ -18,7 +18,7 @@ def flow(sandbox: Sandbox, repo: str) -> Iterator[Flow]:
     sandbox.add_user("alice")
     f = Flow(sandbox, "alice", "--user")
     out = f.install(repo, str(sandbox.wheelhouse))  # type: ignore[attr-defined]
-    assert "miniq is installed and its units are enabled." in out
+    assert f"miniq is installed and its units are enabled; your queue is {f.root}." in out
     assert f.unit_state("miniq-process.path") == "active"
     assert f.unit_state("miniq-process.timer") == "active"
     yield f
