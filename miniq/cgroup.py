@@ -7,7 +7,6 @@ host or from cgroup v2.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,6 @@ def paths(pid: int) -> dict[str, str]:
             for c in controllers.split(","):
                 found[c] = path
     return found
-
-
-def own_service() -> str | None:
-    """The service unit this process runs in, if any (e.g. miniq-process.service)."""
-    try:
-        found = paths(os.getpid())
-    except OSError:
-        return None
-    for hierarchy in ("", "name=systemd"):
-        last = found.get(hierarchy, "").rsplit("/", 1)[-1]
-        if last.endswith(".service"):
-            return last
-    return None
 
 
 def _read(path: Path) -> str | None:

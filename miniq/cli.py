@@ -190,8 +190,9 @@ def enqueue(
 
 @main.command()
 @click.option("--parallel", type=click.IntRange(1, 256), help="Jobs to run at once (default: [processor] parallel in miniq.conf, else 1).")
+@click.option("--max-jobs", type=click.IntRange(1), help="Stop after claiming this many jobs (default: when the queue is empty).")
 @click.pass_obj
-def process(obj: Context, parallel: int | None) -> None:
+def process(obj: Context, parallel: int | None, max_jobs: int | None) -> None:
     """Run queued jobs until the queue is empty (what miniq-process.service runs).
 
     Each job runs in its own transient scope; its output goes to the journal.
@@ -200,7 +201,7 @@ def process(obj: Context, parallel: int | None) -> None:
     """
     from .processor import Processor
 
-    summary = Processor(obj.queue, obj.manager, parallel=parallel).run()
+    summary = Processor(obj.queue, obj.manager, parallel=parallel, max_jobs=max_jobs).run()
     total = len(summary.succeeded) + len(summary.failed) + len(summary.rejected)
     click.echo(
         f"processed {total} job(s): {len(summary.succeeded)} succeeded, {len(summary.failed)} failed, "

@@ -92,11 +92,15 @@ class Processor:
         parallel: int | None = None,
         waker: Callable[[float], object] | None = None,
         linger: float | None = None,
+        max_jobs: int | None = None,
     ) -> None:
         self.queue, self.layout, self.manager = queue, queue.layout, manager
         self.runner_override = runner
         self.sink = sink or journal.default_sink()
         self.parallel, self.waker, self.linger = parallel, waker, linger
+        #: Claim at most this many jobs (each worker process its share), then stop.
+        self.max_jobs = max_jobs
+        self.taken = 0
         self.me = Claimer.current()
         self.config = Config()
         self.config_error: str | None = None
@@ -149,7 +153,7 @@ class Processor:
             try:
                 summary.wake_at = promote(self, pending, summary)
                 pending.relist()
-                if not pending.queue or self.stopping:
+                if not pending.queue or self.stopping or self.max_jobs is not None:
                     break  # else: jobs became due meanwhile; run them too
             finally:
                 pending.close()
@@ -250,6 +254,8 @@ class Processor:
                 if time.monotonic() - last_recovery > self.config.lease / 4:
                     self.recover(runner, summary)
                     last_recovery = time.monotonic()
+                if self.max_jobs is not None and self.taken >= self.max_jobs:
+                    return
                 path = pending.next()
                 if path is None:
                     if self._idle(pending, linger):
@@ -258,6 +264,7 @@ class Processor:
                 parsed = parse_queue_name(path.name)
                 claim = Claim.take(self.layout, path, self.me, parsed[1] if parsed else None)
                 if claim is not None:
+                    self.taken += 1
                     self.run_claim(claim, worker, summary)
         finally:
             pending.close()
@@ -432,6 +439,8 @@ class Processor:
         try:
             self.me = Claimer.current()
             self.heartbeat = lambda: _beat(write_end)
+            if self.max_jobs is not None:
+                self.max_jobs = -(-self.max_jobs // (self.parallel or self.config.parallel))
             runner = self._runner()
             try:
                 self.work(runner, mine, linger)

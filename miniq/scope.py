@@ -11,9 +11,10 @@ keeps the scope's cgroups alive after the job's main process exits, so miniq
 can read what the kernel accounted (cgroup.py) before the scope goes.
 ``TasksMax=`` counts it: a job gets one task fewer than the limit says.
 
-When the processor runs as a service, each scope is bound to it
-(``BindsTo=``): if the processor dies, systemd stops its jobs' scopes at once
-rather than leaving them to run unsupervised (README, "When things go wrong").
+A scope is not bound to the processor's service: a processor that is
+stopped stops its jobs itself and puts them back (processor.py), and one that
+dies is restarted a second later and stops the leftover scopes of its jobs
+while it recovers them (README, "When things go wrong").
 
 ``stop`` reaps the keeper.  A scope the job left empty is stopped and
 unloaded by systemd itself (``CollectMode=inactive-or-failed``).  If the job
@@ -51,7 +52,6 @@ class ScopeRunner:
 
     def __init__(self, manager: Manager, systemd: Systemd | None = None, slice_: str | None = None) -> None:
         self.systemd = systemd or Systemd(manager)
-        self.bind_to = cgroup.own_service()
         self.slice = slice_
 
     def properties(self, spec: ExecSpec, pids: list[int]) -> list[Property]:
@@ -64,8 +64,6 @@ class ScopeRunner:
             (b"TasksAccounting", b"b", True),
             (b"TimeoutStopUSec", b"t", STOP_TIMEOUT_USEC),
         ]
-        if self.bind_to:
-            props.append((b"BindsTo", b"as", [self.bind_to.encode()]))
         if self.slice:
             props.append((b"Slice", b"s", self.slice.encode()))
         return props + spec.limits.properties()

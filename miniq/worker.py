@@ -130,8 +130,10 @@ class Worker:
         exit_code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None
         sig = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None
         outcome = classify(exit_code, sig, spec.limits, duration, stop.cancelled, int(acct.get("oom_kills") or 0))
-        if stop.interrupted and outcome is not Outcome.EXITED:
-            outcome = Outcome.INTERRUPTED
+        # Stopped with its processor (a service stop, a shutdown): whoever's
+        # signal got there first, the run was interrupted, not failed.
+        if (stop.interrupted or (self.stopping() and sig is not None)) and not stop.cancelled and outcome is not Outcome.EXITED:
+            outcome, stop.interrupted = Outcome.INTERRUPTED, True
         return Result(
             outcome,
             exit_code=exit_code,

@@ -90,3 +90,23 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, request:
 @pytest.fixture(scope="session")
 def repo() -> str:
     return str(REPO)
+
+
+def build_deb() -> Path:
+    """Build the .deb of this checkout once per session (packaging/build-deb.sh)."""
+    global _deb
+    if _deb is None:
+        proc = subprocess.run(["bash", str(REPO / "packaging" / "build-deb.sh")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        print(proc.stdout + proc.stderr)
+        _deb = (Path(proc.stdout.split("built ", 1)[1].split()[0]), proc.stdout + proc.stderr)
+    return _deb[0]
+
+
+def deb_build_output() -> str:
+    build_deb()
+    assert _deb is not None
+    return _deb[1]
+
+
+_deb: tuple[Path, str] | None = None

@@ -24,11 +24,10 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 @pytest.fixture(scope="module")
 def deb() -> Path:
-    proc = subprocess.run(["bash", str(REPO / "packaging" / "build-deb.sh")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    print(proc.stdout + proc.stderr)
-    path = Path(proc.stdout.split("built ", 1)[1].split()[0])
-    assert "no-manual-page" not in proc.stdout + proc.stderr, "lintian misses a man page"
+    from conftest import build_deb, deb_build_output
+
+    path = build_deb()
+    assert "no-manual-page" not in deb_build_output(), "lintian misses a man page"
     # The sandbox has no network: fetch the dependencies into the host's apt
     # cache (which the sandbox's overlay sees) without installing them.
     fetch = subprocess.run(["apt-get", "install", "--download-only", "-y", str(path)], capture_output=True, text=True)
@@ -106,5 +105,9 @@ def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
     assert box.run(["pgrep", "-f", "miniq"], check=False).stdout == ""
     assert box.path(f"/var/lib/miniq/done/{job}.json").exists()
     assert [p.name for p in box.path("/var/lib/miniq/delayed").iterdir()][0].endswith(f"-{later}.json")
-    assert list(box.path("/var/lib/miniq/running").iterdir()), "the interrupted job's claim stays for recovery"
+    # The running job was stopped with its processor and put back, to run again.
+    assert list(box.path("/var/lib/miniq/running").iterdir()) == []
+    back = box.run(["python3", "-c", f"import json,glob; print(json.load(open(glob.glob('/var/lib/miniq/delayed/*-{running}.json')[0]))"
+                    "['attempts'][0]['reason'])"]).stdout.strip()  # fmt: skip
+    assert back == "its processor was stopped"
     assert box.path(f"/home/alice/.local/state/miniq/done/{ajob}.json").exists()

@@ -1,0 +1,159 @@
+"""Benchmark: miniq beside nq, task-spooler and systemd-run, in one run.
+
+    sudo .venv/bin/python tests/bench/compare.py [--quick]
+
+Boots the sandbox systemd (tests/testbed) with the queue root on this
+machine's disk (not a tmpfs: fsync costs what it costs), installs nq and
+task-spooler from Debian's packages when missing, and runs every measurement
+of tests/bench/driver.py inside the sandbox.  Prints each figure as a median
+over repeats, beside its reference, as a ratio against the target of the
+speed issue; then the scale rows at 100 and 100,000 queued jobs.  Not a test:
+timings on shared machines are noisy, so nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from testbed.sandbox import Sandbox  # noqa: E402
+
+PY = str(REPO / ".venv" / "bin" / "python")
+MINIQ = str(REPO / ".venv" / "bin" / "miniq")
+DRIVER = str(REPO / "tests" / "bench" / "driver.py")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+class Bench:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.rows: list[tuple[str, str, str, str, str]] = []
+        self.notes: list[str] = []
+
+    def row(self, figure: str, miniq: str, reference: str, ratio: float, target: str) -> None:
+        self.rows.append((figure, miniq, reference, f"{ratio:.2f}x", target))
+        print(f"  {figure}: miniq {miniq}, reference {reference}, ratio {ratio:.2f}x (target {target})", flush=True)
+
+
+def run(sb: Sandbox, root: str, *args: str, timeout: float = 3600) -> dict[str, object]:
+    proc = sb.run([PY, DRIVER, root, *args], timeout=timeout)
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    if os.geteuid() != 0:
+        sys.exit("the benchmark boots the sandbox systemd and needs root")
+    subprocess.run(["bash", str(REPO / "packaging" / "need-debs.sh"), "nq", "task-spooler"], check=True)
+    scratch = Path(tempfile.mkdtemp(prefix="miniq-bench-", dir="/var/tmp"))
+    shared = scratch / "shared"
+    (shared / "root" / "jobs").mkdir(parents=True)
+    root = str(shared / "root")
+    (shared / "root" / "jobs" / "true.job").write_text("#!/bin/sh\nexec /bin/true\n")
+    (shared / "root" / "jobs" / "stamp.job").write_text('#!/bin/sh\ndate +%s.%N > "$1"\n')
+    for job in (shared / "root" / "jobs").iterdir():
+        job.chmod(0o755)
+    sb = Sandbox(scratch / "sb", "bench", binds=[REPO], shared=[shared])
+    b = Bench(quick)
+    try:
+        sb.boot()
+        sb.run([MINIQ, "--system", "install-units", "--now"], env={"MINIQ_ROOT": root})
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
+        machine = f"{os.cpu_count()} cores, {memory} GiB, {platform.release()}"
+        print(f"miniq benchmark, {started}, {machine}; load {os.getloadavg()[0]:.2f}", flush=True)
+        measure(sb, root, b)
+    finally:
+        sb.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print()
+    print("| figure | miniq | reference | ratio | target |")
+    print("|---|---|---|---|---|")
+    for r in b.rows:
+        print("| " + " | ".join(r) + " |")
+    for note in b.notes:
+        print(note)
+
+
+def measure(sb: Sandbox, root: str, b: Bench) -> None:
+    samples = 10 if b.quick else 30
+    enq = run(sb, root, "enqueue", str(samples))
+    m, ref = median(enq["miniq"]), median(enq["import"])  # type: ignore[arg-type]
+    b.row("`miniq enqueue` wall", ms(m), f'`python -c "import click, json"` {ms(ref)}', m / ref, "<= 1.25x")
+    b.notes.append(
+        "Submit commands of the peers (median): "
+        + ", ".join(f"{k} {ms(median(enq[k]))}" for k in ("nq", "tsp", "systemd-run"))  # type: ignore[arg-type]
+    )
+    jobs = 100 if b.quick else 500
+    drains = [run(sb, root, "drain", str(jobs), "1") for _ in range(3)]
+    refs = [run(sb, root, "reference", str(jobs)) for _ in range(3)]
+    rate1 = median([d["jobs"] / d["seconds"] for d in drains])  # type: ignore[operator]
+    rate_ref = median([r["jobs"] / r["seconds"] for r in refs])  # type: ignore[operator]
+    b.row(f"drain {jobs} trivial jobs, parallel 1, scope per job", f"{rate1:.0f} jobs/s",
+          f"minimal pystemd loop {rate_ref:.0f}/s", rate1 / rate_ref, ">= 0.75x")  # fmt: skip
+    drains2 = [run(sb, root, "drain", str(jobs), "2") for _ in range(3)]
+    rate2 = median([d["jobs"] / d["seconds"] for d in drains2])  # type: ignore[operator]
+    b.row("same, parallel 2", f"{rate2:.0f} jobs/s", f"miniq parallel 1 {rate1:.0f}/s", rate2 / rate1, ">= 1.6x")
+    for label, spacing in (("warm: the processor still lingers", 0.5), ("cold: the processor had exited", 3.0)):
+        lat = run(sb, root, "latency", str(10 if b.quick else 25), str(spacing))
+        mq, sr = lat["miniq"], lat["systemd-run"]
+        b.row(f"enqueue -> job start, p50 ({label})", ms(median(mq)), f"`systemd-run --no-block` {ms(median(sr))}",  # type: ignore[arg-type]
+              median(mq) / median(sr), "<= 5x")  # type: ignore[arg-type]  # fmt: skip
+        b.row(f"same, p99 ({label})", ms(p99(mq)), f"`systemd-run --no-block` {ms(p99(sr))}", p99(mq) / p99(sr), "<= 8x")  # type: ignore[arg-type]
+        b.notes.append(f"Start latency p50 of the peers ({label}): nq {ms(median(lat['nq']))}, tsp {ms(median(lat['tsp']))}")  # type: ignore[arg-type]
+    ew = run(sb, root, "enqueue_wait", str(samples))
+    b.row("enqueue + `miniq wait` of a trivial job", ms(median(ew["miniq"])), f"`systemd-run --wait true` {ms(median(ew['systemd-run']))}",  # type: ignore[arg-type]
+          median(ew["miniq"]) / median(ew["systemd-run"]), "<= 5x")  # type: ignore[arg-type]  # fmt: skip
+    lg = run(sb, root, "logs", str(samples))
+    b.row("`miniq logs ID`", ms(median(lg["miniq"])), f"`journalctl MINIQ_JOB_ID=ID` {ms(median(lg['journalctl']))}",  # type: ignore[arg-type]
+          median(lg["miniq"]) / median(lg["journalctl"]), "<= 5x")  # type: ignore[arg-type]  # fmt: skip
+    api = run(sb, root, "api", "2000")
+    b.row("durable API enqueue, one process", f"{api['per_s']:.0f} jobs/s", "", float(api["per_s"]) / 2000, ">= 2,000/s")  # type: ignore[arg-type]
+    big = run(sb, root, "big_file_rss")
+    b.row("processor peak RSS with a 100 MB file in queue/", f"{float(big['peak_kib']) / 1024:.1f} MiB", "64 MiB",  # type: ignore[arg-type]
+          float(big["peak_kib"]) / 1024 / 64, "< 1x")  # type: ignore[arg-type]  # fmt: skip
+    small = run(sb, root, "scale", "100", "100")
+    large_n = 10_000 if b.quick else 100_000
+    large = run(sb, root, "scale", str(large_n), "1000", timeout=7200)
+    for key, label, target in (
+        ("per_job_s", "processor time per job", "<= 1.5x"),
+        ("list_s", "`miniq list` (default view)", "<= 2x"),
+        ("show_s", "`miniq show ID` (finding a job)", "flat"),
+    ):
+        b.row(f"{label}, {large_n:,} queued vs 100", ms(float(large[key])), f"{ms(float(small[key]))} at 100",  # type: ignore[arg-type]
+              float(large[key]) / float(small[key]), target)  # type: ignore[arg-type]  # fmt: skip
+    big_kib, small_kib = float(large["list_json_all_kib"]), float(small["list_json_all_kib"])  # type: ignore[arg-type]
+    b.row(f"`miniq list --all --json` peak RSS, {large_n:,} queued vs 100", f"{big_kib / 1024:.1f} MiB",
+          f"{small_kib / 1024:.1f} MiB at 100", big_kib / small_kib, "flat (streamed)")  # fmt: skip
+    b.notes.append(
+        f"Processor start with {large_n:,} queued: {float(large['drain_s']) - float(large['per_job_s']) * float(large['drained']):.2f} s "  # type: ignore[arg-type]
+        f"once (listing the queue); durable enqueue while filling: {float(large['enqueue_per_s']):.0f} jobs/s"  # type: ignore[arg-type]
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The measurements of tests/bench/compare.py, run inside the sandbox systemd.
+
+    PY driver.py ROOT WHAT [ARGS...]   -> prints one JSON object
+
+Each WHAT measures one row (medians are taken by the caller over repeats, or
+here over samples).  Every command is started from here, inside the sandbox,
+so no nsenter or container overhead is in any figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PY = sys.executable
+MINIQ = str(Path(PY).parent / "miniq")
+
+
+def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t
+
+
+def peak_kib(cmd: list[str]) -> int:
+    """Peak RSS (KiB) of a command, from its own rusage."""
+    proc = subprocess.run(
+        [PY, "-c", "import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True);"
+         " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", *cmd],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return int(proc.stdout.strip())
+
+
+def enqueue(root: str, samples: int) -> dict[str, list[float]]:
+    """`miniq enqueue` and the peers' submit commands against `import click, json`."""
+    out: dict[str, list[float]] = {"miniq": [], "import": [], "nq": [], "tsp": [], "systemd-run": []}
+    env = dict(os.environ, NQDIR=f"{root}/../nq", TS_SOCKET=f"{root}/../tsp.socket", TS_SAVELIST="", TS_MAXFINISHED="10")
+    os.makedirs(env["NQDIR"], exist_ok=True)
+    for _ in range(samples):
+        out["miniq"].append(wall([MINIQ, "--root", root, "enqueue", "true"]))
+        out["import"].append(wall([PY, "-c", "import click, json"]))
+        out["nq"].append(wall(["nq", "true"], env))
+        out["tsp"].append(wall(["tsp", "true"], env))
+        out["systemd-run"].append(wall(["systemd-run", "--no-block", "--quiet", "--collect", "true"]))
+    subprocess.run(["tsp", "-K"], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return out
+
+
+DRAIN = """
+import sys, time
+from pathlib import Path
+from miniq.processor import Processor
+from miniq.queue import Queue
+from miniq.manager import Manager
+class Null:
+    def send(self, *a, **k): pass
+root, n, parallel, limit = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+q = Queue(root)
+for i in range(n):
+    q.enqueue("true", [])
+t = time.perf_counter()
+s = Processor(q, Manager.SYSTEM, sink=Null(), parallel=parallel, linger=0, max_jobs=limit or None).run()
+dt = time.perf_counter() - t
+print(f"{dt:.4f} {len(s.succeeded)}")
+"""
+
+REFERENCE = """
+import os, sys, time
+from pystemd.dbuslib import DBus, apply_signature
+n = int(sys.argv[1])
+bus = DBus(); bus.open()
+def start(unit, pid):
+    args = apply_signature(b"ss", [unit.encode(), b"fail"])
+    args += [(ord(b"a"), b"(sv)"), (ord(b"r"), b"sv"), (ord(b"s"), b"PIDs"), (ord(b"v"), b"au")]
+    args += apply_signature(b"au", [[pid]]) + [(-1, None), (-1, None), (-1, None), (ord(b"a"), b"(sa(sv))"), (-1, None)]
+    bus.call_method(b"org.freedesktop.systemd1", b"/org/freedesktop/systemd1", b"org.freedesktop.systemd1.Manager",
+                    b"StartTransientUnit", args)
+t = time.perf_counter()
+for i in range(n):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w); os.read(r, 1); os.execv("/bin/true", ["true"])
+    os.close(r)
+    start(f"ref-{os.getpid()}-{i}.scope", pid)
+    os.write(w, b"g"); os.close(w)
+    os.waitpid(pid, 0)
+print(f"{time.perf_counter() - t:.4f} {n}")
+"""
+
+
+def in_service(code: str, *args: str) -> str:
+    """Run Python ``code`` as a transient system service (like the processor is)."""
+    proc = subprocess.run(
+        ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", "-p", "Type=oneshot", PY, "-c", code, *args],
+        check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return proc.stdout.strip()
+
+
+def fresh(root: str) -> None:
+    for d in ("queue", "delayed", "running", "done", "failed", "tmp", "rejected", "cancel", "priorities"):
+        shutil.rmtree(f"{root}/{d}", ignore_errors=True)
+
+
+def drain(root: str, n: int, parallel: int, limit: int = 0) -> dict[str, float]:
+    fresh(root)
+    seconds, done = in_service(DRAIN, root, str(n), str(parallel), str(limit)).split()
+    return {"seconds": float(seconds), "jobs": int(done)}
+
+
+def reference(n: int) -> dict[str, float]:
+    seconds, done = in_service(REFERENCE, str(n)).split()
+    return {"seconds": float(seconds), "jobs": int(done)}
+
+
+def _stamp_file(path: str) -> float | None:
+    try:
+        text = Path(path).read_text().strip()
+        return float(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_stamp(path: str, timeout: float = 30) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = _stamp_file(path)
+        if value is not None:
+            return value
+        time.sleep(0.001)
+    raise TimeoutError(path)
+
+
+def latency(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
+    """From just before a submit command starts to the job's first instruction."""
+    out: dict[str, list[float]] = {"miniq": [], "systemd-run": [], "nq": [], "tsp": []}
+    stamps = f"{root}/../stamps"
+    os.makedirs(stamps, exist_ok=True)
+    env = dict(os.environ, NQDIR=f"{root}/../nq", TS_SOCKET=f"{root}/../tsp.socket")
+    write = 'date +%s.%N > "$0"'
+    for i in range(samples):
+        for kind in out:
+            path = f"{stamps}/{kind}-{i}"
+            t0 = time.time()
+            if kind == "miniq":
+                subprocess.run([MINIQ, "--root", root, "enqueue", "stamp", path], check=True, stdout=subprocess.DEVNULL)
+            elif kind == "systemd-run":
+                subprocess.run(["systemd-run", "--no-block", "--quiet", "--collect", "sh", "-c", write, path], check=True)
+            elif kind == "nq":
+                subprocess.run(["nq", "sh", "-c", write, path], check=True, stdout=subprocess.DEVNULL, env=env)
+            else:
+                subprocess.run(["tsp", "sh", "-c", write, path], check=True, stdout=subprocess.DEVNULL, env=env)
+            out[kind].append(_wait_stamp(path) - t0)
+            time.sleep(spacing)
+    subprocess.run(["tsp", "-K"], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return out
+
+
+def enqueue_wait(root: str, samples: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"miniq": [], "systemd-run": []}
+    for _ in range(samples):
+        t = time.perf_counter()
+        job_id = subprocess.run([MINIQ, "--root", root, "enqueue", "true"], check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run([MINIQ, "--root", root, "wait", job_id], check=True)
+        out["miniq"].append(time.perf_counter() - t)
+        out["systemd-run"].append(wall(["systemd-run", "--wait", "--quiet", "--collect", "true"]))
+        time.sleep(0.3)
+    return out
+
+
+def fill(root: str, n: int) -> float:
+    """Queue ``n`` jobs through the library, durably; returns seconds taken."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from miniq.queue import Queue
+
+    q = Queue(Path(root))
+    t = time.perf_counter()
+    for _ in range(n):
+        q.enqueue("true", [])
+    return time.perf_counter() - t
+
+
+def scale(root: str, queued: int, drained: int) -> dict[str, float]:
+    """Per-job processor time, processor start, `miniq list` and its memory, with ``queued`` jobs."""
+    fresh(root)
+    filled = fill(root, queued)
+    out: dict[str, float] = {"enqueue_per_s": queued / filled}
+    out["list_s"] = min(wall([MINIQ, "--root", root, "list"]) for _ in range(5))
+    out["list_json_all_kib"] = peak_kib([MINIQ, "--root", root, "list", "--all", "--json"])
+    out["show_s"] = min(wall([MINIQ, "--root", root, "show", _first_id(root)]) for _ in range(5))
+    seconds, done = in_service(DRAIN, root, "0", "1", str(drained)).split()
+    out["drain_s"], out["drained"] = float(seconds), int(done)
+    out["per_job_s"] = _steady_per_job(root)
+    return out
+
+
+def _first_id(root: str) -> str:
+    return min(os.listdir(f"{root}/queue")).split("-", 1)[1][:-5]
+
+
+def _steady_per_job(root: str) -> float:
+    """Seconds per job between the first start and the last end (no processor start)."""
+    starts, ends = [], []
+    for name in os.listdir(f"{root}/done"):
+        result = json.loads(Path(f"{root}/done/{name}").read_text())["result"]
+        starts.append(result["started"])
+        ends.append(result["ended"])
+    from datetime import datetime
+
+    span = datetime.fromisoformat(max(ends)).timestamp() - datetime.fromisoformat(min(starts)).timestamp()
+    return span / max(len(ends) - 1, 1)
+
+
+def logs(root: str, samples: int) -> dict[str, list[float]]:
+    job_id = subprocess.run([MINIQ, "--root", root, "enqueue", "stamp", "/dev/null"], check=True, capture_output=True, text=True).stdout
+    job_id = job_id.strip()
+    subprocess.run([MINIQ, "--root", root, "wait", job_id], check=True)
+    out: dict[str, list[float]] = {"miniq": [], "journalctl": []}
+    for _ in range(samples):
+        out["miniq"].append(wall([MINIQ, "--root", root, "logs", job_id]))
+        out["journalctl"].append(wall(["journalctl", "--no-pager", "-o", "cat", f"MINIQ_JOB_ID={job_id}"]))
+    return out
+
+
+def big_file_rss(root: str) -> dict[str, float]:
+    """The processor's peak RSS with a 100 MB file in queue/ (issue: under 64 MiB)."""
+    fresh(root)
+    os.makedirs(f"{root}/queue", exist_ok=True)
+    with open(f"{root}/queue/0000-20261129-000000-000000-00000000.json", "wb") as f:
+        f.write(b"x" * (100 * 1024 * 1024))
+    code = DRAIN + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    lines = in_service(code, root, "1", "1", "0").splitlines()
+    return {"peak_kib": float(lines[-1])}
+
+
+def main() -> None:
+    root, what, *args = sys.argv[1:]
+    funcs = {
+        "enqueue": lambda: enqueue(root, int(args[0])),
+        "drain": lambda: drain(root, int(args[0]), int(args[1])),
+        "reference": lambda: reference(int(args[0])),
+        "latency": lambda: latency(root, int(args[0]), float(args[1])),
+        "enqueue_wait": lambda: enqueue_wait(root, int(args[0])),
+        "scale": lambda: scale(root, int(args[0]), int(args[1])),
+        "api": lambda: {"per_s": int(args[0]) / fill(root, int(args[0]))},
+        "logs": lambda: logs(root, int(args[0])),
+        "big_file_rss": lambda: big_file_rss(root),
+    }
+    print(json.dumps(funcs[what]()))
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+    main()

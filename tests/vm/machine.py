@@ -1,0 +1,161 @@
+"""Driving a guest of the VM test bed from the host.
+
+``VM(image, name, workdir).boot()`` starts qemu under software emulation
+(TCG: this machine's /dev/kvm runs only PVM guest kernels, see
+shared notes), with a throw-away qcow2 overlay over the cached root image,
+a virtio-serial command channel (agent.py) and, when asked, a network link
+to other guests (a qemu socket netdev: two guests, one virtual wire).
+``run`` sends a command and returns its exit status and output; ``close``
+quits qemu through its monitor and removes the overlay.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .image import Image
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class VMError(RuntimeError):
+    pass
+
+
+class VM:
+    def __init__(
+        self, image: Image, name: str, workdir: Path, memory: int = 1536, cpus: int = 2, net: str | None = None,
+        mac: str = "52:54:00:12:34:01", rtc: str | None = None, cmdline: str = "",
+    ) -> None:  # fmt: skip
+        self.image, self.name, self.workdir = image, name, Path(workdir)
+        self.memory, self.cpus, self.net, self.mac, self.rtc, self.cmdline = memory, cpus, net, mac, rtc, cmdline
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+        self.next_id = 0
+        self.boot_seconds = 0.0
+
+    @property
+    def overlay(self) -> Path:
+        return self.workdir / f"{self.name}.qcow2"
+
+    @property
+    def console(self) -> Path:
+        return self.workdir / f"{self.name}.console"
+
+    def boot(self, timeout: float = 600) -> VM:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.root), "-F", "raw", str(self.overlay)], check=True)
+        agent, monitor = self.workdir / f"{self.name}.agent", self.workdir / f"{self.name}.monitor"
+        for path in (agent, monitor):
+            path.unlink(missing_ok=True)
+        argv = [
+            "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(self.cpus), "-m", str(self.memory),
+            "-display", "none", "-no-reboot", "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+            "-append", f"console=ttyS0 panic=-1 systemd.unified_cgroup_hierarchy=1 systemd.show_status=0 {self.cmdline}".strip(),
+            "-drive", f"file={self.overlay},if=virtio,format=qcow2,cache=unsafe",
+            "-device", "virtio-serial-pci", "-chardev", f"socket,id=ag,path={agent},server=on,wait=off",
+            "-device", "virtserialport,chardev=ag,name=tb.agent",
+            "-monitor", f"unix:{monitor},server,nowait", "-serial", f"file:{self.console}",
+        ]  # fmt: skip
+        if self.net:
+            argv += ["-netdev", f"socket,id=n0,{self.net}", "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}"]
+        else:
+            argv += ["-nic", "none"]
+        if self.rtc:
+            argv += ["-rtc", f"base={self.rtc}"]
+        started = time.monotonic()
+        log = open(self.workdir / f"{self.name}.qemu.log", "wb")  # noqa: SIM115 - qemu writes it while it runs
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = started + timeout
+        while self.sock is None:
+            if self.proc.poll() is not None:
+                raise VMError(f"qemu exited with {self.proc.returncode}: {(self.workdir / f'{self.name}.qemu.log').read_text()[-2000:]}")
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(agent))
+                self.sock = s
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise VMError("qemu did not create the agent socket") from None
+                time.sleep(0.2)
+        state = self.run("systemctl is-system-running --wait", timeout=max(deadline - time.monotonic(), 1)).stdout.strip()
+        self.boot_seconds = time.monotonic() - started
+        if state not in ("running", "degraded"):
+            raise VMError(f"{self.name} booted to state {state!r}: {self.console_tail()}")
+        return self
+
+    def console_tail(self) -> str:
+        try:
+            return self.console.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def run(self, script: str, user: str | None = None, timeout: float = 600, input: bytes = b"", check: bool = False) -> Done:
+        """Run ``script`` with bash in the guest (as ``user``); waits for it."""
+        assert self.sock is not None, "the VM is not running"
+        self.next_id += 1
+        request = {"id": self.next_id, "sh": script, "user": user, "stdin": base64.b64encode(input).decode(), "timeout": timeout}
+        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        self.sock.settimeout(timeout + 60)
+        while True:
+            while b"\n" not in self.buffer:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    raise VMError(f"{self.name}: the command channel closed: {self.console_tail()}")
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            reply = json.loads(line)
+            if reply.get("id") == self.next_id:
+                break
+        out, err = (base64.b64decode(reply[k]).decode(errors="replace") for k in ("out", "err"))
+        done = Done(reply["rc"], out, err)
+        if check and done.returncode != 0:
+            raise VMError(f"{self.name}: {script!r} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def put(self, path: str, data: bytes, mode: str = "0644") -> None:
+        self.run(f"mkdir -p \"$(dirname '{path}')\" && cat > '{path}' && chmod {mode} '{path}'", input=data, check=True)
+
+    def close(self) -> None:
+        monitor = self.workdir / f"{self.name}.monitor"
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as m:
+                    m.connect(str(monitor))
+                    m.sendall(b"quit\n")
+                self.proc.wait(timeout=20)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.overlay.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """A power cut: the guest stops at once, nothing is flushed or cleaned."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def freeze(self) -> None:
+        os.kill(self.proc.pid, 19) if self.proc else None  # SIGSTOP: the whole machine stops
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, 18) if self.proc else None  # SIGCONT

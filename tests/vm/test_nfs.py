@@ -1,0 +1,152 @@
+"""Two machines sharing one root over real NFS (two guests, one virtual wire).
+
+Guest "b" exports /srv/share (kernel NFS server) and mounts it itself; guest
+"a" mounts it over the network.  Each runs miniq's units for the shared root
+(the Debian package, `install-units --timer-period 10s`), leases are 10 s.
+Guest a's clock runs 10 minutes ahead of b's: lease expiry must be judged by
+the file server's clock, or a would take b's live claims.  Each guest has its
+own NFSv4 client identity (nfs.nfs4_unique_id), as cloned machines need.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import boot, install_miniq
+from .image import Image
+from .machine import VM
+
+pytestmark = pytest.mark.vm
+
+ROOT = "/srv/queue/root"
+LOG = "/srv/queue/log"
+MARK = '#!/bin/sh\n: > "/srv/queue/log/$MINIQ_JOB_ID.$(hostname).$MINIQ_ATTEMPT"\n'
+LONG = '#!/bin/sh\n: > "/srv/queue/log/$MINIQ_JOB_ID.$(hostname).$MINIQ_ATTEMPT"\nif [ "$MINIQ_ATTEMPT" = 1 ]; then exec sleep 600; fi\n'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def network(vm: VM, address: str) -> None:
+    vm.run(f"dev=$(ls /sys/class/net | grep -v '^lo$' | head -n 1) && ip addr add {address}/24 dev $dev && ip link set $dev up", check=True)
+
+
+@pytest.fixture(scope="module")
+def pair(image: Image, deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, VM]]:
+    work = tmp_path_factory.mktemp("nfs")
+    port = free_port()
+    b = boot(image, work, "b", cpus=1, net=f"listen=127.0.0.1:{port}", mac="52:54:00:00:00:02", cmdline="nfs.nfs4_unique_id=guest-b")
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 600))
+    a = boot(image, work, "a", cpus=1, net=f"connect=127.0.0.1:{port}", mac="52:54:00:00:00:01", rtc=ahead,
+             cmdline="nfs.nfs4_unique_id=guest-a")  # fmt: skip
+    vms = {"a": a, "b": b}
+    try:
+        network(b, "10.9.0.2")
+        network(a, "10.9.0.1")
+        b.run("systemctl unmask nfs-server.service && systemctl start nfs-server.service && exportfs -ra", check=True, timeout=300)
+        for name, vm in vms.items():
+            vm.run(f"hostnamectl set-hostname client-{name}", check=True)
+            vm.run("mkdir -p /srv/queue && mount -t nfs4 -o vers=4.2 10.9.0.2:/srv/share /srv/queue", check=True, timeout=300)
+            install_miniq(vm, deb)
+        b.run(f"mkdir -p {ROOT}/jobs {LOG} && printf '[processor]\\nlease = 10s\\n' > {ROOT}/miniq.conf", check=True)
+        for job, body in (("mark", MARK), ("long", LONG)):
+            b.put(f"{ROOT}/jobs/{job}.job", body.encode(), "0755")
+        for vm in vms.values():
+            vm.run(f"MINIQ_ROOT={ROOT} miniq --system install-units --now --timer-period 10s", check=True)
+        skew = float(a.run("date +%s", check=True).stdout) - float(b.run("date +%s", check=True).stdout)
+        print(f"\nguest a's clock is {skew:.0f} s ahead of guest b's (the file server's)")
+        assert skew > 500
+        yield vms
+    finally:
+        for vm in vms.values():
+            vm.close()
+
+
+def enqueue_many(vm: VM, count: int) -> list[str]:
+    script = (
+        f"from pathlib import Path\nfrom miniq import Queue\nq = Queue(Path('{ROOT}'))\n"
+        f"for i in range({count}): print(q.enqueue('mark', [str(i)]).id)\n"
+    )
+    return vm.run("python3 -", input=script.encode(), check=True, timeout=600).stdout.split()
+
+
+def wait_done(vm: VM, ids: list[str], timeout: float) -> float:
+    start = time.monotonic()
+    wanted = set(ids)
+    while True:
+        listing = vm.run(f"ls {ROOT}/done {ROOT}/failed 2>/dev/null", check=True).stdout.split()
+        finished = {name[:-5] for name in listing if name.endswith(".json")}
+        if wanted <= finished:
+            return time.monotonic() - start
+        assert time.monotonic() - start < timeout, f"{len(wanted - finished)} job(s) not finished after {timeout} s"
+        time.sleep(2)
+
+
+def runs(vm: VM) -> Counter[str]:
+    names = vm.run(f"ls {LOG}", check=True).stdout.split()
+    return Counter(name.split(".")[0] for name in names)
+
+
+def exactly_once(pair: dict[str, VM]) -> None:
+    ids = enqueue_many(pair["a"], 250) + enqueue_many(pair["b"], 250)
+    took = wait_done(pair["b"], ids, timeout=1800)
+    counted = runs(pair["b"])
+    hosts = Counter(name.split(".")[1] for name in pair["b"].run(f"ls {LOG}", check=True).stdout.split() if name.split(".")[0] in set(ids))
+    print(f"500 jobs over NFS finished {took:.0f} s after the last enqueue; runs per host: {dict(hosts)}")
+    assert [i for i in ids if counted[i] != 1] == [], "a job ran twice, or not at all"
+    failed = pair["b"].run(f"ls {ROOT}/failed", check=True).stdout.split()
+    assert not set(failed) & {f"{i}.json" for i in ids}
+
+
+def test_exactly_once_over_nfs_with_distinct_hostnames(pair: dict[str, VM]) -> None:
+    exactly_once(pair)
+
+
+def test_a_job_enqueued_on_one_machine_is_run_by_the_other_within_the_timer_period(pair: dict[str, VM]) -> None:
+    a, b = pair["a"], pair["b"]
+    a.run("systemctl stop miniq-process.path miniq-process.timer miniq-process.service", check=True)
+    try:
+        start = time.monotonic()
+        job_id = a.run(f"miniq --root {ROOT} enqueue mark", check=True).stdout.strip()
+        took = wait_done(b, [job_id], timeout=120)
+        print(f"enqueued on a while only b's units run: done {took:.1f} s later (timer period 10 s)")
+        assert time.monotonic() - start <= 10 + 15  # the period, plus the emulator's slowness
+        assert f"{job_id}.client-b.1" in b.run(f"ls {LOG}", check=True).stdout.split()
+    finally:
+        a.run("systemctl start miniq-process.path miniq-process.timer", check=True)
+
+
+def test_exactly_once_over_nfs_with_the_same_hostname(pair: dict[str, VM]) -> None:
+    for vm in pair.values():
+        vm.run("hostnamectl set-hostname clone", check=True)
+    exactly_once(pair)
+
+
+def test_a_machine_that_loses_power_has_its_job_taken_over(pair: dict[str, VM]) -> None:
+    a, b = pair["a"], pair["b"]
+    b.run("systemctl stop miniq-process.path miniq-process.timer miniq-process.service", check=True)
+    job_id = a.run(f"miniq --root {ROOT} enqueue long", check=True).stdout.strip()
+    deadline = time.monotonic() + 120
+    while f"{job_id}." not in a.run(f"ls {LOG}", check=True).stdout:
+        assert time.monotonic() < deadline, "the job did not start on a"
+        time.sleep(1)
+    host = a.run("hostname", check=True).stdout.strip()
+    a.kill()
+    cut = time.monotonic()
+    b.run("systemctl start miniq-process.path miniq-process.timer", check=True)
+    took = wait_done(b, [job_id], timeout=300)
+    print(f"power cut of a: its job finished on b {time.monotonic() - cut:.0f} s later (lease 10 s, timer 10 s)")
+    data = json.loads(b.run(f"miniq --root {ROOT} show --json {job_id}", check=True).stdout)
+    assert [x["outcome"] for x in data["attempts"]] == ["interrupted", "exited"], data["attempts"]
+    assert data["attempts"][0]["lost_host"] == host
+    assert took < 120
