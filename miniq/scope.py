@@ -63,6 +63,9 @@ class ScopeRunner:
             (b"CPUAccounting", b"b", True),
             (b"TasksAccounting", b"b", True),
             (b"TimeoutStopUSec", b"t", STOP_TIMEOUT_USEC),
+            # After an OOM kill, systemd must not stop the scope itself: miniq
+            # reads the kill from the scope's cgroup, then stops what is left.
+            (b"OOMPolicy", b"s", b"continue"),
         ]
         if self.slice:
             props.append((b"Slice", b"s", self.slice.encode()))
