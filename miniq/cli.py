@@ -65,7 +65,8 @@ class MiniqGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             if ctx.obj is None and not ctx.resilient_parsing:
-                context = Context(ctx.params.get("manager"), ctx.params.get("root"))
+                manager = ctx.params.get("manager")
+                context = Context(Manager(manager) if manager else None, ctx.params.get("root"))
                 if context.through_helper:
                     from .api import call
 
@@ -109,12 +110,13 @@ def _explain(e: BaseException) -> tuple[str, str | None, int]:
 
 @click.group(cls=MiniqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="miniq")
-@click.option("--user", "manager", flag_value=Manager.USER, help="Use your own queue and your user manager.")
-@click.option("--system", "manager", flag_value=Manager.SYSTEM, help="Use the system queue (/var/lib/miniq) and the system manager.")
+# Flag values are plain strings: click 8.1 (Debian 12) turns other objects into strings.
+@click.option("--user", "manager", flag_value="user", help="Use your own queue and your user manager.")
+@click.option("--system", "manager", flag_value="system", help="Use the system queue (/var/lib/miniq) and the system manager.")
 @click.option("--root", metavar="DIR", help="Queue root directory (default: $MINIQ_ROOT, else the manager's default).")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.pass_context
-def main(ctx: click.Context, manager: Manager | None, root: str | None, debug: bool) -> None:
+def main(ctx: click.Context, manager: str | None, root: str | None, debug: bool) -> None:
     """miniq: a daemonless job queue run by systemd.
 
     Jobs are executables in ROOT/jobs/NAME.job; `miniq enqueue NAME ARGS...`
@@ -126,7 +128,7 @@ def main(ctx: click.Context, manager: Manager | None, root: str | None, debug: b
     ctx.meta["miniq.debug"] = debug
     # Inside the system queue's helper, the object passed in is the caller (api.py).
     caller = getattr(ctx.obj, "caller", ctx.obj)
-    ctx.obj = Context(manager, root, caller)
+    ctx.obj = Context(Manager(manager) if manager else None, root, caller)
 
 
 def _limit_options(f: Any) -> Any:

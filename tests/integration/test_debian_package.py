@@ -86,6 +86,13 @@ def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
     completion = box.run(["bash", "-c", "source /usr/share/bash-completion/completions/miniq && complete -p miniq"]).stdout
     assert completion.strip() == "complete -o nosort -F _miniq_completion miniq"
     assert box.run(["systemctl", "is-enabled", "miniq-api.socket"], check=False).stdout.strip() == "disabled"
+    # With Debian's click (8.1): the global options, and a user's command on the system queue.
+    assert box.run(["miniq", "--system", "where"]).stdout.strip() == "/var/lib/miniq"
+    assert alice.run(["miniq", "--user", "where"]).stdout.strip() == "/home/alice/.local/state/miniq"
+    box.run(["systemctl", "enable", "--now", "miniq-api.socket"])
+    shared = alice.run(["miniq", "--system", "enqueue", "hello", "through-the-helper"]).stdout.strip()
+    assert alice.run(["miniq", "--system", "wait", shared], timeout=60).returncode == 0
+    assert alice.run(["miniq", "--system", "logs", shared]).stdout == "hello through-the-helper from alice\n"
     assert root.record(job)["state"] == "done" and alice.record(ajob)["state"] == "done"
     assert "hello root from root" in root.journal_text()
     assert "hello alice from alice" in alice.journal_text()
