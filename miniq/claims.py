@@ -134,11 +134,10 @@ class ServerClock:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
         os.utime(self.path, None)  # "now" as the server sees it
-        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # fresh attributes (NFS)
-        try:
-            return os.fstat(fd).st_mtime
-        finally:
-            os.close(fd)
+        mtime = files.fresh_mtime(self.path)
+        if mtime is None:
+            raise FileNotFoundError(self.path)
+        return mtime
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -207,7 +206,7 @@ class Claim:
     def load(self, expect_id: str | None) -> None:
         """Read the claimed entry, trusting nothing (files.py)."""
         try:
-            data, st = read_untrusted(self.path)
+            data, st = read_untrusted(self.path, claim=True)
             self.owner = (st.st_uid, st.st_gid)
             job = Job.from_json(files.load_json(data))
             if expect_id is not None and job.id != expect_id:
@@ -362,19 +361,10 @@ class Stale:
 
 
 def age(path: Path, clock: ServerClock) -> float | None:
-    """Seconds since the holder last renewed ``path``, by the server's clock."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as e:
-        if e.errno in _GONE:
-            return None
-        st = _lstat(path)
-        return float("inf") if st is None else clock.now() - st.st_mtime
-    try:
-        mtime = os.fstat(fd).st_mtime
-    finally:
-        os.close(fd)
-    return clock.now() - mtime
+    """Seconds since the holder last renewed ``path``, by the server's clock;
+    None if it is gone.  Opens nothing (files.fresh_mtime)."""
+    mtime = files.fresh_mtime(path)
+    return None if mtime is None else clock.now() - mtime
 
 
 def stale_claims(layout: Layout, me: Claimer, lease: float, clock: ServerClock) -> Iterator[Stale]:

@@ -120,15 +120,19 @@ def describe_mode(st: os.stat_result) -> str:
     return _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
 
 
-def read_untrusted(path: Path, cap: int = MAX_FILE, single_link: bool = True) -> tuple[bytes, os.stat_result]:
+def read_untrusted(path: Path, cap: int = MAX_FILE, single_link: bool = True, claim: bool = False) -> tuple[bytes, os.stat_result]:
     """Read a file that anyone may have put there; see the module comment.
 
     ``single_link=False`` accepts files with several links (records, which
-    miniq publishes with link(2)).  Raises ``FileNotFoundError`` if it is
-    gone, ``Unusable`` for everything else that is wrong with it.
+    miniq publishes with link(2)).  ``claim`` opens it for reading and
+    writing: over NFS that never gives this machine a delegation on it (see
+    ``fresh_mtime``), as a claim that other machines may take over needs.
+    Raises ``FileNotFoundError`` if it is gone, ``Unusable`` for everything
+    else that is wrong with it.
     """
+    flags = (_OPEN_FLAGS & ~os.O_RDONLY) | os.O_RDWR if claim else _OPEN_FLAGS
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, flags)
     except OSError as e:
         if e.errno == errno.ENOENT:
             raise
@@ -195,6 +199,39 @@ def dump(data: dict[str, Any]) -> bytes:
     """miniq's JSON: ASCII only, so undecodable arguments (lone surrogates
     from ``os.fsdecode``) survive and a job's argv round-trips byte for byte."""
     return (json.dumps(data, ensure_ascii=True, indent=1) + "\n").encode("ascii")
+
+
+_statx = None
+
+
+def fresh_mtime(path: Path) -> float | None:
+    """The modification time of ``path`` (never following a link) as the file
+    server has it now, or None if it is gone.
+
+    On NFS, stat may answer from the client's attribute cache, and opening a
+    file may give this client a delegation on it, which would stall other
+    machines' changes to it for the server's lease time (90 s) if this
+    machine died.  statx with AT_STATX_FORCE_SYNC asks the server, opening
+    nothing.
+    """
+    global _statx
+    if _statx is None:
+        import ctypes
+        import ctypes.util
+
+        _statx = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).statx
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)
+    # AT_FDCWD, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_MTIME
+    if _statx(-100, os.fsencode(path), 0x100 | 0x2000, 0x40, buf) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOENT, errno.ESTALE):
+            return None
+        raise OSError(err, os.strerror(err), str(path))
+    seconds = int.from_bytes(buf.raw[112:120], "little", signed=True)
+    nanoseconds = int.from_bytes(buf.raw[120:124], "little")
+    return seconds + nanoseconds / 1e9
 
 
 def revalidate(directory: Path) -> None:

@@ -60,8 +60,11 @@ class Record:
 
 def read(path: Path, state: State, job_id: str, clock: ServerClock | None = None, lease: float = 60.0) -> Record:
     """Read one record; ``FileNotFoundError`` if it is gone meanwhile."""
+    # A claim is opened for writing where we may: over NFS that takes no
+    # delegation, which would stall its holder's renewals if we died (files.py).
+    claim = state is State.RUNNING and os.access(path, os.W_OK)
     try:
-        data, st = read_untrusted(path, single_link=not state.is_final)
+        data, st = read_untrusted(path, single_link=not state.is_final, claim=claim)
         raw = files.load_json(data)
         if not isinstance(raw, dict):
             raise Unusable("it is not a JSON object")
