@@ -149,4 +149,4 @@ def test_a_machine_that_loses_power_has_its_job_taken_over(pair: dict[str, VM]) 
     data = json.loads(b.run(f"miniq --root {ROOT} show --json {job_id}", check=True).stdout)
     assert [x["outcome"] for x in data["attempts"]] == ["interrupted", "exited"], data["attempts"]
     assert data["attempts"][0]["lost_host"] == host
-    assert took < 120
+    assert took <= 10 + 10 + 20  # lease, timer period, the emulator's slowness
