@@ -54,9 +54,21 @@ class Unusable(Exception):
         self.original = original
 
 
+#: Directories kept open for fsync: a directory is opened once per process.
+_dir_fds: dict[str, int] = {}
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory's entries, so that a rename into it survives a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    key = str(path)
+    fd = _dir_fds.get(key)
+    if fd is not None and os.fstat(fd).st_ino != os.stat(path).st_ino:  # the directory was replaced
+        os.close(_dir_fds.pop(key))
+        fd = None
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if len(_dir_fds) < 64:
+            _dir_fds[key] = fd
     try:
         os.fsync(fd)
     except OSError as e:
@@ -65,7 +77,8 @@ def fsync_dir(path: Path) -> None:
         if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
             raise
     finally:
-        os.close(fd)
+        if _dir_fds.get(key) != fd:
+            os.close(fd)
 
 
 def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> Path:
@@ -197,8 +210,9 @@ def load_json(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
 
 def dump(data: dict[str, Any]) -> bytes:
     """miniq's JSON: ASCII only, so undecodable arguments (lone surrogates
-    from ``os.fsdecode``) survive and a job's argv round-trips byte for byte."""
-    return (json.dumps(data, ensure_ascii=True, indent=1) + "\n").encode("ascii")
+    from ``os.fsdecode``) survive and a job's argv round-trips byte for byte;
+    compact (``miniq show --json`` prints it for people)."""
+    return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
 _statx = None

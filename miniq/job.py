@@ -16,6 +16,7 @@ this grammar.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import pwd
 import re
@@ -97,6 +98,7 @@ def hostname() -> str:
     return os.uname().nodename
 
 
+@functools.lru_cache(maxsize=16)
 def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name

@@ -114,8 +114,12 @@ def iterate(
             final = group == "finished"
             cap = None if group == "running" else limit
             picked: list[Record] = []
-            for _, state, entry in _candidates(names, final, cap if name is None else None):
-                if cap is not None and len(picked) >= cap:
+            shown = 0
+            # Finished records are looked at newest first when only the newest
+            # are shown (then reversed); otherwise everything streams in order.
+            reverse = final and cap is not None
+            for _, state, entry in _candidates(names, reverse, cap if name is None else None):
+                if cap is not None and shown >= cap:
                     break
                 job_id = _id_of(state, entry)
                 assert job_id is not None
@@ -124,10 +128,14 @@ def iterate(
                 except OSError:
                     continue
                 if name is None or record.name == name:
-                    picked.append(record)
-            yield from (reversed(picked) if final else picked)
-            if cap is not None and name is None and len(names) > len(picked):
-                yield group, len(names) - len(picked)
+                    shown += 1
+                    if reverse:
+                        picked.append(record)
+                    else:
+                        yield record
+            yield from reversed(picked)
+            if cap is not None and name is None and len(names) > shown:
+                yield group, len(names) - shown
     finally:
         if clock:
             clock.close()

@@ -48,6 +48,7 @@ class Queue:
         self.layout = Layout(self.root)
         self.caller = caller if caller is not None and not caller.is_root else None
         self._lease: float | None = None
+        self._laid_out = False
 
     def dir(self, state: State) -> Path:
         return self.layout.dir(state)
@@ -108,7 +109,9 @@ class Queue:
         data = dump(job.to_json())
         if len(data) > MAX_FILE:
             raise BadInput(f"the job is {len(data)} bytes as a file, over the {MAX_FILE} bytes miniq accepts: pass less data as arguments")
-        self.ensure_layout()
+        if not self._laid_out:
+            self.ensure_layout()
+            self._laid_out = True
         now = time.time()
         try:
             if schedule.waits(now):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import grp
 import os
 import pwd
@@ -64,6 +65,7 @@ class Identity:
         return tuple(names)
 
 
+@functools.lru_cache(maxsize=2)
 def login_path(root: bool) -> str:
     """PATH for a login of that kind, from /etc/login.defs when it says."""
     key = "ENV_SUPATH" if root else "ENV_PATH"
@@ -77,11 +79,16 @@ def login_path(root: bool) -> str:
     return ROOT_PATH if root else USER_PATH
 
 
+@functools.lru_cache(maxsize=4)
+def _own_identity(uid: int) -> Identity:
+    entry = pwd.getpwuid(uid)
+    return Identity(entry.pw_uid, entry.pw_gid, (), entry.pw_name, entry.pw_dir, entry.pw_shell or "/bin/sh")
+
+
 def clean_environment(identity: Identity | None, extra: dict[str, str]) -> dict[str, str]:
     """The environment a job gets; nothing of the processor's leaks into it."""
     if identity is None:
-        entry = pwd.getpwuid(os.getuid())
-        identity = Identity(entry.pw_uid, entry.pw_gid, (), entry.pw_name, entry.pw_dir, entry.pw_shell or "/bin/sh")
+        identity = _own_identity(os.getuid())
     env = {
         "PATH": login_path(identity.uid == 0),
         "LANG": os.environ.get("LANG", "C.UTF-8"),

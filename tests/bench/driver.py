@@ -110,15 +110,23 @@ def fresh(root: str) -> None:
         shutil.rmtree(f"{root}/{d}", ignore_errors=True)
 
 
+def pid1_cpu() -> float:
+    """CPU seconds systemd (PID 1 of the sandbox) has used so far."""
+    fields = Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def drain(root: str, n: int, parallel: int, limit: int = 0) -> dict[str, float]:
     fresh(root)
+    before = pid1_cpu()
     seconds, done = in_service(DRAIN, root, str(n), str(parallel), str(limit)).split()
-    return {"seconds": float(seconds), "jobs": int(done)}
+    return {"seconds": float(seconds), "jobs": int(done), "pid1_cpu": pid1_cpu() - before}
 
 
 def reference(n: int) -> dict[str, float]:
+    before = pid1_cpu()
     seconds, done = in_service(REFERENCE, str(n)).split()
-    return {"seconds": float(seconds), "jobs": int(done)}
+    return {"seconds": float(seconds), "jobs": int(done), "pid1_cpu": pid1_cpu() - before}
 
 
 def _stamp_file(path: str) -> float | None:
@@ -140,14 +148,16 @@ def _wait_stamp(path: str, timeout: float = 30) -> float:
 
 
 def latency(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
-    """From just before a submit command starts to the job's first instruction."""
+    """From just before a submit command starts to the job's first instruction.
+    Each kind's samples come one after another, ``spacing`` seconds apart (so
+    with a short spacing miniq's processor is still lingering: warm)."""
     out: dict[str, list[float]] = {"miniq": [], "systemd-run": [], "nq": [], "tsp": []}
-    stamps = f"{root}/../stamps"
+    stamps = f"{root}/../stamps-{spacing}"
     os.makedirs(stamps, exist_ok=True)
     env = dict(os.environ, NQDIR=f"{root}/../nq", TS_SOCKET=f"{root}/../tsp.socket")
     write = 'date +%s.%N > "$0"'
-    for i in range(samples):
-        for kind in out:
+    for kind in out:
+        for i in range(samples):
             path = f"{stamps}/{kind}-{i}"
             t0 = time.time()
             if kind == "miniq":
