@@ -26,14 +26,13 @@ installation set ``allow-unconfined = yes`` in ``[processor]`` of miniq.conf.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import journal, notify
@@ -54,7 +53,6 @@ from .users import identity_for
 
 #: Errors writing a record that pass: a full disk, a quota, a failing device or server.
 TRANSIENT = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT)
-HANG_TIMEOUT = 120.0  # seconds a worker process may go without a heartbeat
 RETRY_RECORD_MAX = 30.0  # seconds between attempts to record a result on a full disk
 
 
@@ -147,8 +145,10 @@ class Processor:
                     if runner:
                         runner.close()
             else:
+                from .supervisor import fork_worker, supervise
+
                 self.recover(None, summary)
-                self._supervise([self._fork_worker(summary, linger) for _ in range(parallel)], summary)
+                supervise(self, [fork_worker(self, linger) for _ in range(parallel)], summary)
             pending = Pending(self.layout, watch=False)
             try:
                 summary.wake_at = promote(self, pending, summary)
@@ -424,74 +424,6 @@ class Processor:
         except Exception as e:  # noqa: BLE001 - the minutely timer remains as a fallback
             self.log(f"could not arm the wake timer ({e}); the minutely timer will start delayed jobs", journal.WARNING)
 
-    # -- worker processes -----------------------------------------------------
-
-    def _fork_worker(self, summary: Summary, linger: float) -> tuple[int, int]:
-        """Start one worker process; returns (pid, read end of its report pipe)."""
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid != 0:
-            os.close(write_end)
-            return pid, read_end
-        os.close(read_end)
-        code = 0
-        mine = Summary()
-        try:
-            self.me = Claimer.current()
-            self.heartbeat = lambda: _beat(write_end)
-            if self.max_jobs is not None:
-                self.max_jobs = -(-self.max_jobs // (self.parallel or self.config.parallel))
-            runner = self._runner()
-            try:
-                self.work(runner, mine, linger)
-            finally:
-                if runner:
-                    runner.close()
-        except BaseException as e:  # noqa: BLE001 - report, then leave without running the parent's cleanup
-            self.log(f"worker process failed: {e!r}", journal.ERR)
-            code = 1
-        finally:
-            try:
-                os.write(write_end, b"\n" + json.dumps(asdict(mine)).encode() + b"\n")
-            finally:
-                os._exit(code)
-
-    def _supervise(self, workers: list[tuple[int, int]], summary: Summary) -> None:
-        """Wait for the worker processes; kill one that hangs; recover the jobs of any that died."""
-        beats = {fd: time.monotonic() for _, fd in workers}
-        reports = {fd: b"" for _, fd in workers}
-        pids = {fd: pid for pid, fd in workers}
-        casualties = False
-        while beats:
-            notify.alive()
-            ready, _, _ = select.select(list(beats), [], [], 1.0)
-            for fd in ready:
-                data = os.read(fd, 65536)
-                if data:
-                    beats[fd] = time.monotonic()
-                    reports[fd] += data.replace(b".", b"")
-                    continue
-                del beats[fd]
-                os.close(fd)
-                _, status = os.waitpid(pids[fd], 0)
-                casualties |= status != 0
-                try:
-                    summary.merge(json.loads(reports[fd].strip().splitlines()[-1]))
-                except (ValueError, IndexError):
-                    casualties = True
-            for fd, seen in list(beats.items()):
-                if time.monotonic() - seen > HANG_TIMEOUT:
-                    self.log(f"worker process {pids[fd]} made no progress for {HANG_TIMEOUT:.0f} s; killing it", journal.ERR)
-                    os.kill(pids[fd], signal.SIGKILL)
-                    beats[fd] = time.monotonic()
-        if casualties:
-            runner = self._runner()
-            try:
-                self.recover(runner, summary)
-            finally:
-                if runner:
-                    runner.close()
-
 
 def _stamp(path: Any) -> tuple[float, int] | None:
     try:
@@ -499,10 +431,3 @@ def _stamp(path: Any) -> tuple[float, int] | None:
     except OSError:
         return None
     return st.st_mtime, st.st_size
-
-
-def _beat(fd: int) -> None:
-    try:
-        os.write(fd, b".")
-    except OSError:
-        pass

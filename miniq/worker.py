@@ -21,7 +21,7 @@ from .job import Job, hostname
 from .limits import Limits
 from .output import Budget, OutputPump
 from .result import Outcome, Result
-from .runner import Runner
+from .runner import Runner, Running
 from .scope import unit_name
 from .spawn import ExecSpec, Identity, StartFailed, clean_environment
 from .timeparse import now_iso
@@ -105,24 +105,7 @@ class Worker:
         fields = {"SYSLOG_IDENTIFIER": job.name, "MINIQ_JOB_ID": job.id, "MINIQ_JOB_NAME": job.name}
         pump = OutputPump(self.sink, fields, running, self.budget, uid)
         stop = Stop()
-
-        def tick() -> bool:
-            self.heartbeat()
-            if not claim.renew_if_due(self.lease):
-                stop.lost = True
-                self.log(f"job {job.id} ({job.name}) was taken over by another processor: stopping this run", journal.WARNING, job, uid)
-            elif self._cancel_requested(claim):
-                stop.cancelled = True
-                self.log(f"job {job.id} ({job.name}) cancel requested: stopping it", journal.NOTICE, job, uid)
-            elif self.stopping():
-                stop.interrupted = True
-                self.log(f"job {job.id} ({job.name}) stopped: its processor is being stopped", journal.WARNING, job, uid)
-            else:
-                return False
-            self.runner.stop(running)
-            return True
-
-        status, rusage, _ = pump.until_exit(running.pid, tick)
+        status, rusage, _ = pump.until_exit(running.pid, lambda: self._tick(claim, job, running, stop, uid))
         duration = time.monotonic() - running.started
         acct = self.runner.accounting(running)
         self.runner.stop(running)
@@ -135,25 +118,31 @@ class Worker:
         if (stop.interrupted or (self.stopping() and sig is not None)) and not stop.cancelled and outcome is not Outcome.EXITED:
             outcome, stop.interrupted = Outcome.INTERRUPTED, True
         return Result(
-            outcome,
-            exit_code=exit_code,
-            signal=sig,
-            started=started_iso,
-            ended=now_iso(),
-            duration=round(duration, 6),
-            host=hostname(),
-            pid=running.pid,
-            unit=running.unit,
-            confined=self.runner.confined,
-            limits=spec.limits.to_json(),
-            cpu_usec=acct.get("cpu_usec", int((rusage.ru_utime + rusage.ru_stime) * 1_000_000)),
-            memory_peak=acct.get("memory_peak"),
-            max_rss=rusage.ru_maxrss * 1024,
-            oom_kills=acct.get("oom_kills"),
-            output_lines=pump.lines,
+            outcome, exit_code=exit_code, signal=sig, started=started_iso, ended=now_iso(), duration=round(duration, 6),
+            host=hostname(), pid=running.pid, unit=running.unit, confined=self.runner.confined, limits=spec.limits.to_json(),
+            cpu_usec=acct.get("cpu_usec", int((rusage.ru_utime + rusage.ru_stime) * 1_000_000)), memory_peak=acct.get("memory_peak"),
+            max_rss=rusage.ru_maxrss * 1024, oom_kills=acct.get("oom_kills"), output_lines=pump.lines,
             output_dropped=pump.dropped or None,
             reason="cancelled" if stop.cancelled else "its processor was stopped" if stop.interrupted else None,
-        )
+        )  # fmt: skip
+
+    def _tick(self, claim: Claim, job: Job, running: Running, stop: Stop, uid: int | None) -> bool:
+        """Four times a second while a job runs: renew, and stop it if it
+        was taken over, cancelled, or its processor is being stopped."""
+        self.heartbeat()
+        if not claim.renew_if_due(self.lease):
+            stop.lost = True
+            self.log(f"job {job.id} ({job.name}) was taken over by another processor: stopping this run", journal.WARNING, job, uid)
+        elif self._cancel_requested(claim):
+            stop.cancelled = True
+            self.log(f"job {job.id} ({job.name}) cancel requested: stopping it", journal.NOTICE, job, uid)
+        elif self.stopping():
+            stop.interrupted = True
+            self.log(f"job {job.id} ({job.name}) stopped: its processor is being stopped", journal.WARNING, job, uid)
+        else:
+            return False
+        self.runner.stop(running)
+        return True
 
     @staticmethod
     def _cancel_requested(claim: Claim) -> bool:

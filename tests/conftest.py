@@ -110,3 +110,38 @@ def deb_build_output() -> str:
 
 
 _deb: tuple[Path, str] | None = None
+
+
+# -- phase times (CI prints them: unit, systemd sandbox, VM) --------------------
+
+PHASES: dict[str, list[float]] = {}
+#: Facts tests want printed at the end (VM boot times, image build).
+REPORT: list[str] = []
+
+
+def _phase(item: pytest.Item) -> str:
+    if item.get_closest_marker("vm"):
+        return "vm test bed"
+    if item.get_closest_marker("systemd"):
+        return "systemd sandbox"
+    return "unit tests and linters"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    import time
+
+    start = time.monotonic()
+    yield
+    span = PHASES.setdefault(_phase(item), [start, start])
+    span[0], span[1] = min(span[0], start), max(span[1], time.monotonic())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not PHASES:
+        return
+    terminalreporter.section("phases")
+    for name, (start, end) in PHASES.items():
+        terminalreporter.write_line(f"{name}: {end - start:.0f} s")
+    for line in REPORT:
+        terminalreporter.write_line(line)

@@ -44,3 +44,17 @@ def test_rendered_units_verify(tmp_path: Path) -> None:
     for name in units:
         (tmp_path / name).write_text(render(name, miniq_command(), str(tmp_path / "root")))
     run("systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in units))
+
+
+def test_functions_are_short_and_modules_small() -> None:
+    """Code shape: no function of miniq longer than 50 lines, no module past ~500."""
+    import ast
+
+    long = []
+    for path in sorted((REPO / "miniq").glob("*.py")):
+        source = path.read_text()
+        assert len(source.splitlines()) <= 520, f"{path.name} is {len(source.splitlines())} lines: split it"
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50:  # type: ignore[operator]
+                long.append(f"{path.name}:{node.name}")
+    assert long == []

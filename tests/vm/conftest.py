@@ -40,7 +40,9 @@ def image() -> Image:
     require_vm()
     started = time.monotonic()
     found = build()
-    print(f"\nVM image: {found.directory} ({time.monotonic() - started:.0f} s to build or find)")
+    from conftest import REPORT
+
+    REPORT.append(f"VM image: {found.directory} ({time.monotonic() - started:.0f} s to build or find it)")
     assert shutil.which("qemu-system-x86_64"), "qemu is missing after the image build"
     return found
 
@@ -56,7 +58,9 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def boot(image: Image, workdir: Path, name: str, **kw: object) -> VM:
     vm = VM(image, name, workdir, **kw)  # type: ignore[arg-type]
     vm.boot()
-    print(f"\n{name} booted in {vm.boot_seconds:.1f} s (TCG)")
+    from conftest import REPORT
+
+    REPORT.append(f"VM guest {name} booted in {vm.boot_seconds:.1f} s (TCG)")
     return vm
 
 
