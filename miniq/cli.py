@@ -233,7 +233,7 @@ def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: boo
     from .listing import iterate, row
 
     chosen = [State.by_label(s) for s in states] if states else list(State)
-    items = iterate(obj.queue, chosen, name, None if show_all else 20)
+    items = iterate(obj.queue, chosen, name, None if show_all else 20, ordered=not (as_json and show_all))
     if as_json:
         out = sys.stdout
         out.write("[")

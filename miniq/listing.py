@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import records
+from .claims import ServerClock
 from .job import State
+from .layout import WAKE
 from .queue import Queue, _id_of
 from .records import Record
 
@@ -75,34 +77,51 @@ GROUPS: tuple[tuple[str, tuple[State, ...]], ...] = (
 )
 
 
-def _names(queue: Queue, states: tuple[State, ...]) -> list[tuple[str, State, str]]:
-    """(sort key, state, name) of every entry of ``states``: finished records
-    sort by id across done/ and failed/."""
-    found = []
-    for state in states:
-        try:
-            with os.scandir(queue.dir(state)) as it:
-                names = [e.name for e in it if not e.name.startswith(".")]
-        except FileNotFoundError:
-            continue
-        found += [(name, state, name) for name in names if _id_of(state, name) and queue.visible(queue.dir(state) / name)]
-    return found
+def _listed(queue: Queue, state: State) -> list[str]:
+    try:
+        names = os.listdir(queue.dir(state))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if n[0] != "." and n != WAKE]
 
 
-def _candidates(names: list[tuple[str, State, str]], final: bool, limit: int | None) -> list[tuple[str, State, str]]:
-    """Entries in the order they are looked at: run order for queued and
-    delayed, newest first for finished; only as many as may be shown."""
-    if limit is None:
-        return sorted(names, reverse=final)
-    return heapq.nlargest(limit, names) if final else heapq.nsmallest(limit, names)
+def _entries(
+    queue: Queue, states: tuple[State, ...], final: bool, limit: int | None, ordered: bool
+) -> tuple[Iterator[tuple[State, str]], int]:
+    """The entries of ``states`` to look at, in display order, and how many
+    there are.  Names sort as the jobs run (layout.py), and finished records
+    by id, so choosing the first ``limit`` costs one listing and no parsing;
+    unordered (``list --all --json``) streams the directory as it is read."""
+    if not ordered:
+
+        def stream() -> Iterator[tuple[State, str]]:
+            for state in states:
+                try:
+                    with os.scandir(queue.dir(state)) as it:
+                        for entry in it:
+                            yield state, entry.name
+                except FileNotFoundError:
+                    continue
+
+        return stream(), 0
+    per_state = {state: _listed(queue, state) for state in states}
+    total = sum(len(names) for names in per_state.values())
+    if queue.caller is not None:  # the system queue's helper: only the caller's own
+        per_state = {s: [n for n in names if queue.visible(queue.dir(s) / n)] for s, names in per_state.items()}
+        total = sum(len(names) for names in per_state.values())
+    pick = heapq.nlargest if final else heapq.nsmallest
+    tagged = [(name, state) for state, names in per_state.items() for name in (names if limit is None else pick(limit, names))]
+    chosen = sorted(tagged, reverse=final) if limit is None else pick(limit, tagged)
+    return ((state, name) for name, state in chosen), total
 
 
 def iterate(
-    queue: Queue, states: Iterable[State], name: str | None = None, limit: int | None = DEFAULT_SHOWN
+    queue: Queue, states: Iterable[State], name: str | None = None, limit: int | None = DEFAULT_SHOWN, ordered: bool = True
 ) -> Iterator[Record | tuple[str, int]]:
     """Records to show in display order (finished ones oldest first), each
     group followed by (group, count not shown) when it holds more than
-    ``limit`` (None: show everything)."""
+    ``limit`` (None: show everything; ``ordered=False`` then streams them as
+    the directories list them, with memory that stays flat)."""
     wanted = set(states)
     clock = records.server_clock(queue.layout)
     try:
@@ -110,35 +129,41 @@ def iterate(
             chosen_states = tuple(s for s in members if s in wanted)
             if not chosen_states:
                 continue
-            names = _names(queue, chosen_states)
             final = group == "finished"
             cap = None if group == "running" else limit
+            # Finished records are looked at newest first when only the newest
+            # are shown (then reversed); otherwise everything goes in order.
+            reverse = final and cap is not None
+            entries, total = _entries(queue, chosen_states, reverse, cap if name is None else None, ordered or cap is not None)
             picked: list[Record] = []
             shown = 0
-            # Finished records are looked at newest first when only the newest
-            # are shown (then reversed); otherwise everything streams in order.
-            reverse = final and cap is not None
-            for _, state, entry in _candidates(names, reverse, cap if name is None else None):
+            for state, entry in entries:
                 if cap is not None and shown >= cap:
                     break
-                job_id = _id_of(state, entry)
-                assert job_id is not None
-                try:
-                    record = records.read(queue.dir(state) / entry, state, job_id, clock, queue.lease)
-                except OSError:
+                record = _read(queue, state, entry, clock)
+                if record is None or (name is not None and record.name != name):
                     continue
-                if name is None or record.name == name:
-                    shown += 1
-                    if reverse:
-                        picked.append(record)
-                    else:
-                        yield record
+                shown += 1
+                if reverse:
+                    picked.append(record)
+                else:
+                    yield record
             yield from reversed(picked)
-            if cap is not None and name is None and len(names) > shown:
-                yield group, len(names) - shown
+            if cap is not None and name is None and total > shown:
+                yield group, total - shown
     finally:
         if clock:
             clock.close()
+
+
+def _read(queue: Queue, state: State, entry: str, clock: ServerClock | None) -> Record | None:
+    job_id = _id_of(state, entry)
+    if job_id is None or (queue.caller is not None and not queue.visible(queue.dir(state) / entry)):
+        return None
+    try:
+        return records.read(queue.dir(state) / entry, state, job_id, clock, queue.lease)
+    except OSError:
+        return None
 
 
 def select(queue: Queue, states: Iterable[State], name: str | None = None, limit: int | None = DEFAULT_SHOWN) -> Selection:

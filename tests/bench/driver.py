@@ -65,10 +65,10 @@ root, n, parallel, limit = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 q = Queue(root)
 for i in range(n):
     q.enqueue("true", [])
-t = time.perf_counter()
+t, wall = time.perf_counter(), time.time()
 s = Processor(q, Manager.SYSTEM, sink=Null(), parallel=parallel, linger=0, max_jobs=limit or None).run()
 dt = time.perf_counter() - t
-print(f"{dt:.4f} {len(s.succeeded)}")
+print(f"{dt:.4f} {len(s.succeeded)} {wall:.6f}")
 """
 
 REFERENCE = """
@@ -96,6 +96,13 @@ print(f"{time.perf_counter() - t:.4f} {n}")
 """
 
 
+def units(action: str) -> None:
+    """Stop (or start) the installed units, so that no other processor takes
+    jobs of a measurement that runs its own."""
+    names = ["miniq-process.path", "miniq-process.timer"] + (["miniq-process.service"] if action == "stop" else [])
+    subprocess.run(["systemctl", action, *names], check=True)
+
+
 def in_service(code: str, *args: str) -> str:
     """Run Python ``code`` as a transient system service (like the processor is)."""
     proc = subprocess.run(
@@ -118,9 +125,13 @@ def pid1_cpu() -> float:
 
 def drain(root: str, n: int, parallel: int, limit: int = 0) -> dict[str, float]:
     fresh(root)
-    before = pid1_cpu()
-    seconds, done = in_service(DRAIN, root, str(n), str(parallel), str(limit)).split()
-    return {"seconds": float(seconds), "jobs": int(done), "pid1_cpu": pid1_cpu() - before}
+    units("stop")
+    try:
+        before = pid1_cpu()
+        seconds, done, _ = in_service(DRAIN, root, str(n), str(parallel), str(limit)).split()
+        return {"seconds": float(seconds), "jobs": int(done), "pid1_cpu": pid1_cpu() - before}
+    finally:
+        units("start")
 
 
 def reference(n: int) -> dict[str, float]:
@@ -201,15 +212,31 @@ def fill(root: str, n: int) -> float:
 def scale(root: str, queued: int, drained: int) -> dict[str, float]:
     """Per-job processor time, processor start, `miniq list` and its memory, with ``queued`` jobs."""
     fresh(root)
+    units("stop")
+    try:
+        return _scale(root, queued, drained)
+    finally:
+        units("start")
+
+
+def _scale(root: str, queued: int, drained: int) -> dict[str, float]:
     filled = fill(root, queued)
     out: dict[str, float] = {"enqueue_per_s": queued / filled}
     out["list_s"] = min(wall([MINIQ, "--root", root, "list"]) for _ in range(5))
     out["list_json_all_kib"] = peak_kib([MINIQ, "--root", root, "list", "--all", "--json"])
     out["show_s"] = min(wall([MINIQ, "--root", root, "show", _first_id(root)]) for _ in range(5))
-    seconds, done = in_service(DRAIN, root, "0", "1", str(drained)).split()
+    seconds, done, wall = in_service(DRAIN, root, "0", "1", str(drained)).split()
     out["drain_s"], out["drained"] = float(seconds), int(done)
     out["per_job_s"] = _steady_per_job(root)
+    out["start_s"] = _first_start(root) - float(wall)
     return out
+
+
+def _first_start(root: str) -> float:
+    from datetime import datetime
+
+    starts = [json.loads(Path(f"{root}/done/{n}").read_text())["result"]["started"] for n in os.listdir(f"{root}/done")]
+    return datetime.fromisoformat(min(starts)).timestamp()
 
 
 def _first_id(root: str) -> str:
@@ -247,7 +274,11 @@ def big_file_rss(root: str) -> dict[str, float]:
     with open(f"{root}/queue/0000-20261129-000000-000000-00000000.json", "wb") as f:
         f.write(b"x" * (100 * 1024 * 1024))
     code = DRAIN + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    lines = in_service(code, root, "1", "1", "0").splitlines()
+    units("stop")
+    try:
+        lines = in_service(code, root, "1", "1", "0").splitlines()
+    finally:
+        units("start")
     return {"peak_kib": float(lines[-1])}
 
 
