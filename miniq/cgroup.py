@@ -7,8 +7,8 @@ host or from cgroup v2.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 def paths(pid: int) -> dict[str, str]:
@@ -43,36 +43,45 @@ def _stat_value(text: str | None, key: str) -> int | None:
     return None
 
 
-def accounting(cgroups: dict[str, str], unit: str) -> dict[str, Any]:
+@dataclass
+class Accounting:
+    """What the kernel accounted for a scope; None where it could not say."""
+
+    cpu_usec: int | None = None
+    memory_peak: int | None = None
+    oom_kills: int | None = None
+
+
+def accounting(cgroups: dict[str, str], unit: str) -> Accounting:
     """Peak memory, CPU time and OOM kills of ``unit``'s cgroups."""
-    acct: dict[str, Any] = {}
+    acct = Accounting()
     suffix = "/" + unit
     mem = cgroups.get("memory")
     if mem and mem.endswith(suffix):  # cgroup v1 memory controller
         base = Path("/sys/fs/cgroup/memory") / mem.lstrip("/")
         peak = _read(base / "memory.max_usage_in_bytes")
         if peak:
-            acct["memory_peak"] = int(peak)
+            acct.memory_peak = int(peak)
         kills = _stat_value(_read(base / "memory.oom_control"), "oom_kill")
         if kills is not None:
-            acct["oom_kills"] = kills
+            acct.oom_kills = kills
     cpu = cgroups.get("cpuacct")
     if cpu and cpu.endswith(suffix):
         nanoseconds = _read(Path("/sys/fs/cgroup/cpuacct") / cpu.lstrip("/") / "cpuacct.usage")
         if nanoseconds:
-            acct["cpu_usec"] = int(nanoseconds) // 1000
+            acct.cpu_usec = int(nanoseconds) // 1000
     unified = cgroups.get("")
     if unified and unified.endswith(suffix):
         base = unified_mount() / unified.lstrip("/")
         kills = _stat_value(_read(base / "memory.events"), "oom_kill")
         if kills is not None:
-            acct["oom_kills"] = kills
+            acct.oom_kills = kills
         peak_v2 = _read(base / "memory.peak")
         if peak_v2:
-            acct["memory_peak"] = int(peak_v2)
+            acct.memory_peak = int(peak_v2)
         usage = _stat_value(_read(base / "cpu.stat"), "usage_usec")
-        if usage is not None and "cpu_usec" not in acct:
-            acct["cpu_usec"] = usage
+        if usage is not None and acct.cpu_usec is None:
+            acct.cpu_usec = usage
     return acct
 
 

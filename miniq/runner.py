@@ -14,8 +14,9 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from .cgroup import Accounting
 from .spawn import ExecSpec, release, spawn_gated
 
 
@@ -36,7 +37,7 @@ class Runner(Protocol):
     confined: bool
 
     def start(self, spec: ExecSpec) -> Running: ...
-    def accounting(self, running: Running) -> dict[str, Any]: ...
+    def accounting(self, running: Running) -> Accounting: ...
     def stop(self, running: Running) -> None: ...
     def stop_leftover(self, job_id: str) -> bool: ...
     def close(self) -> None: ...
@@ -52,8 +53,8 @@ class PlainRunner:
         release(gated)
         return Running(pid=gated.pid, stdout=gated.stdout, stderr=gated.stderr)
 
-    def accounting(self, running: Running) -> dict[str, Any]:
-        return {}
+    def accounting(self, running: Running) -> Accounting:
+        return Accounting()
 
     def stop(self, running: Running) -> None:
         try:

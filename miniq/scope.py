@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any
 
 from . import cgroup
 from .manager import Manager
@@ -115,7 +114,7 @@ class ScopeRunner:
                 raise StartFailed(f"systemd did not move PID {pending[0]} into {unit} within {PLACEMENT_TIMEOUT:.0f} s")
             time.sleep(0.0005)
 
-    def accounting(self, running: Running) -> dict[str, Any]:
+    def accounting(self, running: Running) -> cgroup.Accounting:
         """What the kernel accounted for the scope; call while the keeper lives."""
         return cgroup.accounting(running.cgroups, running.unit or "")
 

@@ -112,7 +112,7 @@ class Worker:
         pump.drain()
         exit_code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None
         sig = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None
-        outcome = classify(exit_code, sig, spec.limits, duration, stop.cancelled, int(acct.get("oom_kills") or 0))
+        outcome = classify(exit_code, sig, spec.limits, duration, stop.cancelled, acct.oom_kills or 0)
         # Stopped with its processor (a service stop, a shutdown): whoever's
         # signal got there first, the run was interrupted, not failed.
         if (stop.interrupted or (self.stopping() and sig is not None)) and not stop.cancelled and outcome is not Outcome.EXITED:
@@ -120,8 +120,9 @@ class Worker:
         return Result(
             outcome, exit_code=exit_code, signal=sig, started=started_iso, ended=now_iso(), duration=round(duration, 6),
             host=hostname(), pid=running.pid, unit=running.unit, confined=self.runner.confined, limits=spec.limits.to_json(),
-            cpu_usec=acct.get("cpu_usec", int((rusage.ru_utime + rusage.ru_stime) * 1_000_000)), memory_peak=acct.get("memory_peak"),
-            max_rss=rusage.ru_maxrss * 1024, oom_kills=acct.get("oom_kills"), output_lines=pump.lines,
+            cpu_usec=acct.cpu_usec if acct.cpu_usec is not None else int((rusage.ru_utime + rusage.ru_stime) * 1e6),
+            memory_peak=acct.memory_peak,
+            max_rss=rusage.ru_maxrss * 1024, oom_kills=acct.oom_kills, output_lines=pump.lines,
             output_dropped=pump.dropped or None,
             reason="cancelled" if stop.cancelled else "its processor was stopped" if stop.interrupted else None,
         )  # fmt: skip
