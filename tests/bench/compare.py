@@ -120,6 +120,9 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     pid1 = {label: median([d["pid1_cpu"] / d["jobs"] for d in runs]) for label, runs in  # type: ignore[operator]
             (("reference", refs), ("parallel 1", drains), ("parallel 2", drains2))}  # fmt: skip
     b.notes.append("CPU time of systemd (PID 1) per job: " + ", ".join(f"{k} {ms(v)}" for k, v in pid1.items()))
+    b.notes.append("Each drain (jobs in seconds): " + "; ".join(
+        f"{label} " + ", ".join(f"{d['jobs']} in {float(d['seconds']):.2f}" for d in runs)  # type: ignore[arg-type]
+        for label, runs in (("reference", refs), ("parallel 1", drains), ("parallel 2", drains2))))  # fmt: skip
     for label, spacing in (("warm: the processor still lingers", 0.5), ("cold: the processor had exited", 3.0)):
         lat = run(sb, root, "latency", str(10 if b.quick else 25), str(spacing))
         mq, sr = lat["miniq"], lat["systemd-run"]

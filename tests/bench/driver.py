@@ -225,10 +225,10 @@ def _scale(root: str, queued: int, drained: int) -> dict[str, float]:
     out["list_s"] = min(wall([MINIQ, "--root", root, "list"]) for _ in range(5))
     out["list_json_all_kib"] = peak_kib([MINIQ, "--root", root, "list", "--all", "--json"])
     out["show_s"] = min(wall([MINIQ, "--root", root, "show", _first_id(root)]) for _ in range(5))
-    seconds, done, wall = in_service(DRAIN, root, "0", "1", str(drained)).split()
+    seconds, done, began = in_service(DRAIN, root, "0", "1", str(drained)).split()
     out["drain_s"], out["drained"] = float(seconds), int(done)
     out["per_job_s"] = _steady_per_job(root)
-    out["start_s"] = _first_start(root) - float(wall)
+    out["start_s"] = _first_start(root) - float(began)
     return out
 
 
