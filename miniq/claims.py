@@ -201,6 +201,14 @@ class Claim:
             return None
         claim = cls(layout, me, own_id, dst, f"{source.parent.name}/{source.name}")
         claim.load(expect_id=job_id)
+        if claim.job is not None and layout.on_nfs:
+            # Reading the claim may have given this machine an NFSv4 read
+            # delegation on it, kept for a minute or two: had this machine
+            # then lost power, the file server would hold back every other
+            # machine's rename of the claim until its own lease time (90 s by
+            # default) ran out.  A claim written afresh (opened write-only)
+            # carries no delegation.
+            claim.rewrite(claim.job)
         return claim
 
     def load(self, expect_id: str | None) -> None:

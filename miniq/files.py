@@ -215,7 +215,16 @@ def dump(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
-_statx = None
+_libc = None
+
+
+def _c() -> Any:
+    global _libc
+    if _libc is None:
+        import ctypes.util
+
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
 
 
 def fresh_mtime(path: Path) -> float | None:
@@ -228,17 +237,11 @@ def fresh_mtime(path: Path) -> float | None:
     machine died.  statx with AT_STATX_FORCE_SYNC asks the server, opening
     nothing.
     """
-    global _statx
-    if _statx is None:
-        import ctypes
-        import ctypes.util
-
-        _statx = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).statx
     import ctypes
 
     buf = ctypes.create_string_buffer(256)
     # AT_FDCWD, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_MTIME
-    if _statx(-100, os.fsencode(path), 0x100 | 0x2000, 0x40, buf) != 0:
+    if _c().statx(-100, os.fsencode(path), 0x100 | 0x2000, 0x40, buf) != 0:
         err = ctypes.get_errno()
         if err in (errno.ENOENT, errno.ESTALE):
             return None
@@ -246,6 +249,23 @@ def fresh_mtime(path: Path) -> float | None:
     seconds = int.from_bytes(buf.raw[112:120], "little", signed=True)
     nanoseconds = int.from_bytes(buf.raw[120:124], "little")
     return seconds + nanoseconds / 1e9
+
+
+NFS_SUPER_MAGIC = 0x6969
+
+
+def fs_type(path: Path) -> int | None:
+    """The file system type of ``path`` (statfs(2) ``f_type``), or None."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)  # struct statfs: f_type is the first word
+    if _c().statfs(os.fsencode(path), buf) != 0:
+        return None
+    return int.from_bytes(buf.raw[:8], "little")
+
+
+def on_nfs(path: Path) -> bool:
+    return fs_type(path) == NFS_SUPER_MAGIC
 
 
 def revalidate(directory: Path) -> None:

@@ -27,6 +27,7 @@ them as untrusted files and rejects what is not a job.  Names of 0.1.0
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -115,6 +116,12 @@ class Layout:
 
     def dir(self, state: State) -> Path:
         return self.root / state.dirname
+
+    @functools.cached_property
+    def on_nfs(self) -> bool:
+        from .files import on_nfs
+
+        return on_nfs(self.root)
 
     @property
     def queue(self) -> Path:

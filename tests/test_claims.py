@@ -267,3 +267,26 @@ def test_a_new_claim_never_shows_the_old_time_of_its_file(root: Path) -> None:
     assert take_next(q, other(me, host="holder", boot="d" * 32))
     judge = other(me, host="judge")
     assert list(stale_claims(q.layout, judge, 60.0, ServerClock(q.layout, judge))) == []
+
+
+def test_file_system_type_is_read_from_statfs(tmp_path: Path) -> None:
+    from miniq.files import fs_type, on_nfs
+
+    assert fs_type(Path("/proc")) == 0x9FA0  # PROC_SUPER_MAGIC
+    assert fs_type(Path("/dev/shm")) == 0x01021994  # TMPFS_MAGIC
+    assert fs_type(tmp_path / "nowhere") is None
+    assert not on_nfs(tmp_path)
+
+
+def test_a_claim_on_nfs_is_written_afresh_after_it_is_read(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Over NFS the claim read by its processor is replaced by a new inode, on
+    # which no machine holds a delegation (claims.py; tests/vm/test_nfs.py).
+    q = Queue(root)
+    job = q.enqueue("echo", ["x"])
+    me = Claimer.current()
+    monkeypatch.setattr("miniq.layout.Layout.on_nfs", True)
+    before = os.stat(q.layout.queue / next(iter(os.listdir(q.layout.queue)))).st_ino
+    claim = take_next(q, me)
+    assert claim is not None and claim.job is not None and claim.job.id == job.id
+    assert os.stat(claim.path).st_ino != before
+    assert json.loads(claim.path.read_bytes())["id"] == job.id

@@ -43,6 +43,9 @@ class Machine:
     def job_scopes(self) -> list[str]:
         return self.flow.job_scopes()
 
+    def leftover_scopes(self) -> list[str]:
+        return self.flow.leftover_scopes()
+
     def journal(self) -> str:
         return str(self.flow.run(["journalctl", "-u", "miniq-process", "--no-pager", "-o", "cat"], check=False).stdout)
 

@@ -41,7 +41,7 @@ def test_readme_flow_runs_the_job_promptly(flow: Flow) -> None:
     assert f"job {job_id} (notify) finished: exit code 0" in journal
     # The job ran inside its own scope, and the scope is gone.
     assert f"/miniq-job-{job_id}.scope" in journal
-    assert flow.job_scopes() == []
+    assert flow.leftover_scopes() == []
 
 
 def test_path_unit_alone_starts_the_processor(flow: Flow) -> None:
@@ -139,7 +139,7 @@ def test_bursts_never_wait_for_the_timer(flow: Flow) -> None:
     assert flow.unit_state("miniq-process.path") == "active"
     done = {p.stem for p in flow.sb.path(f"{flow.root}/done").iterdir()}
     assert set(trickle) | set(flood) <= done
-    assert flow.job_scopes() == []
+    assert flow.leftover_scopes() == []
 
 
 def test_shipped_units_verify(flow: Flow, repo: str) -> None:
@@ -150,9 +150,7 @@ def test_shipped_units_verify(flow: Flow, repo: str) -> None:
     from miniq.units import units_for
 
     units = units_for(Manager.USER if flow.mode == "--user" else Manager.SYSTEM)
-    proc = flow.run(
-        [*args, *(f"{repo}/units/{u}" for u in units)], check=False
-    )
+    proc = flow.run([*args, *(f"{repo}/units/{u}" for u in units)], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr == ""
 

@@ -108,6 +108,12 @@ class Flow:
         data: dict[str, Any] = json.loads(self.cli("show", "--json", job_id).stdout)
         return data
 
+    def wait_running(self, job_id: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.record(job_id)["state"] != "running":
+            assert time.monotonic() < deadline, f"{job_id} did not start within {timeout} s\n{self.diagnose()}"
+            time.sleep(0.05)
+
     def wait_final(self, job_ids: list[str], timeout: float) -> float:
         """Wait until every job has a finished record; return seconds waited."""
         start = time.monotonic()
@@ -133,6 +139,17 @@ class Flow:
     def job_scopes(self) -> list[str]:
         out = self.run([*self.systemctl, "list-units", "--all", "--plain", "--no-legend", "miniq-job-*"]).stdout
         return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    def leftover_scopes(self, settle: float = 10.0) -> list[str]:
+        """Job scopes still loaded ``settle`` seconds from now (or none, sooner).
+
+        systemd unloads a scope once it sees its cgroup empty, which it learns
+        asynchronously: a record can be written a moment before its scope goes.
+        """
+        deadline = time.monotonic() + settle
+        while (scopes := self.job_scopes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return scopes
 
     def journal_text(self) -> str:
         return str(self.run([*self.journal, "--no-pager", "-o", "cat"]).stdout)

@@ -35,16 +35,13 @@ def test_wait_returns_the_jobs_exit_code(flow: Flow) -> None:
 def test_cancel_a_running_job_leaves_no_scope(flow: Flow) -> None:
     flow.add_job("long", "#!/bin/sh\necho started\nexec sleep 300\n")
     job_id = flow.cli("enqueue", "long").stdout.strip()
-    deadline = time.monotonic() + 30
-    while flow.record(job_id)["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    flow.wait_running(job_id)
     assert f"miniq-job-{job_id}.scope" in flow.job_scopes()
     out = flow.cli("cancel", job_id, timeout=90).stdout
     assert out.strip() == f"cancelled {job_id} (was running)"
     record = flow.record(job_id)
     assert record["state"] == "failed" and record["result"]["outcome"] == "cancelled"
-    assert flow.job_scopes() == []
+    assert flow.leftover_scopes() == []
     assert flow.cli("wait", job_id, check=False).returncode == 130
 
 
@@ -79,7 +76,7 @@ def test_parallel_four(flow: Flow) -> None:
     assert waited < 20
     units = {flow.record(i)["result"]["unit"] for i in ids}
     assert units == {f"miniq-job-{i}.scope" for i in ids}
-    assert flow.job_scopes() == [] and flow.failed_units() == []
+    assert flow.leftover_scopes() == [] and flow.failed_units() == []
 
 
 def test_list_json_shape(flow: Flow) -> None:

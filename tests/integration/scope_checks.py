@@ -55,7 +55,7 @@ def test_limits_are_on_the_scope_while_it_runs(flow: Flow) -> None:
     flow.sh(f"touch {flow.root}/release-{job_id}")
     flow.wait_final([job_id], timeout=30)
     assert flow.record(job_id)["result"]["limits"] == {"cpu_quota": 50, "memory_max": 128 * 1024**2, "tasks_max": 16}
-    assert flow.job_scopes() == []
+    assert flow.leftover_scopes() == []
 
 
 def test_memory_hog(flow: Flow) -> None:
@@ -72,7 +72,7 @@ def test_memory_hog(flow: Flow) -> None:
         # systemd cannot delegate the v1 memory controller to this manager:
         # the limit is set (see the test above) but the kernel does not apply it.
         assert result["outcome"] == "exited" and result["exit_code"] == 0, result
-    assert flow.job_scopes() == []
+    assert flow.leftover_scopes() == []
 
 
 def test_timeout_stops_the_job_and_its_scope(flow: Flow) -> None:
@@ -82,7 +82,7 @@ def test_timeout_stops_the_job_and_its_scope(flow: Flow) -> None:
     result = flow.record(job_id)["result"]
     assert result["outcome"] == "timeout", result
     assert 1.9 <= result["duration"] < 30
-    assert flow.job_scopes() == []
+    assert flow.leftover_scopes() == []
     assert flow.failed_units() == []
 
 
@@ -114,7 +114,7 @@ def test_fork_bomb_is_contained(flow: Flow) -> None:
     assert 0 < peak <= 20
     result = flow.record(job_id)["result"]
     assert result["outcome"] == "timeout", result
-    assert flow.job_scopes() == []
+    assert flow.leftover_scopes() == []
     # The queue still works afterwards.
     flow.add_job("ok", "#!/bin/sh\necho fine\n")
     after = flow.cli("enqueue", "ok").stdout.strip()

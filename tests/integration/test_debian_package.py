@@ -100,10 +100,7 @@ def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
     later = root.run(["miniq", "enqueue", "--in", "1h", "hello", "later"]).stdout.strip()
     root.add_job("long", "#!/bin/sh\nexec sleep 300\n")
     running = root.run(["miniq", "enqueue", "long"]).stdout.strip()
-    deadline = time.monotonic() + 30
-    while root.record(running)["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    root.wait_running(running)
 
     box.run(["apt-get", "remove", "-y", "miniq"], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
     time.sleep(0.5)
@@ -111,7 +108,8 @@ def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
     assert active_miniq_units(box, "alice") == []
     assert box.run(["pgrep", "-f", "miniq"], check=False).stdout == ""
     assert box.path(f"/var/lib/miniq/done/{job}.json").exists()
-    assert [p.name for p in box.path("/var/lib/miniq/delayed").iterdir()][0].endswith(f"-{later}.json")
+    delayed = sorted(p.name.split("-", 1)[1] for p in box.path("/var/lib/miniq/delayed").iterdir())
+    assert delayed == sorted([f"{later}.json", f"{running}.json"])
     # The running job was stopped with its processor and put back, to run again.
     assert list(box.path("/var/lib/miniq/running").iterdir()) == []
     back = box.run(["python3", "-c", f"import json,glob; print(json.load(open(glob.glob('/var/lib/miniq/delayed/*-{running}.json')[0]))"

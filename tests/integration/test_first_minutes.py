@@ -7,7 +7,6 @@ manager that is not there, removing the units while jobs run.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,10 +83,7 @@ def test_doctor_without_a_user_manager_is_one_line_per_problem(alice: Flow) -> N
 def test_uninstall_units_refuses_while_jobs_run(alice: Flow) -> None:
     alice.add_job("long", "#!/bin/sh\nexec sleep 300\n")
     job_id = alice.cli("enqueue", "long").stdout.strip()
-    deadline = time.monotonic() + 30
-    while alice.record(job_id)["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    alice.wait_running(job_id)
     proc = alice.cli("uninstall-units", check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"Error: 1 job(s) are running (e.g. {job_id}); removing the units would stop them")

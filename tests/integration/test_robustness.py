@@ -31,7 +31,7 @@ pytestmark = pytest.mark.systemd
 def flow(sandbox: Sandbox, repo: str) -> Iterator[Flow]:
     f = Flow(sandbox, None, "--system")
     f.install(repo, str(sandbox.wheelhouse))  # type: ignore[attr-defined]
-    f.add_job("ok", "#!/bin/sh\necho ok \"$@\"\n")
+    f.add_job("ok", '#!/bin/sh\necho ok "$@"\n')
     yield f
 
 
@@ -113,25 +113,19 @@ def test_a_job_that_kills_its_processor_does_not_block_the_others(flow: Flow) ->
     assert [a["outcome"] for a in record["attempts"]] == ["interrupted"] * 3 + ["not-started"]  # type: ignore[index]
     first_good = min(flow.record(g)["result"]["ended"] for g in good)  # type: ignore[index]
     assert first_good < record["result"]["ended"], "the good jobs waited for the poison job"  # type: ignore[index]
-    assert flow.failed_units() == [] and flow.job_scopes() == []
+    assert flow.failed_units() == [] and flow.leftover_scopes() == []
     # A cancel of such a job works too, even while its processor keeps dying.
     again = flow.cli("enqueue", "poison").stdout.strip()
-    deadline = time.monotonic() + 30
-    while flow.record(again)["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    flow.wait_running(again)
     out = flow.cli("cancel", again, timeout=90).stdout
     assert out.strip() == f"cancelled {again} (was running)"
     assert flow.record(again)["result"]["outcome"] == "cancelled"  # type: ignore[index]
 
 
 def test_kill_9_of_the_processor_mid_job(flow: Flow) -> None:
-    flow.add_job("long", '#!/bin/sh\necho start\nsleep 4\necho end\n')
+    flow.add_job("long", "#!/bin/sh\necho start\nsleep 4\necho end\n")
     job_id = flow.cli("enqueue", "long").stdout.strip()
-    deadline = time.monotonic() + 30
-    while flow.record(job_id)["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    flow.wait_running(job_id)
     main_pid = flow.run(["systemctl", "show", "-P", "MainPID", "miniq-process.service"]).stdout.strip()
     flow.run(["kill", "-9", main_pid])
     killed = time.monotonic()
@@ -148,7 +142,7 @@ def test_kill_9_of_the_processor_mid_job(flow: Flow) -> None:
     assert record["state"] == "done"
     assert [a["outcome"] for a in record["attempts"]] == ["interrupted", "exited"]  # type: ignore[index]
     assert record["attempts"][0]["reason"].startswith("its processor (PID ")  # type: ignore[index]
-    assert flow.failed_units() == [] and flow.job_scopes() == []
+    assert flow.failed_units() == [] and flow.leftover_scopes() == []
 
 
 def test_a_full_disk_while_results_are_recorded(flow: Flow) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import COUNT, Cluster
+from .cluster import COUNT, Cluster, Machine
 
 pytestmark = pytest.mark.systemd
 
@@ -80,14 +80,20 @@ sleep 1
 """
 
 
-def test_a_machine_that_loses_power_has_its_job_taken_over(cluster: Cluster) -> None:
+def long_job_on_a(cluster: Cluster) -> tuple[Machine, Machine, str]:
+    """Machines a and b, and a long job running on a (b paused while a claims it)."""
     cluster.add_job("long", LONG)
-    cluster.boot("a", "machine-a")
-    cluster.boot("b", "machine-b")
-    cluster.machines["b"].flow.pause()  # so that machine-a takes the job
+    a = cluster.boot("a", "machine-a")
+    b = cluster.boot("b", "machine-b")
+    b.flow.pause()
     job_id = cluster.enqueue("a", "long")
     running_on(cluster, job_id, "machine-a")
-    cluster.machines["b"].flow.resume()
+    return a, b, job_id
+
+
+def test_a_machine_that_loses_power_has_its_job_taken_over(cluster: Cluster) -> None:
+    _, b, job_id = long_job_on_a(cluster)
+    b.flow.resume()
     cluster.power_cut("a")
     cut = time.monotonic()
     cluster.wait_final([job_id], timeout=LEASE + TIMER + 30)
@@ -104,12 +110,7 @@ def test_a_machine_that_loses_power_has_its_job_taken_over(cluster: Cluster) -> 
 
 
 def test_a_frozen_processor_is_fenced(cluster: Cluster) -> None:
-    cluster.add_job("long", LONG)
-    a = cluster.boot("a", "machine-a")
-    b = cluster.boot("b", "machine-b")
-    b.flow.pause()
-    job_id = cluster.enqueue("a", "long")
-    running_on(cluster, job_id, "machine-a")
+    a, b, job_id = long_job_on_a(cluster)
     b.flow.resume()
     frozen = cluster.freeze("a")
     cluster.wait_final([job_id], timeout=LEASE + TIMER + 30)
@@ -153,26 +154,16 @@ def test_a_reboot_recovers_stale_claims_and_takes_no_live_one(cluster: Cluster) 
 
 
 def test_cancel_reaches_a_job_on_another_machine(cluster: Cluster) -> None:
-    cluster.add_job("long", LONG)
-    cluster.boot("a", "machine-a")
-    b = cluster.boot("b", "machine-b")
-    b.flow.pause()
-    job_id = cluster.enqueue("a", "long")
-    running_on(cluster, job_id, "machine-a")
+    _, b, job_id = long_job_on_a(cluster)
     out = b.flow.run([b.flow.miniq, "--root", cluster.root, "cancel", job_id], timeout=90).stdout
     assert out.strip() == f"cancelled {job_id} (was running)"
     record = cluster.record(job_id)
     assert record is not None and record["result"]["outcome"] == "cancelled" and record["result"]["host"] == "machine-a"  # type: ignore[index]
-    assert cluster.machines["a"].job_scopes() == []
+    assert cluster.machines["a"].leftover_scopes() == []
 
 
 def test_list_show_and_doctor_tell_an_expired_lease(cluster: Cluster) -> None:
-    cluster.add_job("long", LONG)
-    a = cluster.boot("a", "machine-a")
-    b = cluster.boot("b", "machine-b")
-    b.flow.pause()
-    job_id = cluster.enqueue("a", "long")
-    running_on(cluster, job_id, "machine-a")
+    a, b, job_id = long_job_on_a(cluster)
     rows = b.flow.run([b.flow.miniq, "--root", cluster.root, "list", "--json"]).stdout
     assert '"lease": "live"' in rows and '"host": "machine-a"' in rows
     cluster.power_cut("a")
