@@ -7,6 +7,9 @@ host or from cgroup v2.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +102,52 @@ def placed(pid: int, unit: str) -> bool:
     """Whether systemd has moved ``pid`` into ``unit``."""
     found = paths(pid)
     return any(found.get(h, "").endswith("/" + unit) for h in ("", "name=systemd"))
+
+
+STOP_GRACE = 3.0  # seconds miniq gives a job's leftovers before SIGKILL
+
+
+def scope_name(job_id: str) -> str:
+    """The transient scope a job runs in (scope.py)."""
+    return f"miniq-job-{job_id}.scope"
+
+
+def find(unit: str) -> Path | None:
+    """The cgroup directory of ``unit`` in the hierarchy that holds every
+    process (cgroup v2, or systemd's own on a hybrid host), or None."""
+    for top in (Path("/sys/fs/cgroup/systemd"), unified_mount()):
+        if not (top / "cgroup.procs").exists():
+            continue
+        for dirpath, dirnames, _ in os.walk(top):
+            if unit in dirnames:
+                return Path(dirpath) / unit
+            dirnames[:] = [d for d in dirnames if d.endswith((".slice", ".service"))]
+        return None
+    return None
+
+
+def stop(unit: str, grace: float, poll: float = 0.05) -> bool:
+    """Stop every process left in ``unit``'s cgroup: SIGTERM, then SIGKILL
+    after ``grace`` seconds.  For a run whose processor died, without asking
+    a manager (a user's ``miniq cancel`` may not reach it); systemd then
+    collects the empty scope.  True once the cgroup is empty or gone; False
+    if processes are left (not ours to signal, or unkillable for 5 s more).
+    """
+    where = find(unit)
+    if where is None:
+        return True
+    kill_at = time.monotonic() + grace
+    give_up = kill_at + 5.0
+    while pids := [int(p) for p in (_read(where / "cgroup.procs") or "").split()]:
+        now = time.monotonic()
+        if now > give_up:
+            return False
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL if now > kill_at else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                return False
+        time.sleep(poll)
+    return True

@@ -50,7 +50,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import files
+from . import cgroup, files
 from .files import Unusable, dump, read_untrusted
 from .job import SCHEMA, Job, State, hostname, new_id
 from .layout import Layout, is_id, parse_claim_name
@@ -416,6 +416,10 @@ def take_over(layout: Layout, stale: Stale, me: Claimer) -> Claim | None:
     if newer_state(layout, claim.id):
         claim.forget()
         return None
+    if stale.holder is not None and (stale.holder.boot, stale.holder.pidns) == (me.boot, me.pidns):
+        # What is left of its run on this machine stops before the job may run
+        # again or be recorded: a processor's recovery, cancel, requeue.
+        cgroup.stop(cgroup.scope_name(claim.id), cgroup.STOP_GRACE)
     note = Result.unrun(Outcome.INTERRUPTED, stale.why, me.host, lost_host=stale.host, run=stale.holder.name if stale.holder else None)
     claim.rewrite(claim.job.but(attempts=(*claim.job.attempts, note)))
     return claim

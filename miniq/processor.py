@@ -139,7 +139,7 @@ class Processor:
             if parallel == 1:
                 runner = self._runner()
                 try:
-                    self.recover(runner, summary)
+                    self.recover(summary)
                     self.work(runner, summary, linger)
                 finally:
                     if runner:
@@ -147,7 +147,7 @@ class Processor:
             else:
                 from .supervisor import fork_worker, supervise
 
-                self.recover(None, summary)
+                self.recover(summary)
                 supervise(self, [fork_worker(self, linger) for _ in range(parallel)], summary)
             pending = Pending(self.layout, watch=False)
             try:
@@ -193,19 +193,19 @@ class Processor:
 
     # -- claims whose holder is gone ------------------------------------------
 
-    def recover(self, runner: Runner | None, summary: Summary) -> None:
+    def recover(self, summary: Summary) -> None:
         """Take over every claim whose holder died or lost its lease (claims.py)."""
         clock = ServerClock(self.layout, self.me)
         try:
             for stale in list(stale_claims(self.layout, self.me, self.config.lease, clock)):
                 try:
-                    self._recover_one(stale, runner, summary)
+                    self._recover_one(stale, summary)
                 except (OSError, MiniqError) as e:
                     self.log(f"recovering {stale.path.name} failed: {e}", journal.ERR)
         except OSError as e:
             self.log(f"recovering claims of lost processors failed: {e}", journal.ERR)
 
-    def _recover_one(self, stale: Any, runner: Runner | None, summary: Summary) -> None:
+    def _recover_one(self, stale: Any, summary: Summary) -> None:
         claim = take_over(self.layout, stale, self.me)
         if claim is None:
             return
@@ -213,8 +213,6 @@ class Processor:
             self._reject(claim, summary)
             return
         job = claim.job
-        if stale.holder is not None and stale.holder.boot == self.me.boot and runner is not None:
-            runner.stop_leftover(job.id)  # its scope, if it still runs on this host
         summary.recovered.append(job.id)
         self._interrupted(claim, job, stale.why, summary)
 
@@ -252,7 +250,7 @@ class Processor:
                 self._reload_config()
                 promote(self, pending, summary)
                 if time.monotonic() - last_recovery > self.config.lease / 4:
-                    self.recover(runner, summary)
+                    self.recover(summary)
                     last_recovery = time.monotonic()
                 if self.max_jobs is not None and self.taken >= self.max_jobs:
                     return

@@ -39,7 +39,6 @@ class Runner(Protocol):
     def start(self, spec: ExecSpec) -> Running: ...
     def accounting(self, running: Running) -> Accounting: ...
     def stop(self, running: Running) -> None: ...
-    def stop_leftover(self, job_id: str) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -61,9 +60,6 @@ class PlainRunner:
             os.killpg(running.pid, signal.SIGKILL)  # leftovers of the job's session
         except (ProcessLookupError, PermissionError):
             pass
-
-    def stop_leftover(self, job_id: str) -> bool:
-        return False
 
     def close(self) -> None:
         pass

@@ -29,6 +29,7 @@ import signal
 import time
 
 from . import cgroup
+from .cgroup import STOP_GRACE
 from .manager import Manager
 from .runner import Running
 from .spawn import ExecSpec, StartFailed, abort, release, spawn_gated
@@ -36,12 +37,7 @@ from .systemd import Property, Systemd, SystemdError
 
 KEEPER = ("/bin/sleep", "infinity")
 STOP_TIMEOUT_USEC = 10 * 1_000_000  # systemd's own SIGKILL after SIGTERM
-STOP_GRACE = 3.0  # seconds miniq gives a job's leftovers before SIGKILL
 PLACEMENT_TIMEOUT = 10.0  # seconds to wait for systemd to move the PID
-
-
-def unit_name(job_id: str) -> str:
-    return f"miniq-job-{job_id}.scope"
 
 
 class ScopeRunner:
@@ -132,9 +128,6 @@ class ScopeRunner:
         # which costs a few milliseconds per job.
         if running.unit and not cgroup.empty(running.cgroups, running.unit):
             self.stop_leftover_unit(running.unit)
-
-    def stop_leftover(self, job_id: str) -> bool:
-        return self.stop_leftover_unit(unit_name(job_id))
 
     def stop_leftover_unit(self, unit: str) -> bool:
         """Stop a scope: SIGTERM to what is left, SIGKILL after a grace period.

@@ -94,7 +94,7 @@ def supervise(processor: Processor, workers: list[tuple[int, int]], summary: Sum
     if casualties:
         runner = processor._runner()
         try:
-            processor.recover(runner, summary)
+            processor.recover(summary)
         finally:
             if runner:
                 runner.close()

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import files, journal
+from .cgroup import scope_name
 from .claims import Claim
 from .job import Job, hostname
 from .limits import Limits
 from .output import Budget, OutputPump
 from .result import Outcome, Result
 from .runner import Runner, Running
-from .scope import unit_name
 from .spawn import ExecSpec, Identity, StartFailed, clean_environment
 from .timeparse import now_iso
 from .users import untrusted_reason
@@ -88,7 +88,7 @@ class Worker:
             cwd=cwd,
             limits=limits,
             identity=identity,
-            unit=unit_name(job.id),
+            unit=scope_name(job.id),
             description=f"miniq job {job.id} ({job.name})",
         )
 

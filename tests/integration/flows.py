@@ -149,6 +149,8 @@ class Flow:
         deadline = time.monotonic() + settle
         while (scopes := self.job_scopes()) and time.monotonic() < deadline:
             time.sleep(0.1)
+        if scopes:  # shown with the failure
+            print(self.run([*self.systemctl, "status", "--no-pager", "-n", "20", *scopes], check=False).stdout)
         return scopes
 
     def journal_text(self) -> str:

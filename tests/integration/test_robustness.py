@@ -120,6 +120,8 @@ def test_a_job_that_kills_its_processor_does_not_block_the_others(flow: Flow) ->
     out = flow.cli("cancel", again, timeout=90).stdout
     assert out.strip() == f"cancelled {again} (was running)"
     assert flow.record(again)["result"]["outcome"] == "cancelled"  # type: ignore[index]
+    # Its processor was dead when the cancel came: the cancel stopped what was left of the run.
+    assert flow.leftover_scopes() == []
 
 
 def test_kill_9_of_the_processor_mid_job(flow: Flow) -> None:

@@ -111,8 +111,10 @@ def plant(root: Flow, owner: str, claimed_uid: int) -> str:
     job_id = new_id()
     data = {"miniq": 1, "id": job_id, "name": "whoami", "argv": [], "submitted": "2026-11-29T00:00:00+00:00",
             "submitter": {"uid": claimed_uid, "user": "root", "host": "x", "pid": 1}}  # fmt: skip
-    path = f"/var/lib/miniq/queue/1000-{job_id}.json"
-    root.sb.run(["install", "-m", "600", "-o", owner, "/dev/stdin", path], input=json.dumps(data))
+    # Staged, then renamed in, as every writer must: the processor takes a file the moment it appears.
+    staged, path = f"/var/lib/miniq/tmp/plant-{job_id}", f"/var/lib/miniq/queue/1000-{job_id}.json"
+    root.sb.run(["install", "-m", "600", "-o", owner, "/dev/stdin", staged], input=json.dumps(data))
+    root.sb.run(["mv", staged, path])
     return job_id
 
 
