@@ -92,12 +92,7 @@ def supervise(processor: Processor, workers: list[tuple[int, int]], summary: Sum
                 os.kill(pids[fd], signal.SIGKILL)
                 beats[fd] = time.monotonic()
     if casualties:
-        runner = processor._runner()
-        try:
-            processor.recover(summary)
-        finally:
-            if runner:
-                runner.close()
+        processor.recover(summary)
 
 
 def _beat(fd: int) -> None:
