@@ -98,6 +98,24 @@ def main() -> None:
         print(note)
 
 
+def reference_runs(root: str, jobs: int) -> list[dict[str, object]]:
+    """The minimal pystemd loop, three times, in a sandbox systemd of its own.
+
+    systemd's cost per scope depends on what it ran before: run in the main
+    sandbox after the rest of the benchmark, the loop took 9.1, 11.8 and 18.6 s
+    for 500 scopes (21 ms of PID 1's CPU per scope), and miniq's drain fell from
+    100 to 31 jobs/s right after the loop had run; in a fresh sandbox the loop
+    runs 300 scopes in 0.84-1.0 s, three times alike.  So it gets one of its own.
+    """
+    shared = Path(root).parent
+    sb = Sandbox(shared.parent / "sb-reference", "bench-ref", binds=[REPO], shared=[shared])
+    try:
+        sb.boot()
+        return [run(sb, root, "reference", str(jobs)) for _ in range(3)]
+    finally:
+        sb.close()
+
+
 def measure(sb: Sandbox, root: str, b: Bench) -> None:
     samples = 10 if b.quick else 30
     enq = run(sb, root, "enqueue", str(samples))
@@ -147,10 +165,7 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     b.row(f"processor start to first job, {large_n:,} queued vs 100", ms(float(large["start_s"])), f"{ms(float(small['start_s']))} at 100",  # type: ignore[arg-type]
           float(large["start_s"]) / float(small["start_s"]), "(once per processor run)")  # type: ignore[arg-type]  # fmt: skip
     b.notes.append(f"Durable enqueue while filling {large_n:,}: {float(large['enqueue_per_s']):.0f} jobs/s")  # type: ignore[arg-type]
-    # The minimal pystemd loop runs last: after it, systemd in the sandbox spends about ten
-    # times the CPU per scope for a while (measured: miniq's drain fell from 100 to 31 jobs/s
-    # right after it), which would spoil every figure measured later.
-    refs = [run(sb, root, "reference", str(jobs)) for _ in range(3)]
+    refs = reference_runs(root, jobs)
     rate_ref = median([r["jobs"] / r["seconds"] for r in refs])  # type: ignore[operator]
     b.row(f"drain {jobs} trivial jobs, parallel 1, scope per job", f"{rate1:.0f} jobs/s",
           f"minimal pystemd loop {rate_ref:.0f}/s", rate1 / rate_ref, ">= 0.75x", at=1)  # fmt: skip
