@@ -138,8 +138,9 @@ def read_untrusted(path: Path, cap: int = MAX_FILE, single_link: bool = True, cl
 
     ``single_link=False`` accepts files with several links (records, which
     miniq publishes with link(2)).  ``claim`` opens it for reading and
-    writing: over NFS that never gives this machine a delegation on it (see
-    ``fresh_mtime``), as a claim that other machines may take over needs.
+    writing: an NFSv4.0 server then gives no delegation on it; NFSv4.1+
+    servers (Linux nfsd) still may, which is why a processor writes its claim
+    afresh after reading it (claims.py, ``Claim.take``).
     Raises ``FileNotFoundError`` if it is gone, ``Unusable`` for everything
     else that is wrong with it.
     """

@@ -60,8 +60,9 @@ class Record:
 
 def read(path: Path, state: State, job_id: str, clock: ServerClock | None = None, lease: float = 60.0) -> Record:
     """Read one record; ``FileNotFoundError`` if it is gone meanwhile."""
-    # A claim is opened for writing where we may: over NFS that takes no
-    # delegation, which would stall its holder's renewals if we died (files.py).
+    # A claim is opened for writing where we may: over NFSv4.0 that takes no
+    # delegation, which would stall its holder's renewals if we died; over
+    # NFSv4.1+ it still may (files.py; README, "Several machines").
     claim = state is State.RUNNING and os.access(path, os.W_OK)
     try:
         data, st = read_untrusted(path, single_link=not state.is_final, claim=claim)
