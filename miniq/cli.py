@@ -12,6 +12,7 @@ Exit codes (stable, documented in README.md):
   3  no job with that id
   4  systemd or D-Bus unreachable
   5  not permitted: another user's job, or a queue closed to you
+  6  busy: too many requests open at once with the system queue's helper
 """
 
 from __future__ import annotations
@@ -25,17 +26,18 @@ import click
 
 from . import __version__
 from .errors import BadInput, MiniqError
+from .hangup import ClientGone
 from .limits import LIMITS, Limits
 from .manager import Manager, detect_manager, resolve_root
 
 if TYPE_CHECKING:
-    from .api import Caller
+    from .caller import Caller
     from .queue import Queue
 
 
 class Context:
     """What the global options chose: the manager and the queue root, and,
-    inside the system queue's helper, who is asking (api.py)."""
+    inside the system queue's helper, who is asking (caller.py)."""
 
     def __init__(self, manager: Manager | None, root: str | None, caller: Caller | None = None) -> None:
         self.manager = manager or detect_manager()
@@ -68,7 +70,7 @@ class MiniqGroup(click.Group):
                 manager = ctx.params.get("manager")
                 context = Context(Manager(manager) if manager else None, ctx.params.get("root"))
                 if context.through_helper:
-                    from .api import call
+                    from .helper import call
 
                     # The command and its arguments, as the user gave them, go to the helper.
                     protected = ctx.__dict__.get("_protected_args")
@@ -76,8 +78,8 @@ class MiniqGroup(click.Group):
                         protected = ctx.protected_args  # click < 8.2
                     ctx.exit(call([*protected, *ctx.args]))
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
+        except (click.exceptions.Exit, click.ClickException, click.Abort, ClientGone):
+            raise  # ClientGone: in the system queue's helper, nobody is left to tell
         except KeyboardInterrupt:
             ctx.exit(130)
         except Exception as e:  # noqa: BLE001 - the CLI edge: one line, a documented code
@@ -126,7 +128,7 @@ def main(ctx: click.Context, manager: str | None, root: str | None, debug: bool)
     Example: miniq enqueue backup /srv/data
     """
     ctx.meta["miniq.debug"] = debug
-    # Inside the system queue's helper, the object passed in is the caller (api.py).
+    # Inside the system queue's helper, the object passed in is the caller (server.py).
     caller = getattr(ctx.obj, "caller", ctx.obj)
     ctx.obj = Context(Manager(manager) if manager else None, root, caller)
 
@@ -385,15 +387,16 @@ def logs(obj: Context, job_id: str, follow: bool, events: bool) -> None:
 
     Example: miniq logs -f 20261128-022719-123456-1a2b3c4d
     """
-    from .logs import access_problem, job_output
+    from .logs import access_problem, job_output, trusted_matches
 
     record = obj.queue.read(job_id)
+    trusted = trusted_matches(obj.manager, record.owner, os.stat(obj.root).st_uid)
 
     def write(data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 
-    seen = job_output(job_id, follow, record.finished, write, lambda text: click.echo(text, err=True), events=events)
+    seen = job_output(job_id, follow, record.finished, write, lambda text: click.echo(text, err=True), events=events, trusted=trusted)
     printed = record.result.output_lines if record.result else None
     if seen.lines == 0 and (printed or not record.finished):
         problem = access_problem()
@@ -479,16 +482,19 @@ def uninstall_units(obj: Context, force: bool) -> None:
 
 
 @main.command(hidden=True)
-def serve() -> None:
-    """Answer one request of a user to the system queue (what miniq-api@.service runs).
+@click.pass_obj
+def serve(obj: Context) -> None:
+    """Answer users' requests to the system queue (what miniq-api.service runs).
 
-    Its standard input is the connection; the caller is who the kernel says.
+    It takes the listening socket from systemd (socket activation), answers
+    every connection in a thread of its own, and exits when idle; the caller
+    of each connection is who the kernel says.
 
     Example: systemctl enable --now miniq-api.socket
     """
-    from .api import serve as answer
+    from .server import serve as answer
 
-    raise click.exceptions.Exit(answer(0))
+    raise click.exceptions.Exit(answer(obj.root, main))
 
 
 def run() -> None:

@@ -3,16 +3,20 @@
 Sections:
   ``[limits]``         default limits of every job
   ``[job:NAME]``       limits of one job type
-  ``[user:NAME]``      limits (and ``max-queued``) of one submitter
-  ``[group:NAME]``     limits of the members of a group
+  ``[user:NAME]``      limits (and ``max-queued``, ``max-connections``,
+                       ``max-priority``) of one submitter
+  ``[group:NAME]``     limits (and ``max-priority``) of the members of a group
   ``[processor]``      ``parallel``, ``lease``, ``max-interruptions``, ``linger``,
                        ``output-rate-limit``, ``allow-unconfined``, ``slice``
   ``[access]``         system queue: ``group`` (only its members may submit),
-                       ``max-queued`` (per user)
+                       ``max-queued``, ``max-connections`` and ``max-priority``
+                       (each per user)
 
 Limits merge most specific first: the job file, ``[job:NAME]``,
 ``[user:NAME]``, the first ``[group:NAME]`` the submitter belongs to, then
-``[limits]``.  The file is read like any file of the queue (files.py), and in
+``[limits]``.  A user's highest priority is their ``[user:NAME]``
+``max-priority``, else the highest of their groups', else ``[access]``'s
+(default 0: only root queues above the default).  The file is read like any file of the queue (files.py), and in
 the system queue it is trusted only when root owns it and only root can
 write it (users.py).
 """
@@ -41,6 +45,22 @@ PROCESSOR_OPTIONS = {
     "allow-unconfined": "no",
     "slice": "(the manager's default)",
 }
+
+
+#: Per-user policy of the system queue: option -> (sections besides [access], lowest, highest).
+POLICY = {
+    "max-queued": (("user",), 0, 10**9),
+    "max-connections": (("user",), 1, 4096),
+    "max-priority": (("user", "group"), -1000, 1000),
+}
+
+
+def _policy(key: str, value: str, where: str) -> int:
+    _, low, high = POLICY[key]
+    text = value.strip()
+    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+        raise BadInput(f"invalid {key} {value!r}{where}: expected a whole number from {low} to {high}")
+    return int(text)
 
 
 def parse_count(text: str, what: str, low: int, high: int, where: str = "") -> int:
@@ -101,6 +121,13 @@ class Config:
     #: System queue: queued, delayed and running jobs per user (None: no cap).
     max_queued: int | None = None
     max_queued_per_user: dict[str, int] = field(default_factory=dict)
+    #: System queue: requests a user may have open with the helper at once (None: the helper's default).
+    max_connections: int | None = None
+    max_connections_per_user: dict[str, int] = field(default_factory=dict)
+    #: System queue: the highest priority a user may give (root: any).
+    max_priority: int = 0
+    max_priority_per_user: dict[str, int] = field(default_factory=dict)
+    max_priority_per_group: dict[str, int] = field(default_factory=dict)
 
     def limits_for(self, name: str, user: str | None = None, groups: tuple[str, ...] = ()) -> Limits:
         """The default limits of job type ``name`` submitted by ``user``."""
@@ -117,6 +144,16 @@ class Config:
 
     def cap_for(self, user: str) -> int | None:
         return self.max_queued_per_user.get(user, self.max_queued)
+
+    def connections_for(self, user: str) -> int | None:
+        return self.max_connections_per_user.get(user, self.max_connections)
+
+    def priority_cap(self, user: str, groups: tuple[str, ...] = ()) -> int:
+        """The highest priority ``user`` may give a job in the system queue."""
+        if user in self.max_priority_per_user:
+            return self.max_priority_per_user[user]
+        caps = [self.max_priority_per_group[g] for g in groups if g in self.max_priority_per_group]
+        return max(caps) if caps else self.max_priority
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -148,7 +185,7 @@ class Config:
     def _parse(cls, parser: configparser.ConfigParser, path: Path) -> Config:
         values: dict[str, object] = {}
         per: dict[str, dict[str, Limits]] = {"job": {}, "user": {}, "group": {}}
-        caps: dict[str, int] = {}
+        policy: dict[str, dict[str, int]] = {}  # "max-queued/user" -> {name: value}
         for section in parser.sections():
             where = f" in [{section}] of {path}"
             options = dict(parser.items(section))
@@ -156,8 +193,9 @@ class Config:
             if section == "limits":
                 values["limits"] = Limits.parse(options, where)
             elif colon and kind in per and name:
-                if kind == "user" and "max-queued" in options:
-                    caps[name] = parse_count(options.pop("max-queued"), "max-queued", 0, 10**9, where)
+                for key, (kinds, _, _) in POLICY.items():
+                    if kind in kinds and key in options:
+                        policy.setdefault(f"{key}/{kind}", {})[name] = _policy(key, options.pop(key), where)
                 per[kind][name] = Limits.parse(options, where)
             elif section == "processor":
                 values.update(cls._processor(parser, options, where))
@@ -168,7 +206,14 @@ class Config:
                     f"unknown section [{section}] in {path}: expected [limits], [job:NAME], [user:NAME], "
                     "[group:NAME], [processor] or [access]"
                 )
-        return cls(per_job=per["job"], per_user=per["user"], per_group=per["group"], max_queued_per_user=caps, **values)  # type: ignore[arg-type]
+        return cls(
+            per_job=per["job"], per_user=per["user"], per_group=per["group"],
+            max_queued_per_user=policy.get("max-queued/user", {}),
+            max_connections_per_user=policy.get("max-connections/user", {}),
+            max_priority_per_user=policy.get("max-priority/user", {}),
+            max_priority_per_group=policy.get("max-priority/group", {}),
+            **values,  # type: ignore[arg-type]
+        )  # fmt: skip
 
     @staticmethod
     def _processor(parser: configparser.ConfigParser, options: dict[str, str], where: str) -> dict[str, object]:
@@ -200,8 +245,8 @@ class Config:
         for key, value in options.items():
             if key == "group":
                 values["access_group"] = value.strip() or None
-            elif key == "max-queued":
-                values["max_queued"] = parse_count(value, "max-queued", 0, 10**9, where)
+            elif key in POLICY:
+                values[key.replace("-", "_")] = _policy(key, value, where)
             else:
-                raise BadInput(f"unknown option {key!r}{where}: expected group or max-queued")
+                raise BadInput(f"unknown option {key!r}{where}: expected group, {', '.join(POLICY)}")
         return values

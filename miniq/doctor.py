@@ -45,6 +45,8 @@ def check(queue: Queue, manager: Manager) -> Iterator[Finding]:
         return
     yield from _writable(queue)
     yield from _privacy(queue)
+    if manager is Manager.SYSTEM and reachable:
+        yield from _proc_visibility(manager)
     yield from _claims(queue)
     yield from _job_types(queue)
 
@@ -82,10 +84,9 @@ def _units(queue: Queue, manager: Manager) -> Iterator[Finding]:
     for unit in (*enable_for(manager), "miniq-process.service"):
         s = states[unit]
         if s.get("ActiveState") == "failed":
-            why = s.get("Result", "")
-            if why == "trigger-limit-hit":
-                why = "it hit its trigger limit, because the queue stayed non-empty while the processor kept stopping"
-            yield Finding(False, f"{unit} has failed ({why})", f"{sysctl} reset-failed {unit} && {sysctl} start {unit}; see: {journal}")
+            why = _failure(unit, s.get("Result", ""))
+            see = "journalctl -u miniq-api" if unit == "miniq-api.socket" else journal
+            yield Finding(False, f"{unit} has failed: {why}", f"{sysctl} reset-failed {unit} && {sysctl} start {unit}; see: {see}")
         elif unit == "miniq-process.service":
             continue
         elif s.get("UnitFileState") not in ("enabled", "enabled-runtime", "static"):
@@ -101,6 +102,26 @@ def _units(queue: Queue, manager: Manager) -> Iterator[Finding]:
     if watched and not watched.startswith(expected + " "):
         yield Finding(False, f"miniq-process.path watches {watched.split(' ')[0]}, but this queue is {expected}",
                       f"miniq {manager.flag} --root {queue.root} install-units --now")  # fmt: skip
+
+
+#: What a unit's Result= means, for people; by unit kind, then result.
+_RESULTS = {
+    "path": {
+        "trigger-limit-hit": "it hit its trigger limit, because the queue stayed non-empty while the processor kept stopping",
+    },
+    "socket": {
+        "trigger-limit-hit": "it hit its trigger limit: its helper was started too often in a short time",
+        "service-start-limit-hit": "its helper, miniq-api.service, failed to start too often",
+        "resources": "systemd could not create the socket (see the journal)",
+    },
+}
+
+
+def _failure(unit: str, result: str) -> str:
+    """Why ``unit`` failed, in words, with systemd's own result in parentheses."""
+    kind = unit.rsplit(".", 1)[-1]
+    text = _RESULTS.get(kind, {}).get(result)
+    return f"{text} (result: {result})" if text else f"result: {result or 'unknown'}"
 
 
 def _journal(manager: Manager) -> Iterator[Finding]:
@@ -132,6 +153,35 @@ def _privacy(queue: Queue) -> Iterator[Finding]:
     if st.st_mode & 0o006:
         yield Finding(False, f"the queue root {queue.root} is open to every user (mode {stat.S_IMODE(st.st_mode):o}): "
                       "anyone may read your jobs' arguments", f"chmod go-rwx {queue.root}")  # fmt: skip
+
+
+def proc_hides_processes(mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether /proc hides other users' processes (hidepid=invisible or 2)."""
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if left.split()[4:5] == ["/proc"] and right.split()[:1] == ["proc"]:
+                    options = right.split()[2].split(",") if len(right.split()) > 2 else []
+                    return any(o in ("hidepid=2", "hidepid=invisible", "hidepid=ptraceable") for o in options)
+    except OSError:
+        pass
+    return False
+
+
+def _proc_visibility(manager: Manager) -> Iterator[Finding]:
+    """A system queue that serves users: may they see each other's jobs in /proc?"""
+    if _show(manager, "miniq-api.socket").get("UnitFileState") not in ("enabled", "enabled-runtime"):
+        return
+    if proc_hides_processes():
+        yield Finding(True, "/proc hides each user's processes from the others (hidepid)")
+        return
+    yield Finding(
+        False,
+        "/proc shows every process to every user, so users of the system queue can read each other's running jobs' "
+        "command lines (arguments included) with ps",
+        'mount -o remount,hidepid=invisible /proc, and add hidepid=invisible to /proc\'s line in /etc/fstab (README, "Shared servers")',
+    )
 
 
 def _claims(queue: Queue) -> Iterator[Finding]:

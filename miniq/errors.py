@@ -44,3 +44,9 @@ class NotPermitted(MiniqError):
     """The caller may not do this: another user's job, or a queue closed to them."""
 
     exit_code = 5
+
+
+class Busy(MiniqError):
+    """Too many requests open at once: the caller's own, or the helper's; try again later."""
+
+    exit_code = 6

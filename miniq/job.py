@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 SCHEMA = 1
 MAX_ARGS = 4096
+#: The longest single argument the kernel passes to a program, with its NUL (linux/binfmts.h).
+MAX_ARG_STRLEN = 32 * 4096
+#: Room kept in ARG_MAX for the job's environment and executable path (spawn.py sets a few short variables).
+ENV_RESERVE = 16 * 1024
 # A job name becomes a file name (jobs/NAME.job) and part of journal fields:
 # no slashes, no leading dot (so no "." or ".."), no control characters.
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}")
@@ -85,12 +89,36 @@ def check_name(name: str) -> str:
     return name
 
 
+def arg_max() -> int:
+    """The kernel's limit on arguments plus environment of one exec (ARG_MAX)."""
+    try:
+        return max(int(os.sysconf("SC_ARG_MAX")), 128 * 1024)
+    except (ValueError, OSError):
+        return 2 * 1024 * 1024
+
+
 def check_argv(argv: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``argv`` if a program can receive it, else ``BadInput`` (nothing is written):
+    no NUL bytes, no argument over the kernel's ``MAX_ARG_STRLEN`` (128 KiB),
+    all of them with the job's environment within ``ARG_MAX``."""
     if len(argv) > MAX_ARGS:
         raise BadInput(f"too many arguments ({len(argv)}): at most {MAX_ARGS}")
-    for arg in argv:
+    total = ENV_RESERVE
+    for number, arg in enumerate(argv, 1):
         if "\0" in arg:
             raise BadInput("an argument contains a NUL byte, which no program can receive")
+        size = len(os.fsencode(arg))
+        if size >= MAX_ARG_STRLEN:
+            raise BadInput(
+                f"argument {number} is {size} bytes: the kernel passes at most {MAX_ARG_STRLEN - 1} bytes in one argument, "
+                "so the job could never start; pass large data in a file"
+            )
+        total += size + 1 + 8  # the string, its NUL and its pointer
+    if total > arg_max():
+        raise BadInput(
+            f"the arguments take {total - ENV_RESERVE} bytes: with the job's environment that is over the kernel's limit "
+            f"of {arg_max()} bytes for one program (ARG_MAX), so the job could never start; pass large data in a file"
+        )
     return tuple(argv)
 
 

@@ -5,6 +5,16 @@ lines are written (``MINIQ_STREAM``), unless ``events`` adds miniq's start
 and finish entries; long lines cut into several entries are joined again.
 A note on stderr says when lines were dropped (output.py).
 
+Anyone may send the journal an entry with any ``MINIQ_*`` field, so an entry
+counts only if journald's *trusted* fields (which journald sets from the
+sender's kernel credentials and cgroup, and no sender can set) say the
+processor wrote it (``trusted_matches``): it came from
+``miniq-process.service`` of the queue's manager, sent by root or by the job's
+owner (a root processor sends a user's job output with that user's
+credentials, journal.py).  A user's job runs in a scope of its own, so not
+even the job itself can add a line to another job's output or end a
+``logs -f``.
+
 A user can read only the journal files journald keeps for them: with a
 persistent journal, ``user-UID.journal``; with a volatile one, none at all
 (everything is in the system journal).  ``access_problem`` tells when the
@@ -23,6 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import hangup
+from .manager import Manager
+
+PROCESSOR_UNIT = "miniq-process.service"
 READER_GROUPS = ("systemd-journal", "adm", "wheel")
 
 
@@ -35,15 +49,27 @@ class Seen:
     dropped: int = 0
 
 
+def trusted_matches(manager: Manager, owner: int, processor_uid: int) -> list[str]:
+    """journalctl matches that admit only entries miniq's processor wrote for a
+    job of ``owner`` (module comment).  Matches of one field are alternatives;
+    of different fields, all must hold."""
+    if manager is Manager.SYSTEM:
+        return [f"_SYSTEMD_UNIT={PROCESSOR_UNIT}", *(f"_UID={uid}" for uid in sorted({0, owner}))]
+    return [f"_SYSTEMD_USER_UNIT={PROCESSOR_UNIT}", f"_UID={processor_uid}"]
+
+
 def _entries(args: list[str]) -> Iterator[dict[str, Any]]:
     proc = subprocess.Popen(["journalctl", "--no-pager", "-o", "json", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     try:
-        for line in proc.stdout:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+        # In the system queue's helper: a client that hangs up ends a follow.
+        with hangup.on_hangup(proc.terminate):
+            for line in proc.stdout:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue
+        hangup.check()
     finally:
         proc.terminate()
         proc.wait()
@@ -56,15 +82,16 @@ def _message(entry: dict[str, Any]) -> bytes:
 
 def job_output(
     job_id: str, follow: bool, finished: bool, write: Callable[[bytes], None], note: Callable[[str], None],
-    events: bool = False, wait: float = 3.0,
+    events: bool = False, wait: float = 3.0, trusted: list[str] | None = None,
 ) -> Seen:  # fmt: skip
     """Write one job's journal lines with ``write``; notes go to ``note``.
 
     Follows a running job until its finish entry arrives.  For a finished
     job, journald may still be writing the last entries, so reading retries
-    for up to ``wait`` seconds until the finish entry is there.
+    for up to ``wait`` seconds until the finish entry is there.  ``trusted``
+    (``trusted_matches``) admits only entries the processor wrote.
     """
-    match = f"MINIQ_JOB_ID={job_id}"
+    match = [f"MINIQ_JOB_ID={job_id}", *(trusted or [])]
     seen = Seen()
 
     def emit(entry: dict[str, Any]) -> None:
@@ -78,7 +105,7 @@ def job_output(
             seen.lines += 0 if partial or "MINIQ_STREAM" not in entry else 1
 
     if follow and not finished:
-        for entry in _entries(["-f", "-n", "all", match]):
+        for entry in _entries(["-f", "-n", "all", *match]):
             emit(entry)
             if entry.get("MINIQ_EVENT") == "finished":
                 seen.ended = True
@@ -86,7 +113,7 @@ def job_output(
         return seen
     deadline = time.monotonic() + wait
     while True:
-        entries = list(_entries([match]))
+        entries = list(_entries(match))
         seen.ended = any(e.get("MINIQ_EVENT") == "finished" for e in entries)
         if seen.ended or not finished or time.monotonic() > deadline:
             for entry in entries:

@@ -4,10 +4,15 @@
 when), calling back four times a second so the worker can act on a cancel
 request or renew its lease.  It counts the lines a job wrote.
 
-A processor passes at most ``output-rate-limit`` lines (default 10000 per
+Each job passes at most ``output-rate-limit`` lines (default 10000 per
 30 s, journald's own default; ``Budget``): beyond that, lines are dropped and
 counted, and one ``MINIQ_EVENT=dropped`` entry says how many, so nobody is
-left guessing.  miniq's own entries are never subject to the budget.
+left guessing.  The budget is the job's own, so one job's flood never costs
+another job a line (in the system queue: another user).  In a user manager,
+where journald limits all of a user's services together and miniq cannot
+lift that, the processor's jobs also share one budget of that size, so
+journald never drops lines silently.  miniq's own entries are never subject
+to a budget.
 """
 
 from __future__ import annotations
@@ -26,24 +31,29 @@ DRAIN_TIMEOUT = 5.0  # seconds to collect output after the scope is stopped
 
 
 class Budget:
-    """A token bucket of lines; ``None`` for no limit."""
+    """A token bucket of lines; ``None`` for no limit.  A line taken from a
+    budget with a ``shared`` one must pass both."""
 
-    def __init__(self, limit: tuple[int, float] | None) -> None:
-        self.limit = limit
+    def __init__(self, limit: tuple[int, float] | None, shared: Budget | None = None) -> None:
+        self.limit, self.shared = limit, shared
         self.tokens = float(limit[0]) if limit else 0.0
         self.last = time.monotonic()
 
-    def take(self) -> bool:
+    def _refill(self) -> bool:
         if self.limit is None:
             return True
         lines, seconds = self.limit
         now = time.monotonic()
         self.tokens = min(float(lines), self.tokens + (now - self.last) * lines / seconds)
         self.last = now
-        if self.tokens >= 1:
+        return self.tokens >= 1
+
+    def take(self) -> bool:
+        if not self._refill() or (self.shared is not None and not self.shared.take()):
+            return False
+        if self.limit is not None:
             self.tokens -= 1
-            return True
-        return False
+        return True
 
     def describe(self) -> str:
         return "no limit" if self.limit is None else f"{self.limit[0]} lines per {self.limit[1]:g} s"

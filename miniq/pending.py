@@ -1,9 +1,16 @@
 """The processor's ordered view of ``queue/`` and ``delayed/``.
 
 Claiming the next job must not cost more as the queue grows, so the view
-lists ``queue/`` once, keeps the names in a heap (their names sort in run
+lists ``queue/`` once, keeps the names in heaps (their names sort in run
 order, layout.py), and learns of new entries from inotify instead of
-listing again.  It lists again only when the heap runs dry (to be sure the
+listing again.
+
+Order.  Higher priorities first; within a priority, the submitters (owners
+of the files, as the kernel says) take turns: the next job is the oldest one
+of the submitter served longest ago.  So a user's job waits behind at most
+one job of each other user per slot, whatever their backlogs; with a single
+submitter (a user's own queue) this is plain submission order.  Each file's
+owner is looked up once, when the view first sees its name.  It lists again only when the heap runs dry (to be sure the
 queue is empty, and to see entries other machines made over NFS, which no
 inotify event announces), when inotify lost events, or every ``RELIST``
 seconds.  Delayed entries are kept in a heap by due time, read from their
@@ -26,13 +33,14 @@ from .job import Job, State
 from .layout import WAKE, Layout, parse_delayed_name, queue_sort_key
 
 RELIST = 5.0  # seconds between listings while the heap is not empty
+PRIORITY_DIGITS = 4  # a sort key starts with the priority (layout.py)
 
 
 class Pending:
     def __init__(self, layout: Layout, watch: bool = True) -> None:
         self.layout = layout
-        self.queue: list[tuple[str, str]] = []  # (sort key, name)
-        self.seen: set[str] = set()
+        self.queue = _Turns()
+        self.seen: dict[str, int] = {}  # name -> owner uid, of names in the view
         self.due: list[tuple[float, str]] = []  # (due time, name) of delayed/
         self.after: dict[str, Job | None] = {}  # delayed/after-*: the job, once read
         self.woken = False  # a wake file arrived: look at delayed/ again
@@ -51,14 +59,20 @@ class Pending:
 
     # -- queue/ ---------------------------------------------------------------
 
-    def _add(self, name: str) -> None:
+    def _add(self, name: str, known: dict[str, int] | None = None) -> None:
         if name.startswith(".") or name in self.seen:
             return
         if name == WAKE:
             self.woken = True
             return
-        self.seen.add(name)
-        heapq.heappush(self.queue, (queue_sort_key(name), name))
+        owner = known.get(name) if known else None
+        if owner is None:
+            try:
+                owner = os.lstat(self.layout.queue / name).st_uid
+            except FileNotFoundError:
+                return  # claimed meanwhile
+        self.seen[name] = owner
+        self.queue.push(owner, queue_sort_key(name), name)
 
     def relist(self) -> None:
         """List ``queue/`` afresh (also what inotify cannot see)."""
@@ -67,9 +81,10 @@ class Pending:
             names = os.listdir(self.layout.queue)
         except FileNotFoundError:
             names = []
-        self.queue, self.seen = [], set()
+        known, self.seen = self.seen, {}
+        self.queue.clear()
         for name in names:
-            self._add(name)
+            self._add(name, known)
         self.listed = time.monotonic()
 
     def absorb(self) -> None:
@@ -93,8 +108,8 @@ class Pending:
         if not self.queue or time.monotonic() - self.listed > RELIST:
             self.relist()
         while self.queue:
-            _, name = heapq.heappop(self.queue)
-            self.seen.discard(name)
+            name = self.queue.pop()
+            self.seen.pop(name, None)
             path = self.layout.queue / name
             if os.path.lexists(path):
                 return path
@@ -165,6 +180,42 @@ class Pending:
 
     def forget(self, path: Path) -> None:
         self.after.pop(path.name, None)
+
+
+class _Turns:
+    """Queued names by owner, taken in turns (see the module comment)."""
+
+    def __init__(self) -> None:
+        self.heaps: dict[int, list[tuple[str, str]]] = {}  # owner -> heap of (sort key, name)
+        self.turn: dict[int, int] = {}  # owner -> when they were last served
+        self.serial = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.heaps)
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self.heaps.values())
+
+    def clear(self) -> None:
+        self.heaps = {}
+
+    def push(self, owner: int, key: str, name: str) -> None:
+        heapq.heappush(self.heaps.setdefault(owner, []), (key, name))
+
+    def pop(self) -> str:
+        """The next name: best priority first, then the owner served longest ago."""
+        best = min(heap[0][0][:PRIORITY_DIGITS] for heap in self.heaps.values())
+        owner = min(
+            (o for o, heap in self.heaps.items() if heap[0][0][:PRIORITY_DIGITS] == best),
+            key=lambda o: (self.turn.get(o, -1), self.heaps[o][0][0]),
+        )
+        heap = self.heaps[owner]
+        _, name = heapq.heappop(heap)
+        if not heap:
+            del self.heaps[owner]
+        self.serial += 1
+        self.turn[owner] = self.serial
+        return name
 
 
 def _read_job(path: Path) -> Job | None:

@@ -32,7 +32,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import journal, notify
@@ -49,29 +48,12 @@ from .queue import Queue
 from .result import Outcome, Result
 from .runner import PlainRunner, Runner
 from .schedule import Schedule, backoff
+from .summary import Summary
 from .users import identity_for
 
 #: Errors writing a record that pass: a full disk, a quota, a failing device or server.
 TRANSIENT = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT)
 RETRY_RECORD_MAX = 30.0  # seconds between attempts to record a result on a full disk
-
-
-@dataclass
-class Summary:
-    """What one ``miniq process`` run did, by job id."""
-
-    succeeded: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    recovered: list[str] = field(default_factory=list)
-    retrying: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
-    wake_at: float | None = None
-
-    def merge(self, other: dict[str, Any]) -> None:
-        for key, value in other.items():
-            if isinstance(value, list):
-                getattr(self, key).extend(value)
 
 
 class Processor:
@@ -240,8 +222,12 @@ class Processor:
         from .worker import Worker
 
         pending = Pending(self.layout)
-        budget = Budget(self.config.output_rate_limit)
-        worker = Worker(self.config.lease, runner, self.sink, self.log, budget, self.heartbeat, lambda: self.stopping) if runner else None
+        limit = self.config.output_rate_limit
+        # journald limits a user manager's services together (output.py).
+        shared = Budget(limit) if self.manager is Manager.USER else None
+        worker = (
+            Worker(self.config.lease, runner, self.sink, self.log, limit, self.heartbeat, lambda: self.stopping, shared) if runner else None
+        )
         last_recovery = time.monotonic()
         try:
             pending.list_delayed()

@@ -25,7 +25,8 @@ from .pending import Pending, dependency_state
 from .result import Outcome, Result
 
 if TYPE_CHECKING:
-    from .processor import Processor, Summary
+    from .processor import Processor
+    from .summary import Summary
 
 DEPENDENCY_CHECK = 1.0  # seconds between checks of jobs waiting for others (also after every record)
 

@@ -26,7 +26,7 @@ from .limits import Limits
 from .schedule import Schedule
 
 if TYPE_CHECKING:
-    from .api import Caller
+    from .caller import Caller
     from .claims import Claimer, Stale
     from .records import Record
 
@@ -38,7 +38,7 @@ LOOKUP_PASSES = 5  # a job moving between states is looked for again (README)
 class Queue:
     """A miniq root directory and the operations on it.
 
-    With a ``caller`` (the system queue's helper, api.py), every operation is
+    With a ``caller`` (the system queue's helper, server.py), every operation is
     on the caller's own jobs only: what they submit becomes theirs, and a job
     of another user is refused with ``NotPermitted``.
     """
@@ -97,7 +97,7 @@ class Queue:
         """
         self.job_type(name)
         if self.caller is not None:
-            owner = self._admit(name)
+            owner = self._admit(name, schedule)
         for dep in schedule.after:
             if not is_id(dep):
                 raise BadInput(f"invalid job id '{dep}' for --after: expected an id as printed by miniq enqueue")
@@ -126,16 +126,23 @@ class Queue:
             raise MiniqError(f"cannot write to the queue under {self.root}: {e.strerror}") from None
         return job
 
-    def _admit(self, name: str) -> tuple[int, int]:
+    def _admit(self, name: str, schedule: Schedule) -> tuple[int, int]:
         """Whether the caller may submit job type ``name`` here; their (uid, gid)."""
         from .config import Config
         from .users import untrusted_reason
 
         assert self.caller is not None
         config = Config.load(self.root)
-        if config.access_group and config.access_group not in self.caller.group_names():
+        groups = self.caller.group_names()
+        if config.access_group and config.access_group not in groups:
             raise NotPermitted(
                 f"the system queue takes jobs only from members of group '{config.access_group}' ([access] group in {self.layout.conf})"
+            )
+        highest = config.priority_cap(self.caller.user, groups)
+        if schedule.priority > highest:
+            raise NotPermitted(
+                f"priority {schedule.priority} is above the highest you may give in the system queue ({highest})",
+                hint=f"an administrator may allow more with max-priority in [user:{self.caller.user}] or [access] of {self.layout.conf}",
             )
         problem = untrusted_reason(self.layout.job_type(name))
         if problem:

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 from . import journal, notify
 from .claims import Claimer
+from .summary import Summary
 
 if TYPE_CHECKING:
-    from .processor import Processor, Summary
+    from .processor import Processor
 
 HANG_TIMEOUT = 120.0  # seconds a worker process may go without a heartbeat
 
@@ -38,8 +39,6 @@ def fork_worker(processor: Processor, linger: float) -> tuple[int, int]:
         os.close(write_end)
         return pid, read_end
     os.close(read_end)
-    from .processor import Summary
-
     code = 0
     mine = Summary()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import shlex
 import shutil
 from collections.abc import Iterable
@@ -11,6 +12,8 @@ from .records import Record
 from .timeparse import relative
 
 COLUMNS = ("ID", "STATE", "NAME", "WHEN", "RESULT", "ARGS")
+#: The width of the client's terminal, when the helper answers a user (server.py).
+WIDTH: contextvars.ContextVar[int | None] = contextvars.ContextVar("miniq_width", default=None)
 
 
 def when(record: Record) -> str:
@@ -44,7 +47,7 @@ def outcome(record: Record) -> str:
 
 
 def render(items: Iterable[Record | tuple[str, int]]) -> str:
-    width = shutil.get_terminal_size((100, 24)).columns
+    width = WIDTH.get() or shutil.get_terminal_size((100, 24)).columns
     lines = [COLUMNS]
     notes = []
     for item in items:

@@ -28,8 +28,10 @@ from .manager import Manager, config_home
 
 UNITS = ("miniq-process.service", "miniq-process.path", "miniq-process.timer")
 ENABLE = ("miniq-process.timer", "miniq-process.path")
-#: The system queue's helper for users (api.py): system manager only.
-API_UNITS = ("miniq-api.socket", "miniq-api@.service")
+#: The system queue's helper for users (server.py): system manager only.
+API_UNITS = ("miniq-api.socket", "miniq-api.service")
+#: Units of earlier releases that install removes: 0.2 started a helper per connection.
+LEGACY_UNITS = ("miniq-api@.service",)
 
 
 def units_for(manager: Manager) -> tuple[str, ...]:
@@ -111,6 +113,8 @@ def install(manager: Manager, root: Path, now: bool = False, timer_period: str |
         tmp.write_text(render(name, miniq_command(), str(root), calendar))
         os.replace(tmp, path)
         written.append(path)
+    for name in LEGACY_UNITS:
+        (target / name).unlink(missing_ok=True)
     systemctl(manager, "daemon-reload")
     if now:
         systemctl(manager, "enable", "--now", *enable_for(manager))
@@ -120,7 +124,7 @@ def install(manager: Manager, root: Path, now: bool = False, timer_period: str |
 def uninstall(manager: Manager) -> list[Path]:
     """Stop, disable and remove the units that ``install`` wrote."""
     target = unit_dir(manager)
-    present = [target / n for n in units_for(manager) if (target / n).exists()]
+    present = [target / n for n in (*units_for(manager), *LEGACY_UNITS) if (target / n).exists()]
     if present:
         names = [n for n in units_for(manager) if "@" not in n]
         subprocess.run(manager.systemctl("disable", "--now", *names), capture_output=True)

@@ -2,7 +2,7 @@
 
 A root processor runs each job as the owner of its job file: the kernel says
 who that is (the file's uid), never the file's contents.  In the system queue
-only miniq's root helper (api.py) writes job files, and it gives each file to
+only miniq's root helper (server.py) writes job files, and it gives each file to
 the user the kernel named as its peer on the socket.
 
 A root processor executes job types and reads miniq.conf only when they are

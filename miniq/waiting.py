@@ -5,7 +5,8 @@ when a record with one of its ids appears; it also looks once a second, for
 records written by other machines over NFS (which inotify does not see), and
 every few seconds checks that each job still exists.  Looking a job up
 tolerates it moving between states (queue.py), so a busy queue never makes
-``wait`` fail spuriously.
+``wait`` fail spuriously.  In the system queue's helper, a client that hangs
+up ends its wait within ``POLL`` seconds (hangup.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import select
 import time
 
-from . import files
+from . import files, hangup
 from .inotify import open_watch
 from .job import State
 from .queue import Queue
@@ -46,6 +47,7 @@ def wait(queue: Queue, job_ids: list[str], timeout: float | None = None) -> list
             pending = [j for j in pending if not _finished(queue, j)]
             if not pending:
                 break
+            hangup.check()
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise TimeoutError

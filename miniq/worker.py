@@ -56,10 +56,12 @@ class Worker:
     """Runs jobs of one queue, one at a time, with its own runner."""
 
     def __init__(
-        self, claim_lease: float, runner: Runner, sink: journal.Sink, log: Log, budget: Budget,
-        heartbeat: Callable[[], None], stopping: Callable[[], bool],
+        self, claim_lease: float, runner: Runner, sink: journal.Sink, log: Log, output_limit: tuple[int, float] | None,
+        heartbeat: Callable[[], None], stopping: Callable[[], bool], shared_budget: Budget | None = None,
     ) -> None:  # fmt: skip
-        self.lease, self.runner, self.sink, self.log, self.budget = claim_lease, runner, sink, log, budget
+        self.lease, self.runner, self.sink, self.log = claim_lease, runner, sink, log
+        #: Each job's output budget (output.py); in a user manager also one shared by all.
+        self.output_limit, self.shared_budget = output_limit, shared_budget
         self.heartbeat, self.stopping = heartbeat, stopping
 
     def spec(self, claim: Claim, job: Job, limits: Limits, identity: Identity | None) -> ExecSpec | str:
@@ -103,7 +105,7 @@ class Worker:
         where = f" in {running.unit}" if running.unit else " without a scope"
         self.log(f"job {job.id} ({job.name}) started{where}", journal.INFO, job, uid, MINIQ_EVENT="started")
         fields = {"SYSLOG_IDENTIFIER": job.name, "MINIQ_JOB_ID": job.id, "MINIQ_JOB_NAME": job.name}
-        pump = OutputPump(self.sink, fields, running, self.budget, uid)
+        pump = OutputPump(self.sink, fields, running, Budget(self.output_limit, self.shared_budget), uid)
         stop = Stop()
         status, rusage, _ = pump.until_exit(running.pid, lambda: self._tick(claim, job, running, stop, uid))
         duration = time.monotonic() - running.started

@@ -34,7 +34,9 @@ def test_exit_codes_documented() -> None:
     from miniq import errors
     from miniq.result import WAIT_GAVE_UP
 
-    for cls in (errors.MiniqError, errors.BadInput, errors.UnknownJob, errors.SystemdUnavailable, errors.NotPermitted):
+    classes = [errors.MiniqError, *errors.MiniqError.__subclasses__(), *errors.BadInput.__subclasses__()]
+    assert errors.Busy in classes
+    for cls in classes:
         assert f"| {cls.exit_code} |" in README, f"exit code {cls.exit_code} is not in README's table"
     assert f"| {WAIT_GAVE_UP} |" in README
 
@@ -62,3 +64,11 @@ def test_readme_code_layout_lists_every_module() -> None:
     listed = set(re.findall(r"^- `miniq/(\w+)\.py`", section, re.MULTILINE))
     actual = {p.stem for p in (REPO / "miniq").glob("*.py")}
     assert listed == actual
+
+
+def test_readme_shows_every_access_policy() -> None:
+    from miniq.config import POLICY
+
+    example = README.split("Policy in `/var/lib/miniq/miniq.conf`")[1].split("```ini")[1].split("```")[0]
+    for key in POLICY:
+        assert re.search(rf"^{key} = ", example, re.MULTILINE), key

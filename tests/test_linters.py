@@ -58,3 +58,41 @@ def test_functions_are_short_and_modules_small() -> None:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50:  # type: ignore[operator]
                 long.append(f"{path.name}:{node.name}")
     assert long == []
+
+
+def _imports(path: Path) -> set[str]:
+    """miniq modules ``path`` imports when it runs (``if TYPE_CHECKING`` blocks aside)."""
+    import ast
+
+    found = set()
+    tree = ast.parse(path.read_text())
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for n in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in skip or not isinstance(node, ast.ImportFrom) or node.level != 1:
+            continue
+        if node.module:
+            found.add(node.module.split(".")[0])
+        else:
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+def test_no_import_cycles() -> None:
+    """Layers, not knots: no miniq module imports, even lazily, one that imports it
+    back.  (The system queue's helper gets the CLI's command handed in.)"""
+    graph = {p.stem: _imports(p) & {q.stem for q in (REPO / "miniq").glob("*.py")} for p in (REPO / "miniq").glob("*.py")}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == path[0]:
+                cycles.append(" -> ".join([*path, nxt]))
+            elif nxt not in path and nxt > path[0]:
+                visit(nxt, [*path, nxt])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    assert cycles == []

@@ -100,9 +100,36 @@ def test_bad_names_write_nothing(root: Path) -> None:
 def test_arguments_that_cannot_be_passed_are_refused(root: Path) -> None:
     with pytest.raises(BadInput, match="NUL byte"):
         Queue(root).enqueue("echo", ["a\0b"])
-    with pytest.raises(BadInput, match="over the 1048576 bytes miniq accepts"):
-        Queue(root).enqueue("echo", ["x" * 2_000_000])
-    assert not (root / "queue").exists()
+    # One argument over the kernel's MAX_ARG_STRLEN (128 KiB) could never be passed to exec.
+    exact = (
+        "argument 2 is 1040000 bytes: the kernel passes at most 131071 bytes in one argument, "
+        "so the job could never start; pass large data in a file"
+    )
+    with pytest.raises(BadInput) as e:
+        Queue(root).enqueue("echo", ["ok", "x" * 1_040_000])
+    assert e.value.message == exact
+    Queue(root).enqueue("echo", ["x" * 131_071])  # the longest that passes
+    with pytest.raises(BadInput, match="argument 1 is 131072 bytes"):
+        Queue(root).enqueue("echo", ["x" * 131_072])
+    # Many arguments each under the limit, but together over ARG_MAX.
+    from miniq.job import arg_max
+
+    many = ["y" * 100_000] * (arg_max() // 100_000 + 1)
+    with pytest.raises(BadInput, match=r"over the kernel's limit of \d+ bytes for one program \(ARG_MAX\)"):
+        Queue(root).enqueue("echo", many)
+    assert [p.name for p in (root / "queue").iterdir()].__len__() == 1  # only the one that passes
+
+
+def test_an_argument_at_the_kernels_limit_really_runs(root: Path) -> None:
+    """The limits miniq checks are the kernel's: the longest argument it accepts reaches the job."""
+    import subprocess
+
+    arg = "z" * 131_071
+    Queue(root).enqueue("echo", [arg])
+    proc = subprocess.run([str(root / "jobs" / "echo.job"), arg], capture_output=True)
+    assert proc.returncode == 0 and len(proc.stdout) == 131_072
+    with pytest.raises(OSError, match="Argument list too long"):
+        subprocess.run([str(root / "jobs" / "echo.job"), arg + "z"])
 
 
 def test_names_sort_in_run_order_and_parse_back() -> None:

@@ -200,6 +200,16 @@ class Sandbox:
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside, as root or as ``user`` with their session variables."""
+        cmd = self.command(args, user, env)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, input=input, stdin=None if input else subprocess.DEVNULL
+        )
+        if check and proc.returncode != 0:
+            raise SandboxError(f"{shlex.join(args)} (as {user or 'root'}) exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def command(self, args: list[str], user: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+        """The host's command line that runs ``args`` inside, as root or ``user``."""
         assert self.pid1, "the sandbox is not running"
         base = {"PATH": PATH, "LANG": "C.UTF-8"}
         if user is None:
@@ -210,13 +220,13 @@ class Sandbox:
             base.update(HOME=f"/home/{user}", USER=user, XDG_RUNTIME_DIR=f"/run/user/{uid}")
             prefix = ["runuser", "-u", user, "--"]
         base.update(env or {})
-        cmd = ["nsenter", "-t", str(self.pid1), "-a", "--", *prefix, "env", "-i", *(f"{k}={v}" for k, v in base.items()), *args]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, input=input, stdin=None if input else subprocess.DEVNULL
+        return ["nsenter", "-t", str(self.pid1), "-a", "--", *prefix, "env", "-i", *(f"{k}={v}" for k, v in base.items()), *args]
+
+    def popen(self, args: list[str], user: str | None = None, **kwargs: Any) -> subprocess.Popen[str]:
+        """Start a command inside and return at once (stdout and stderr piped)."""
+        return subprocess.Popen(
+            self.command(args, user), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
         )
-        if check and proc.returncode != 0:
-            raise SandboxError(f"{shlex.join(args)} (as {user or 'root'}) exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
 
     def sh(self, script: str, user: str | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return self.run(["/bin/bash", "-c", script], user=user, **kwargs)
