@@ -125,18 +125,36 @@ class Claimer:
 
 
 class ServerClock:
-    """The file server's idea of "now", read from a probe file's mtime."""
+    """The file server's idea of "now", read from a probe file's mtime.
+
+    The probe (``tmp/clock@CLAIMER``) exists only while it is read: it is
+    removed at once, so no reader leaves one behind; one left by a process
+    killed in between is removed by ``clean_tmp``.  The server's time is
+    kept as an offset from this machine's monotonic clock for ``REUSE``
+    seconds, so a step of this machine's wall clock never skews it.
+    """
+
+    REUSE = 1.0
 
     def __init__(self, layout: Layout, me: Claimer) -> None:
         self.path = layout.clock_probe(me.name)
+        self._offset: float | None = None
+        self._read = 0.0
 
     def now(self) -> float:
+        if self._offset is not None and time.monotonic() - self._read < self.REUSE:
+            return time.monotonic() + self._offset
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
-        os.utime(self.path, None)  # "now" as the server sees it
-        mtime = files.fresh_mtime(self.path)
+        try:
+            os.utime(self.path, None)  # "now" as the server sees it
+            mtime = files.fresh_mtime(self.path)
+        finally:
+            self.path.unlink(missing_ok=True)
         if mtime is None:
             raise FileNotFoundError(self.path)
+        self._read = time.monotonic()
+        self._offset = mtime - self._read
         return mtime
 
     def close(self) -> None:
@@ -148,6 +166,33 @@ def _lstat(path: Path) -> os.stat_result | None:
         return os.lstat(path)
     except FileNotFoundError:
         return None
+
+
+def _touch_if_ours(source: Path) -> bool | None:
+    """Start a claim's lease before the rename that takes it, so no one ever
+    sees the new claim with the file's old time (an expired lease); None if
+    ``source`` is gone.
+
+    Only a regular file with a single link is touched, and the very file
+    checked (through one descriptor): a symbolic link, a FIFO or a hard link
+    to someone else's file is claimed (and then rejected) untouched, so the
+    file it leads to is never changed.  False when it was not touched."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False  # a symbolic link, or not ours to open: claimed untouched
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return False
+        os.utime(fd, None)
+        return True
+    except OSError:
+        return False  # not ours to touch (then the rename fails too) or gone over NFS
+    finally:
+        os.close(fd)
 
 
 def _rename_to_own(src: Path, dst: Path) -> bool:
@@ -189,14 +234,8 @@ class Claim:
         reason it is unusable."""
         own_id = job_id if job_id and is_id(job_id) else new_id()
         dst = layout.claim(own_id, me.name)
-        # A claim's lease starts now: its time is set before the rename, so no
-        # one ever sees our claim with the old time of the file (an expired lease).
-        try:
-            os.utime(source, None, follow_symlinks=False)
-        except FileNotFoundError:
+        if _touch_if_ours(source) is None:
             return None
-        except OSError:
-            pass  # not ours to touch (then the rename fails too) or gone over NFS
         if not _rename_to_own(source, dst):
             return None
         claim = cls(layout, me, own_id, dst, f"{source.parent.name}/{source.name}")
@@ -433,8 +472,10 @@ def newer_state(layout: Layout, job_id: str) -> bool:
     return layout.scan(State.DELAYED, job_id) is not None
 
 
-def clean_tmp(layout: Layout, older_than: float = 3600.0) -> None:
-    """Remove staging files a crash left in ``tmp/`` (never younger ones)."""
+def clean_tmp(layout: Layout, me: Claimer | None = None, older_than: float = 3600.0) -> None:
+    """Remove what crashes left in ``tmp/``: staging files (never younger
+    than ``older_than``) and clock probes of processes that are provably
+    dead, or older than that."""
     cutoff = time.time() - older_than
     try:
         entries = list(os.scandir(layout.tmp))
@@ -442,6 +483,12 @@ def clean_tmp(layout: Layout, older_than: float = 3600.0) -> None:
         return
     for entry in entries:
         try:
+            if entry.name.startswith("clock@"):
+                holder = Claimer.parse(entry.name[len("clock@") :])
+                dead = holder is not None and me is not None and holder != me and holder.provably_dead(me)
+                if dead or entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                continue
             st = entry.stat(follow_symlinks=False)
             if st.st_mtime < cutoff and entry.name.startswith("."):
                 if entry.is_dir(follow_symlinks=False):

@@ -279,8 +279,9 @@ def wait(obj: Context, job_ids: tuple[str, ...], limit: str | None) -> None:
 
     The status is the job's exit code; 128+N if killed by signal N; 124 if
     stopped at its time limit; 137 if killed for memory; 130 if cancelled;
-    125 if it never ran (not started, rejected, dependency failed); 75 if
-    --timeout expired first.
+    125 if it never ran (not started, rejected, dependency failed); 126 if
+    its runs were interrupted max-interruptions times; 75 if --timeout
+    expired first.
 
     Example: miniq wait $(miniq enqueue backup /srv) && echo backed up
     """

@@ -113,7 +113,7 @@ class Processor:
         self.queue.ensure_layout()
         self._load_config()
         summary = Summary()
-        clean_tmp(self.layout)
+        clean_tmp(self.layout, self.me)
         self.layout.wake.unlink(missing_ok=True)
         parallel = self.parallel or self.config.parallel
         linger = self.config.linger if self.linger is None else self.linger
@@ -208,7 +208,9 @@ class Processor:
                 f"its run was interrupted {job.interruptions} times (last: {why}); "
                 f"not run again (max-interruptions = {self.config.max_interruptions} in [processor] of miniq.conf)"
             )
-            self._finish(claim, job, Result.unrun(Outcome.NOT_STARTED, reason, hostname()), summary)
+            # The last interrupted attempt is the job's result: N runs, N attempts.
+            *earlier, last = job.attempts
+            self._finish(claim, job.but(attempts=tuple(earlier)), last.but(reason=reason), summary)
         else:
             delay = backoff(job.interruptions)
             self._persist(claim, lambda: claim.postpone(job, time.time() + delay))

@@ -28,16 +28,23 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # the job file itself was unusable (see reason)
     ERROR = "error"  # miniq itself failed while handling the job (see reason)
     CANCELLED = "cancelled"  # stopped or dropped by `miniq cancel`
-    INTERRUPTED = "interrupted"  # its processor died or lost its lease (attempts only)
+    INTERRUPTED = "interrupted"  # its processor died or lost its lease; final after max-interruptions such runs
 
 
 # Exit statuses of `miniq wait` for jobs that did not simply exit (README).
 WAIT_TIMEOUT = 124  # stopped at its time limit, like timeout(1)
 WAIT_NOT_RUN = 125  # not started, rejected, dependency failed, or miniq error
+WAIT_INTERRUPTED = 126  # its runs were interrupted max-interruptions times; not run again
 WAIT_CANCELLED = 130
 WAIT_OOM = 137  # 128 + SIGKILL, what a shell reports too
 WAIT_GAVE_UP = 75  # `miniq wait --timeout` expired first (EX_TEMPFAIL)
 
+_WAIT_STATUS = {
+    Outcome.OOM: WAIT_OOM,
+    Outcome.TIMEOUT: WAIT_TIMEOUT,
+    Outcome.CANCELLED: WAIT_CANCELLED,
+    Outcome.INTERRUPTED: WAIT_INTERRUPTED,
+}
 _INT_FIELDS = ("exit_code", "pid", "cpu_usec", "memory_peak", "max_rss", "oom_kills", "output_lines", "output_dropped")
 _STR_FIELDS = ("signal", "reason", "started", "ended", "host", "unit", "run", "lost_host")
 
@@ -104,7 +111,7 @@ class Result:
                 return 128 + int(signal.Signals[self.signal])
             except KeyError:
                 return WAIT_NOT_RUN
-        return {Outcome.OOM: WAIT_OOM, Outcome.TIMEOUT: WAIT_TIMEOUT, Outcome.CANCELLED: WAIT_CANCELLED}.get(self.outcome, WAIT_NOT_RUN)
+        return _WAIT_STATUS.get(self.outcome, WAIT_NOT_RUN)
 
     def describe(self) -> str:
         """A one-line human account."""

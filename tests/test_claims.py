@@ -215,10 +215,13 @@ def test_an_interrupted_job_waits_behind_others_keeps_its_priority_and_fails_aft
             os.rename(path, root / "queue" / f"0997-{poison.id}.json")  # as if its backoff passed
     record = q.read(poison.id)
     assert record.state is State.FAILED and record.result is not None
-    assert record.result.outcome is Outcome.NOT_STARTED
+    assert record.result.outcome is Outcome.INTERRUPTED
     assert record.result.reason is not None and "interrupted 3 times" in record.result.reason
     assert "max-interruptions = 3" in record.result.reason
-    assert [a.outcome for a in record.job.attempts] == [Outcome.INTERRUPTED] * 3 + [Outcome.NOT_STARTED]  # type: ignore[union-attr]
+    # Three runs, three attempts; the last is the result; wait says so with its own status.
+    assert [a.outcome for a in record.job.attempts] == [Outcome.INTERRUPTED] * 3  # type: ignore[union-attr]
+    assert record.job.attempts[-1] == record.result  # type: ignore[union-attr]
+    assert record.result.wait_status == 126
 
 
 def test_a_cancel_request_takes_effect_at_recovery(root: Path) -> None:

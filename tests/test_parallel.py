@@ -39,5 +39,5 @@ def test_a_worker_process_that_dies_loses_no_job(root: Path) -> None:
     assert sorted(summary.succeeded) == sorted(others)
     assert summary.recovered == [victim.id]
     result = q.read(victim.id).result
-    assert result is not None and result.outcome.value == "not-started"
+    assert result is not None and result.outcome.value == "interrupted"
     assert result.reason is not None and "interrupted 1 times" in result.reason

@@ -30,11 +30,52 @@ def test_a_planted_entry_is_rejected_and_the_good_job_runs(root: Path, tmp_path:
     outside.mkdir()
     bad_id = new_id()
     plant.make(root / where / plant_name(where, bad_id), outside, lambda p: p)
+    # Whatever a planted link leads to is never touched: not even its times.
+    for target in outside.iterdir():
+        os.utime(target, (946684800, 946684800), follow_symlinks=False)
     good = q.enqueue("echo", ["good"])
     sink, summary = process(root)
+    assert {t.name: os.lstat(t).st_mtime for t in outside.iterdir()} == {t.name: 946684800 for t in outside.iterdir()}
     assert summary.succeeded == [good.id]
     assert sorted(os.listdir(root / "queue")) == [] and os.listdir(root / where) == []
     records = [json.loads(p.read_text()) for p in (root / "failed").iterdir()]
     assert len(records) == 1, records
     assert records[0]["result"]["outcome"] == "rejected" and records[0]["result"]["reason"].startswith("unusable job file: ")
     assert leaked(root) == []
+
+
+def test_reading_a_running_job_leaves_no_clock_file(root: Path) -> None:
+    """show, logs and list of a running job read the file server's clock: its probe goes at once."""
+    from miniq.claims import Claim, Claimer
+    from miniq.layout import Layout
+
+    q = Queue(root)
+    job = q.enqueue("echo", [])
+    claim = Claim.take(Layout(root), next((root / "queue").iterdir()), Claimer.current(), job.id)
+    assert claim is not None
+    for _ in range(3):
+        record = q.read(job.id)
+        assert record.lease is not None and not record.lease.expired
+        list(q.records())
+    assert os.listdir(root / "tmp") == []
+
+
+def test_a_clock_file_of_a_dead_process_is_removed(root: Path) -> None:
+    import subprocess
+
+    from miniq.claims import Claimer, clean_tmp
+    from miniq.layout import Layout
+
+    Queue(root).ensure_layout()
+    me = Claimer.current()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = Claimer(me.host, me.boot, me.pidns, dead.pid, 1)
+    live = Claimer(me.host, "f" * 32, me.pidns, 1, 1)  # another machine's: judged by age only
+    for claimer in (gone, live):
+        (root / "tmp" / f"clock@{claimer.name}").touch()
+    clean_tmp(Layout(root), me)
+    assert os.listdir(root / "tmp") == [f"clock@{live.name}"]
+    os.utime(root / "tmp" / f"clock@{live.name}", (946684800, 946684800))
+    clean_tmp(Layout(root), me)
+    assert os.listdir(root / "tmp") == []
