@@ -238,6 +238,11 @@ class Claim:
             return None
         if not _rename_to_own(source, dst):
             return None
+        # The claim is on disk before its job can start: after a power cut the
+        # job is found claimed (and recovered, interrupted), never queued again
+        # as if it had not run.  One journal commit holds both directories'
+        # change on ext4 and xfs.
+        files.fsync_dir(layout.running)
         claim = cls(layout, me, own_id, dst, f"{source.parent.name}/{source.name}")
         claim.load(expect_id=job_id)
         if claim.job is not None and layout.on_nfs:

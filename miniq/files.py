@@ -1,9 +1,10 @@
 """Durable writes and untrusting reads: the only way miniq touches its files.
 
 Writing.  A file appears under its final name only after its bytes reached
-the disk: write to a temporary name in ``tmp/`` of the same file system,
-fsync, rename (or link, where an existing file must not be replaced), fsync
-the directory.  A reader never sees a partial file, even after a power cut.
+the disk: write an unnamed file in ``tmp/`` of the same file system
+(O_TMPFILE), fsync, give it a staging name, rename it (or link it, where an
+existing file must not be replaced), fsync the directory.  No reader sees
+a partial file, and no name anywhere holds one, even after a power cut.
 
 Reading.  Nothing read from a queue is trusted: files are opened without
 following symbolic links and without blocking (a FIFO cannot hang the
@@ -81,18 +82,47 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _fill(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    os.fchmod(fd, mode)  # whatever the umask says
+    if owner is not None:
+        os.fchown(fd, *owner)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
 def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> Path:
+    """A staging file in ``tmp_dir`` holding ``data``, on disk; its name
+    appears only once its bytes are (O_TMPFILE), so a crash at any moment
+    leaves no empty or partial file under any name.  Where the file system
+    has no O_TMPFILE (NFS), the name appears first: a crash can leave a
+    partial staging file, never read and removed after an hour (claims.py)."""
     tmp = tmp_dir / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        fd = os.open(tmp_dir, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    else:
+        try:
+            _fill(fd, data, mode, owner)
+            # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the unnamed
+            # file (plain link(2) would link the /proc entry itself).
+            dir_fd = os.open(tmp_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=dir_fd, follow_symlinks=True)
+            finally:
+                os.close(dir_fd)
+            return tmp
+        except FileNotFoundError:
+            pass  # no /proc: name it the old way
+        finally:
+            os.close(fd)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         try:
-            os.fchmod(fd, mode)  # whatever the umask says
-            if owner is not None:
-                os.fchown(fd, *owner)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            _fill(fd, data, mode, owner)
         finally:
             os.close(fd)
     except BaseException:

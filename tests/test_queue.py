@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from miniq.errors import BadInput, UnknownJob
+from miniq.errors import BadInput, MiniqError, UnknownJob
 from miniq.job import ID_RE, SCHEMA, Job, State, new_id
 from miniq.layout import delayed_name, parse_claim_name, parse_delayed_name, parse_queue_name, queue_name, queue_sort_key
 from miniq.queue import Queue
@@ -163,3 +163,33 @@ def test_locate_finds_every_state_by_exact_names(root: Path) -> None:
         q.locate("20990101-000000-000000-00000000")
     with pytest.raises(UnknownJob, match="expected an id as printed by miniq enqueue"):
         q.locate("../../etc/passwd")
+
+
+def test_no_name_ever_holds_a_partial_file(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A staging file is written unnamed (O_TMPFILE) and named only once it is on
+    disk: a crash while writing leaves nothing under any name."""
+    from miniq import files
+
+    seen: list[list[str]] = []
+    real_fill = files._fill
+
+    def watched(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+        seen.append(sorted(os.listdir(root / "tmp")))
+        real_fill(fd, data, mode, owner)
+        seen.append(sorted(os.listdir(root / "tmp")))
+
+    monkeypatch.setattr(files, "_fill", watched)
+    Queue(root).ensure_layout()
+    job = Queue(root).enqueue("echo", ["x"])
+    assert seen == [[], []]
+    assert (root / "queue" / queue_name(0, job.id)).read_bytes().endswith(b"}\n")
+    assert os.listdir(root / "tmp") == []
+
+    def crash(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+        os.write(fd, data[:10])
+        raise OSError(5, "Input/output error")  # as if the machine died here
+
+    monkeypatch.setattr(files, "_fill", crash)
+    with pytest.raises(MiniqError):
+        Queue(root).enqueue("echo", ["y"])
+    assert os.listdir(root / "tmp") == [] and len(os.listdir(root / "queue")) == 1
