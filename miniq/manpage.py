@@ -16,7 +16,7 @@ import click
 from . import __version__
 from .cli import main
 
-DATE = "2026-11-29"
+DATE = "2026-12-01"
 
 
 def _escape(text: str) -> str:
@@ -41,6 +41,7 @@ def page(name: str, command: click.Command, parent: click.Context | None = None)
     title = name.replace(" ", "-")
     help_text = (command.help or "").strip()
     summary, _, rest = help_text.partition("\n")
+    summary = summary.removeprefix(f"{name}: ")  # "miniq: a daemonless..." reads "miniq - a daemonless..."
     usage = " ".join(command.collect_usage_pieces(ctx))
     lines = [
         f'.TH {title.upper()} 1 "{DATE}" "miniq {__version__}" "User Commands"',

@@ -107,6 +107,7 @@ class Processor:
 
     def run(self) -> Summary:
         """Process until the queue is empty (see the module comment)."""
+        _preload()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._stop)
@@ -409,6 +410,19 @@ class Processor:
             self.log(f"next delayed job due in {max(when - time.time(), 0):.1f} s; wake timer armed")
         except Exception as e:  # noqa: BLE001 - the minutely timer remains as a fallback
             self.log(f"could not arm the wake timer ({e}); the minutely timer will start delayed jobs", journal.WARNING)
+
+
+def _preload() -> None:
+    """Import now every module a run may need later.  A package upgrade
+    replaces miniq's files while a processor runs (it is left to finish its
+    jobs: packaging/debian/rules); a module first read half-way through the
+    run would be of another version than the rest."""
+    from . import supervisor, systemd, wake, worker  # noqa: F401
+
+    try:
+        from . import scope  # noqa: F401
+    except ImportError:
+        pass  # no pystemd: the run says so when it needs a scope
 
 
 def _stamp(path: Any) -> tuple[float, int] | None:

@@ -45,12 +45,20 @@ def enable_for(manager: Manager) -> tuple[str, ...]:
 DEFAULT_ROOT = "%S/miniq"
 
 
+#: Where the Debian package ships the units, as they are in ``units/``.
+PACKAGED_UNITS = Path("/usr/lib/systemd/system")
+
+
 def shipped_dir() -> Path:
-    """Where the unit templates are: inside the wheel, or in a source checkout."""
+    """Where the unit templates are: inside the wheel, in a source checkout,
+    or (the Debian package, which ships them once) the system's unit directory."""
     packaged = Path(str(resources.files("miniq"))) / "units"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "units"
+    checkout = Path(__file__).resolve().parent.parent / "units"
+    if checkout.is_dir():
+        return checkout
+    return PACKAGED_UNITS
 
 
 def unit_dir(manager: Manager) -> Path:

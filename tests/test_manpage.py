@@ -39,3 +39,10 @@ def test_bash_completion() -> None:
     env = dict(os.environ, _MINIQ_COMPLETE="bash_source")
     source = subprocess.run([sys.executable, "-m", "miniq"], env=env, capture_output=True, text=True)
     assert "complete -o nosort -F _miniq_completion miniq" in source.stdout
+
+
+def test_name_lines_read_like_whatis() -> None:
+    """NAME is "page \\- summary": the summary does not repeat the page's name."""
+    found = pages()
+    assert found["miniq.1"].split(".SH NAME\n")[1].splitlines()[0] == "miniq \\- a daemonless job queue run by systemd"
+    assert found["miniq-enqueue.1"].split(".SH NAME\n")[1].splitlines()[0].startswith("miniq\\-enqueue \\- Queue a run of")
