@@ -111,6 +111,31 @@ def deb_build_output() -> str:
 
 _deb: tuple[Path, str] | None = None
 
+#: The previous release, 0.2.0, as it landed: upgrade tests build its .deb from this commit.
+PREVIOUS_RELEASE = ("0.2.0", "3b6875d")
+_previous: Path | None = None
+
+
+def build_previous_deb(workdir: Path) -> Path:
+    """The .deb of the previous release, built from its commit with its own script.
+
+    Needs the repository's history (a full clone, as CI makes): a missing
+    commit fails the test with that reason, it never skips."""
+    global _previous
+    if _previous is None:
+        version, commit = PREVIOUS_RELEASE
+        source = workdir / f"miniq-{version}"
+        found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
+        assert found.returncode == 0, f"commit {commit} of miniq {version} is not in this clone; upgrade tests need the history"
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit], check=True, capture_output=True).stdout
+        source.mkdir(parents=True)
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+        proc = subprocess.run(["bash", str(source / "packaging" / "build-deb.sh")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        _previous = Path(proc.stdout.split("built ", 1)[1].split()[0])
+        assert _previous.name == f"miniq_{version}_all.deb", _previous
+    return _previous
+
 
 # -- phase times (CI prints them: unit, systemd sandbox, VM) --------------------
 

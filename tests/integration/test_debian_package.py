@@ -1,13 +1,18 @@
-"""The Debian package, built from this checkout and installed with apt in the sandbox.
+"""The Debian package as a Debian maintainer ships it, in the sandbox's systemd.
 
-Done-when of the packaging issue: build the .deb with Debian's tools,
-`apt-get install ./miniq_*.deb`, enable the units as root and as a user,
-see jobs run in both, remove the package, and check that nothing of miniq
-runs any more while the queue files stay.
+Built from this checkout with Debian's tools (packaging/build-deb.sh, lintian
+--pedantic clean) and installed with apt.  What is checked, in order, on one
+sandbox: install makes the system queue ready; an administrator's disable
+survives remove and reinstall; a mask survives an upgrade; purge removes the
+queue's data and keeps what the administrator added; an upgrade from the
+previous release (0.2.0, built from its commit) with jobs queued, delayed,
+waiting on a dependency and running loses and doubles none.
+piuparts, Debian's own checker, runs in test_piuparts.py.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,99 +25,224 @@ from .flows import Flow
 
 pytestmark = pytest.mark.systemd
 REPO = Path(__file__).resolve().parent.parent.parent
+APT = {"DEBIAN_FRONTEND": "noninteractive"}
+READY = ("miniq-process.path", "miniq-process.timer", "miniq-api.socket")
+HELLO = '#!/bin/sh\necho "hello $1 from $(id -un)"\n'
 
 
 @pytest.fixture(scope="module")
-def deb() -> Path:
-    from conftest import build_deb, deb_build_output
+def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from conftest import build_deb, build_previous_deb, deb_build_output
 
-    path = build_deb()
-    assert "no-manual-page" not in deb_build_output(), "lintian misses a man page"
+    new = build_deb()
+    lint = subprocess.run(["lintian", "--pedantic", "-I", "-E", "--color", "never", str(new)], capture_output=True, text=True)
+    tags = [line for line in lint.stdout.splitlines() if line[:2] in ("E:", "W:", "I:", "P:", "X:")]
+    print("lintian --pedantic -I -E:", tags or "no tags")
+    assert tags == [] and "no-manual-page" not in deb_build_output(), lint.stdout
+    old = build_previous_deb(tmp_path_factory.mktemp("previous"))
     # The sandbox has no network: fetch the dependencies into the host's apt
     # cache (which the sandbox's overlay sees) without installing them.
-    fetch = subprocess.run(["apt-get", "install", "--download-only", "-y", str(path)], capture_output=True, text=True)
+    fetch = subprocess.run(["apt-get", "install", "--download-only", "-y", str(new)], capture_output=True, text=True)
     assert fetch.returncode == 0, fetch.stdout + fetch.stderr
-    return path
+    return {"new": new, "old": old}
 
 
 @pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory, deb: Path) -> Iterator[Sandbox]:
+def box(tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]) -> Iterator[Sandbox]:
     from conftest import require_testbed
 
     require_testbed()
-    sb = Sandbox(tmp_path_factory.mktemp("debsandbox") / "scratch", "deb", binds=[REPO])
+    sb = Sandbox(tmp_path_factory.mktemp("debsandbox") / "scratch", "deb", binds=[REPO, debs["new"].parent, debs["old"].parent])
     sb.boot()
+    sb.add_user("alice")
     try:
         yield sb
     finally:
         sb.close()
 
 
-def active_miniq_units(sb: Sandbox, user: str | None) -> list[str]:
-    args = ["systemctl", *(["--user"] if user else []), "list-units", "--plain", "--no-legend", "--state=active,activating", "miniq*"]
-    return [line.split()[0] for line in sb.run(args, user=user).stdout.splitlines() if line.strip()]
+def apt(box: Sandbox, *args: str) -> str:
+    out: str = box.run(["apt-get", "-y", *args], env=APT, timeout=300).stdout
+    return out
 
 
-def test_install_enable_run_remove(box: Sandbox, deb: Path) -> None:
-    out = box.sh(f"cd {deb.parent} && apt-get install -y ./miniq_*.deb", env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
-    assert "Setting up miniq" in out.stdout
+def dpkg(box: Sandbox, *args: str) -> str:
+    proc = box.run(["dpkg", *args], env=APT, timeout=300)
+    return str(proc.stdout + proc.stderr)
+
+
+def enabled(box: Sandbox, unit: str) -> str:
+    return str(box.run(["systemctl", "is-enabled", unit], check=False).stdout.strip())
+
+
+def active(box: Sandbox, unit: str) -> str:
+    return str(box.run(["systemctl", "is-active", unit], check=False).stdout.strip())
+
+
+def miniq_processes(box: Sandbox) -> str:
+    return str(box.run(["pgrep", "-a", "-f", "bin/miniq"], check=False).stdout)
+
+
+def test_install_makes_the_system_queue_ready(box: Sandbox, debs: dict[str, Path]) -> None:
+    out = apt(box, "install", str(debs["new"]))
+    assert "Setting up miniq (0.3.0)" in out
     assert box.run(["python3", "-c", "import pystemd; print(pystemd.__version__)"]).stdout.strip() == "0.11.0"
-    # Nothing is enabled by installing.
-    assert box.run(["systemctl", "is-enabled", "miniq-process.path"], check=False).stdout.strip() == "disabled"
+    for unit in READY:
+        assert (enabled(box, unit), active(box, unit)) == ("enabled", "active"), unit
     assert box.run(["stat", "-c", "%U %a", "/var/lib/miniq"]).stdout.strip() == "root 711"
-
+    # Units once, each with its documentation; the helper answers its socket.
+    files = box.run(["dpkg", "-L", "miniq"]).stdout.split()
+    assert not [f for f in files if "/dist-packages/miniq/units" in f]
+    for unit in (*READY, "miniq-process.service", "miniq-api.service"):
+        assert box.run(["systemctl", "show", "-P", "Documentation", unit]).stdout.startswith("man:miniq(1)"), unit
     root = Flow(box, None, "--system", "/usr/bin/miniq")
-    root.run(["systemctl", "enable", "--now", "miniq-process.timer", "miniq-process.path"])
-    root.add_job("hello", '#!/bin/sh\necho "hello $1 from $(id -un)"\n')
-    job = root.run(["miniq", "enqueue", "hello", "root"]).stdout.strip()
-
-    box.add_user("alice")
     alice = Flow(box, "alice", "--user", "/usr/bin/miniq")
+    # A user's units are theirs to turn on (README), with one line.
+    assert box.run(["systemctl", "--user", "is-enabled", "miniq-process.path"], user="alice", check=False).stdout.strip() == "disabled"
     alice.run(["systemctl", "--user", "enable", "--now", "miniq-process.timer", "miniq-process.path"])
-    alice.add_job("hello", '#!/bin/sh\necho "hello $1 from $(id -un)"\n')
-    ajob = alice.run(["miniq", "enqueue", "hello", "alice"]).stdout.strip()
-
-    root.wait_final([job], timeout=30)
-    alice.wait_final([ajob], timeout=30)
-    # README's Getting started, literally, through the package, as root and as a user.
     from .common import readme_block
 
     block = readme_block("Then, in the same shell, as the same user")
     for flow in (root, alice):
-        out = flow.run(["bash", "-e", "-c", block], timeout=120).stdout
-        assert out.strip().splitlines()[-1] == "notify: Title - This is a message! (9)", out
-    assert box.run(["man", "-w", "miniq"]).stdout.strip() == "/usr/share/man/man1/miniq.1.gz"
-    assert box.run(["man", "-w", "miniq-enqueue"]).stdout.strip() == "/usr/share/man/man1/miniq-enqueue.1.gz"
-    completion = box.run(["bash", "-c", "source /usr/share/bash-completion/completions/miniq && complete -p miniq"]).stdout
-    assert completion.strip() == "complete -o nosort -F _miniq_completion miniq"
-    assert box.run(["systemctl", "is-enabled", "miniq-api.socket"], check=False).stdout.strip() == "disabled"
-    # With Debian's click (8.1): the global options, and a user's command on the system queue.
-    assert box.run(["miniq", "--system", "where"]).stdout.strip() == "/var/lib/miniq"
-    assert alice.run(["miniq", "--user", "where"]).stdout.strip() == "/home/alice/.local/state/miniq"
-    box.run(["systemctl", "enable", "--now", "miniq-api.socket"])
+        text = flow.run(["bash", "-e", "-c", block], timeout=120).stdout
+        assert text.strip().splitlines()[-1] == "notify: Title - This is a message! (9)", text
+    root.add_job("hello", HELLO)
     shared = alice.run(["miniq", "--system", "enqueue", "hello", "through-the-helper"]).stdout.strip()
     assert alice.run(["miniq", "--system", "wait", shared], timeout=60).returncode == 0
     assert alice.run(["miniq", "--system", "logs", shared]).stdout == "hello through-the-helper from alice\n"
-    assert root.record(job)["state"] == "done" and alice.record(ajob)["state"] == "done"
-    assert "hello root from root" in root.journal_text()
-    assert "hello alice from alice" in alice.journal_text()
-    # Something left on disk and something running when the package goes.
+    assert box.run(["man", "-w", "miniq"]).stdout.strip() == "/usr/share/man/man1/miniq.1.gz"
+    completion = box.run(["bash", "-c", "source /usr/share/bash-completion/completions/miniq && complete -p miniq"]).stdout
+    assert completion.strip() == "complete -o nosort -F _miniq_completion miniq"
+    # install-units of the package's own miniq takes the templates from the shipped units.
+    proc = root.run(["miniq", "--root", "/srv/other", "install-units"])
+    assert "installed /etc/systemd/system/miniq-process.path" in proc.stdout
+    root.run(["miniq", "uninstall-units"])
+
+
+def test_remove_keeps_the_queue_and_the_administrators_choices(box: Sandbox, debs: dict[str, Path]) -> None:
+    root = Flow(box, None, "--system", "/usr/bin/miniq")
+    box.run(["systemctl", "disable", "--now", "miniq-process.timer"])
+    done = root.run(["miniq", "enqueue", "hello", "before"]).stdout.strip()
+    root.wait_final([done], timeout=30)
     later = root.run(["miniq", "enqueue", "--in", "1h", "hello", "later"]).stdout.strip()
     root.add_job("long", "#!/bin/sh\nexec sleep 300\n")
     running = root.run(["miniq", "enqueue", "long"]).stdout.strip()
     root.wait_running(running)
 
-    box.run(["apt-get", "remove", "-y", "miniq"], env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
+    apt(box, "remove", "miniq")
     time.sleep(0.5)
-    assert active_miniq_units(box, None) == []
-    assert active_miniq_units(box, "alice") == []
-    assert box.run(["pgrep", "-f", "miniq"], check=False).stdout == ""
-    assert box.path(f"/var/lib/miniq/done/{job}.json").exists()
+    for unit in (*READY, "miniq-process.service", "miniq-api.service"):
+        assert active(box, unit) in ("inactive", "unknown"), unit
+    assert miniq_processes(box) == ""
+    assert box.path(f"/var/lib/miniq/done/{done}.json").exists()
     delayed = sorted(p.name.split("-", 1)[1] for p in box.path("/var/lib/miniq/delayed").iterdir())
     assert delayed == sorted([f"{later}.json", f"{running}.json"])
-    # The running job was stopped with its processor and put back, to run again.
+    # The running job was stopped with its processor and put back, recorded, to run again.
     assert list(box.path("/var/lib/miniq/running").iterdir()) == []
-    back = box.run(["python3", "-c", f"import json,glob; print(json.load(open(glob.glob('/var/lib/miniq/delayed/*-{running}.json')[0]))"
-                    "['attempts'][0]['reason'])"]).stdout.strip()  # fmt: skip
-    assert back == "its processor was stopped"
-    assert box.path(f"/home/alice/.local/state/miniq/done/{ajob}.json").exists()
+    [back] = box.path("/var/lib/miniq/delayed").glob(f"*-{running}.json")
+    assert [a["reason"] for a in json.loads(back.read_text())["attempts"]] == ["its processor was stopped"]
+
+    apt(box, "install", str(debs["new"]))
+    assert enabled(box, "miniq-process.timer") == "disabled"  # the administrator's choice, kept
+    assert (enabled(box, "miniq-process.path"), active(box, "miniq-process.path")) == ("enabled", "active")
+    box.run(["systemctl", "enable", "--now", "miniq-process.timer"])
+    root.run(["miniq", "cancel", running, later])
+
+
+def test_a_mask_survives_an_upgrade(box: Sandbox, debs: dict[str, Path]) -> None:
+    box.run(["systemctl", "mask", "--now", "miniq-api.socket"])
+    try:
+        dpkg(box, "-i", str(debs["new"]))  # the same version again: what an upgrade's scripts do
+        assert enabled(box, "miniq-api.socket") == "masked"
+        assert active(box, "miniq-api.socket") == "inactive"
+    finally:
+        box.run(["systemctl", "unmask", "miniq-api.socket"])
+        box.run(["systemctl", "start", "miniq-api.socket"])
+
+
+def test_purge_removes_the_data_and_keeps_what_the_administrator_added(box: Sandbox, debs: dict[str, Path]) -> None:
+    root = Flow(box, None, "--system", "/usr/bin/miniq")
+    job = root.run(["miniq", "enqueue", "hello", "x"]).stdout.strip()
+    root.wait_final([job], timeout=30)
+    box.sh("printf '[limits]\\ntimeout = 1h\\n' > /var/lib/miniq/miniq.conf")
+    out = dpkg(box, "--purge", "miniq")
+    assert "miniq: kept what an administrator added in /var/lib/miniq (job types in jobs/, miniq.conf)" in out
+    assert sorted(p.name for p in box.path("/var/lib/miniq").iterdir()) == ["jobs", "miniq.conf"]
+    for unit in READY:
+        assert not box.run(["find", "/etc/systemd/system", "-name", unit], check=False).stdout.strip(), unit
+    # A purge after a plain install leaves nothing.
+    box.run(["rm", "-r", "/var/lib/miniq"])
+    apt(box, "install", str(debs["new"]))
+    dpkg(box, "--purge", "miniq")
+    assert not box.path("/var/lib/miniq").exists()
+    assert not box.run(["find", "/etc/systemd", "-name", "miniq*"], check=False).stdout.strip()
+    assert not box.path("/var/lib/systemd/deb-systemd-helper-enabled/miniq-process.path.dsh-also").exists()
+
+
+def _previous_state(box: Sandbox, root: Flow) -> dict[str, str]:
+    """0.2.0 installed the way its README said, with a job in every state."""
+    root.add_job("hello", HELLO)
+    root.add_job("long", '#!/bin/sh\necho "long started, pid $$"\nsleep "$1"\necho "long ended"\n')
+    jobs = {"running": root.run(["miniq", "enqueue", "long", "25"]).stdout.strip()}
+    root.wait_running(jobs["running"])
+    jobs["queued"] = root.run(["miniq", "enqueue", "hello", "queued"]).stdout.strip()
+    jobs["delayed"] = root.run(["miniq", "enqueue", "--in", "40s", "hello", "delayed"]).stdout.strip()
+    jobs["dependent"] = root.run(["miniq", "enqueue", "--after", jobs["running"], "hello", "dependent"]).stdout.strip()
+    # A job file under a 0.1.0 name (queue/ID.json), staged and renamed in as writers must.
+    from miniq.job import new_id
+
+    legacy = new_id()
+    data = {"miniq": 1, "id": legacy, "name": "hello", "argv": ["legacy"], "submitted": "2026-11-28T00:00:00+00:00",
+            "submitter": {"uid": 0, "user": "root", "host": "sandbox", "pid": 1}}  # fmt: skip
+    box.run(["install", "-m", "600", "/dev/stdin", f"/var/lib/miniq/tmp/.{legacy}"], input=json.dumps(data))
+    jobs["legacy name"] = legacy
+    return jobs
+
+
+def test_an_upgrade_from_the_previous_release_loses_and_doubles_no_job(box: Sandbox, debs: dict[str, Path]) -> None:
+    """0.2.0 to this version with jobs queued, delayed, waiting on a dependency and running.
+
+    The running job is left to finish under the processor that runs it (the
+    package never stops the processor on upgrade: a long job is not cut short
+    by unattended upgrades), and the next processor is the new version's."""
+    box.run(["rm", "-rf", "/var/lib/miniq"])
+    apt(box, "install", str(debs["old"]))
+    assert box.run(["dpkg-query", "-W", "-f", "${Version}", "miniq"]).stdout == "0.2.0"
+    box.run(["systemctl", "enable", "--now", "miniq-process.timer", "miniq-process.path", "miniq-api.socket"])
+    root = Flow(box, None, "--system", "/usr/bin/miniq")
+    jobs = _previous_state(box, root)
+    old_pid = box.run(["systemctl", "show", "-P", "MainPID", "miniq-process.service"]).stdout.strip()
+    assert old_pid != "0"
+
+    out = apt(box, "install", str(debs["new"]))
+    assert "Unpacking miniq (0.3.0) over (0.2.0)" in out
+    # The old processor still runs the job it had; the new units are live.
+    assert box.run(["systemctl", "show", "-P", "MainPID", "miniq-process.service"]).stdout.strip() == old_pid
+    assert root.record(jobs["running"])["state"] == "running"
+    assert box.run(["systemctl", "show", "-P", "LoadState", "miniq-api@.service"], check=False).stdout.strip() == "not-found"
+    assert "Accept=no" in box.run(["systemctl", "cat", "miniq-api.socket"]).stdout
+    assert box.run(["systemctl", "show", "-P", "NeedDaemonReload", "miniq-process.path"]).stdout.strip() == "no"
+    for unit in READY:
+        assert (enabled(box, unit), active(box, unit)) == ("enabled", "active"), unit
+    # Once the old processor has finished what it had, a job under a 0.1.0 name goes to the new one.
+    root.wait_final([jobs["running"]], timeout=60)
+    deadline = time.monotonic() + 60
+    while box.run(["systemctl", "show", "-P", "MainPID", "miniq-process.service"]).stdout.strip() == old_pid:
+        assert time.monotonic() < deadline, "the old processor did not end"
+        time.sleep(0.2)
+    box.run(["mv", f"/var/lib/miniq/tmp/.{jobs['legacy name']}", f"/var/lib/miniq/queue/{jobs['legacy name']}.json"])
+
+    root.wait_final(list(jobs.values()), timeout=120)
+    for state, job_id in jobs.items():
+        record = root.record(job_id)
+        assert record["state"] == "done", (state, record)
+        assert [a["outcome"] for a in record["attempts"]] == ["exited"], (state, record["attempts"])
+    longest = root.record(jobs["running"])
+    assert longest["result"]["run"].split("+")[3] == old_pid, "the running job was not left to its processor"
+    assert root.record(jobs["legacy name"])["result"]["run"].split("+")[3] != old_pid
+    assert root.record(jobs["dependent"])["result"]["started"] >= longest["result"]["ended"]
+    assert box.run(["miniq", "--version"]).stdout.strip() == "miniq, version 0.3.0"
+    # Through the new helper, a user acts as before.
+    alice = Flow(box, "alice", "--user", "/usr/bin/miniq")
+    job = alice.run(["miniq", "--system", "enqueue", "hello", "after"]).stdout.strip()
+    assert alice.run(["miniq", "--system", "wait", job], timeout=60).returncode == 0
