@@ -32,7 +32,7 @@ from . import cgroup
 from .cgroup import STOP_GRACE
 from .manager import Manager
 from .runner import Running
-from .spawn import ExecSpec, StartFailed, abort, release, spawn_gated
+from .spawn import ExecSpec, StartDelayed, StartFailed, abort, release, spawn_gated
 from .systemd import Property, Systemd, SystemdError
 
 KEEPER = ("/bin/sleep", "infinity")
@@ -72,6 +72,9 @@ class ScopeRunner:
         try:
             self._start_scope(spec, [gated.pid, keeper])
             self._wait_placed(spec.unit, gated.pid, keeper)
+        except StartDelayed as e:
+            report = abort(gated, keeper)
+            raise StartDelayed(report or str(e)) from None
         except (SystemdError, StartFailed) as e:
             report = abort(gated, keeper)
             raise StartFailed(report or f"systemd refused the scope {spec.unit}: {e}") from None
@@ -107,7 +110,7 @@ class ScopeRunner:
                 pending.pop(0)
                 continue
             if time.monotonic() > deadline:
-                raise StartFailed(f"systemd did not move PID {pending[0]} into {unit} within {PLACEMENT_TIMEOUT:.0f} s")
+                raise StartDelayed(f"systemd did not move PID {pending[0]} into {unit} within {PLACEMENT_TIMEOUT:.0f} s")
             time.sleep(0.0005)
 
     def accounting(self, running: Running) -> cgroup.Accounting:

@@ -37,6 +37,11 @@ class StartFailed(Exception):
     """The job could not be started; the message says why."""
 
 
+class StartDelayed(StartFailed):
+    """systemd did not start the job's scope in time (a busy host): nothing of
+    the job ran, and it may run later; not the job's failure."""
+
+
 @dataclass(frozen=True)
 class Identity:
     """A user to run a job as: from the password and group databases."""

@@ -23,7 +23,7 @@ from .limits import Limits
 from .output import Budget, OutputPump
 from .result import Outcome, Result
 from .runner import Runner, Running
-from .spawn import ExecSpec, Identity, StartFailed, clean_environment
+from .spawn import ExecSpec, Identity, StartDelayed, StartFailed, clean_environment
 from .timeparse import now_iso
 from .users import untrusted_reason
 
@@ -100,6 +100,10 @@ class Worker:
         started_iso = now_iso()
         try:
             running = self.runner.start(spec)
+        except StartDelayed as e:
+            # A busy systemd, not the job: it goes back and runs later (the
+            # processor's policy for interrupted runs, with its backoff and cap).
+            return Result.unrun(Outcome.INTERRUPTED, f"its scope was not ready in time: {e}", hostname())
         except StartFailed as e:
             return Result.unrun(Outcome.NOT_STARTED, str(e), hostname())
         where = f" in {running.unit}" if running.unit else " without a scope"

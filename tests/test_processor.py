@@ -218,3 +218,25 @@ def test_the_processor_lingers_for_a_job_that_arrives(root: Path) -> None:
     _, summary = process(root, linger=3.0)
     thread.join()
     assert summary.succeeded == [first.id, *later]
+
+
+def test_a_scope_systemd_was_too_busy_to_start_is_run_later(root: Path) -> None:
+    """Not the job's failure: it goes back, its attempt says why, and it runs later."""
+    from miniq.spawn import StartDelayed
+
+    class Busy(PlainRunner):
+        def start(self, spec: ExecSpec):  # type: ignore[no-untyped-def]
+            raise StartDelayed("systemd did not move PID 1 into x.scope within 10 s")
+
+    job = Queue(root).enqueue("echo", ["later"])
+    wakes: list[float] = []
+    summary = Processor(Queue(root), Manager.USER, runner=Busy(), sink=ListSink(), waker=wakes.append, linger=0.0).run()
+    assert summary.succeeded == [] and summary.failed == [] and wakes
+    record = Queue(root).read(job.id)
+    assert record.state.label == "delayed"
+    [attempt] = record.job.attempts  # type: ignore[union-attr]
+    assert attempt.outcome.value == "interrupted" and "its scope was not ready in time" in (attempt.reason or "")
+    [entry] = (root / "delayed").iterdir()
+    entry.rename(root / "queue" / f"1000-{job.id}.json")  # as if its backoff passed
+    _, summary = process(root)
+    assert summary.succeeded == [job.id]

@@ -289,7 +289,8 @@ def test_doctor_and_the_client_name_a_failed_socket_and_its_fix(root: Flow) -> N
     root.sb.sh(f"mkdir -p {dropin} && printf '[Socket]\\nListenStream=\\nListenStream=/proc/nowhere/api.socket\\n' > {dropin}/x.conf"
                " && systemctl daemon-reload && (systemctl restart miniq-api.socket || true)")  # fmt: skip
     try:
-        assert root.unit_state("miniq-api.socket") == "failed"
+        state = root.unit_state("miniq-api.socket")
+        assert state == "failed", root.sb.sh("systemctl status --no-pager miniq-api.socket; journalctl -n 30", check=False).stdout
         doctor = root.cli("doctor", check=False).stdout.splitlines()
         line = next(i for i, text in enumerate(doctor) if text.startswith("problem: miniq-api.socket has failed"))
         assert doctor[line] == (

@@ -37,10 +37,15 @@ class VMError(RuntimeError):
 class VM:
     def __init__(
         self, image: Image, name: str, workdir: Path, memory: int = 1536, cpus: int = 2, net: str | None = None,
-        mac: str = "52:54:00:12:34:01", rtc: str | None = None, cmdline: str = "",
+        mac: str = "52:54:00:12:34:01", rtc: str | None = None, cmdline: str = "", base: Path | None = None,
+        extra: list[str] | None = None,
     ) -> None:  # fmt: skip
         self.image, self.name, self.workdir = image, name, Path(workdir)
         self.memory, self.cpus, self.net, self.mac, self.rtc, self.cmdline = memory, cpus, net, mac, rtc, cmdline
+        #: The root disk the throw-away overlay stands on: the image's, or a qcow2 made from it.
+        self.base = base
+        #: More qemu arguments: disks, serial ports.
+        self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.buffer = b""
@@ -57,7 +62,8 @@ class VM:
 
     def boot(self, timeout: float = 600) -> VM:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.root), "-F", "raw", str(self.overlay)], check=True)
+        backing = ["-b", str(self.base), "-F", "qcow2"] if self.base else ["-b", str(self.image.root), "-F", "raw"]
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *backing, str(self.overlay)], check=True)
         agent, monitor = self.workdir / f"{self.name}.agent", self.workdir / f"{self.name}.monitor"
         for path in (agent, monitor):
             path.unlink(missing_ok=True)
@@ -76,6 +82,7 @@ class VM:
             argv += ["-nic", "none"]
         if self.rtc:
             argv += ["-rtc", f"base={self.rtc}"]
+        argv += self.extra
         started = time.monotonic()
         log = open(self.workdir / f"{self.name}.qemu.log", "wb")  # noqa: SIM115 - qemu writes it while it runs
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
@@ -144,6 +151,19 @@ class VM:
             self.sock.close()
             self.sock = None
         self.overlay.unlink(missing_ok=True)
+
+    def shutdown(self, keep: Path | None = None, timeout: float = 300) -> None:
+        """A clean power-off from inside; ``keep`` saves the root overlay there."""
+        assert self.proc is not None and self.sock is not None
+        self.sock.sendall(json.dumps({"id": -1, "sh": "systemctl --no-block poweroff", "stdin": "", "timeout": 60}).encode() + b"\n")
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise VMError(f"{self.name} did not power off: {self.console_tail()}") from None
+        self.sock.close()
+        self.sock = None
+        if keep is not None:
+            os.replace(self.overlay, keep)
 
     def kill(self) -> None:
         """A power cut: the guest stops at once, nothing is flushed or cleaned."""

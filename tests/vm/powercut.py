@@ -1,0 +1,463 @@
+"""Real power cuts of a Debian guest that runs a busy queue, and what must hold after each.
+
+    sudo .venv/bin/python -m tests.vm.powercut [--cuts N] [--seed S]   # as long as asked; prints the seed
+
+The guest (tests/vm: qemu under TCG, Debian 12, systemd as PID 1) has its
+queue on a disk of its own, ``/dev/vdb`` mounted at ``/var/lib/miniq``, and
+runs miniq from the Debian package of this checkout.  Each cycle boots the
+guest on a fresh copy of its root (only the queue disk lives on), checks the
+queue as the cut left it, starts miniq's units and a workload, and kills
+qemu at a random moment.
+
+Why a killed qemu is a power cut, and which disk it models.  The queue disk
+is a raw file attached with ``cache=writeback``: a write the guest's disk
+completed is in the host's page cache, which outlives qemu (the host keeps
+running), and a flush the guest issues becomes an fdatasync on the host.
+Killing qemu therefore loses exactly what a power cut loses on a disk that
+keeps what it acknowledged: everything still in the *guest's* page cache
+and every write not yet issued.  That is what a missing or misplaced fsync
+exposes.  A disk whose own volatile cache drops or reorders acknowledged
+writes that were not flushed is the stronger fault; dmlog.py replays a
+recorded write log to each flush point for that.  The guest's root is a
+qcow2 overlay with ``cache=unsafe``, thrown away at each cut (it holds no
+queue data, and a qcow2 killed mid-write may not be consistent).
+
+The workload: three clients (one calls ``miniq enqueue``, two the library,
+which is several times faster under emulation) loop over enqueues of plain
+jobs (0-2 s), delayed jobs (``--in``), jobs that fail once and succeed on a
+retry (``--retries 2``) and jobs that run ``--after`` the client's previous
+one; parallel 2, lease 5 s.  Side effects leave the guest at once: a client
+writes ``ENQ id`` after ``miniq enqueue`` returned, a job writes
+``RUN id attempt`` as its first act, each to a virtio-serial port that qemu
+appends to a host file (through a relay in the guest that acknowledges a
+line only once it was written to the port).
+
+What is checked (``check_state`` after every cut, ``check_end`` after the
+last boot, once the queue drained):
+
+* every job whose enqueue returned is in exactly one state (at most a claim
+  left beside its newer state, which recovery removes);
+* no file in the root is empty or partial (every job file, claim, record
+  and staging file parses; cancel requests say "cancel"), apart from the
+  files whose existence is their content (``queue/wake``, ``priorities/``);
+* a published record stays as it was, and its job never runs again;
+* each job's runs, counted by its marks, match its recorded attempts: a
+  mark for every run the processor recorded, none for a run it did not,
+  never two for one attempt; an ``interrupted`` attempt may lack a mark
+  (the cut came after the claim, before the job's first instruction);
+* the queue drains after the last boot and no miniq unit has failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .image import Image, build
+from .machine import VM
+
+ROOT = "/var/lib/miniq"
+REAL_RUNS = {"exited", "signaled", "oom", "timeout"}
+
+RELAY = r'''#!/usr/bin/python3
+"""Lines from local clients to the virtio port tb.marks; "ok" once written."""
+import os, socket, threading
+port = next(f"/dev/{v}" for v in os.listdir("/sys/class/virtio-ports")
+            if open(f"/sys/class/virtio-ports/{v}/name").read().strip() == "tb.marks")
+fd = os.open(port, os.O_WRONLY)
+lock = threading.Lock()
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 7777))
+srv.listen(256)
+def serve(conn):
+    with conn, conn.makefile("rb") as lines:
+        for line in lines:
+            with lock:
+                os.write(fd, line)
+            conn.sendall(b"ok\n")
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+'''
+
+RELAY_UNIT = """[Unit]
+Description=test bed: marks to the host
+DefaultDependencies=no
+After=local-fs.target
+
+[Service]
+ExecStart=/usr/bin/python3 /usr/local/lib/tb-marks.py
+Restart=always
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+MARK = """mark() {
+    until exec 3<>/dev/tcp/127.0.0.1/7777; do sleep 0.05; done 2>/dev/null
+    printf '%s\\n' "$*" >&3
+    read -r _ <&3
+    exec 3>&-
+}
+"""
+
+WORK = "#!/bin/bash\n" + MARK + 'mark "RUN $MINIQ_JOB_ID $MINIQ_ATTEMPT"\nsleep "${1:-0}"\n'
+FLAKY = "#!/bin/bash\n" + MARK + 'mark "RUN $MINIQ_JOB_ID $MINIQ_ATTEMPT"\n[ "$MINIQ_ATTEMPT" = 1 ] && exit 1\nexit 0\n'
+
+CLIENT = (
+    "#!/bin/bash\n"
+    + MARK
+    + """RANDOM=$1
+prev=
+while true; do
+    k=$((RANDOM % 10)); secs=$((RANDOM % 3))
+    case $k in
+        0|1|2|3) id=$(miniq enqueue work $secs) ;;
+        4|5) id=$(miniq enqueue --in $((1 + RANDOM % 3))s work $secs) ;;
+        6|7) id=$(miniq enqueue --retries 2 flaky) ;;
+        *) if [ -n "$prev" ]; then id=$(miniq enqueue --after "$prev" work 0); else id=$(miniq enqueue work 0); fi ;;
+    esac || continue
+    [ -n "$id" ] && mark "ENQ $id" && prev=$id
+done
+"""
+)
+
+#: A client through the library, a few times faster than the CLI's start under emulation.
+API_CLIENT = r'''
+import random, socket, sys
+from pathlib import Path
+from miniq import Queue
+from miniq.schedule import Schedule
+rng = random.Random(int(sys.argv[1]))
+queue = Queue(Path("/var/lib/miniq"))
+def mark(line):
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", 7777)) as s:
+                s.sendall(line.encode() + b"\n")
+                s.recv(3)
+                return
+        except OSError:
+            pass
+prev = None
+import time
+while True:
+    k, secs = rng.randrange(10), str(rng.randrange(3))
+    if k < 4:
+        job = queue.enqueue("work", [secs])
+    elif k < 6:
+        job = queue.enqueue("work", [secs], schedule=Schedule(not_before=time.time() + rng.uniform(1, 4)))
+    elif k < 8:
+        job = queue.enqueue("flaky", [], schedule=Schedule(retries=2))
+    else:
+        job = queue.enqueue("work", ["0"], schedule=Schedule(after=(prev,) if prev else ()))
+    mark(f"ENQ {job.id}")
+    prev = job.id
+'''
+
+#: Reads the whole root as it is and prints it as JSON (runs in the guest, as root).
+SNAPSHOT = r'''
+import json, os, sys
+sys.path.insert(0, "/usr/lib/python3/dist-packages")
+from miniq.layout import parse_claim_name, parse_delayed_name, parse_queue_name
+root = sys.argv[1]
+out = {"files": [], "entries": []}
+for dirpath, dirs, names in os.walk(root):
+    rel = os.path.relpath(dirpath, root)
+    if rel.split("/")[0] == "jobs" or rel.startswith("lost+found"):
+        continue
+    for name in names:
+        path = os.path.join(dirpath, name)
+        data = open(path, "rb").read()
+        kind = "json"
+        try:
+            value = json.loads(data)
+            parsed = isinstance(value, dict)
+        except ValueError:
+            parsed, value = False, None
+        path = os.path.normpath(os.path.join(rel, name))
+        out["files"].append({"path": path, "size": len(data), "json": parsed, "head": data[:40].decode("latin-1")})
+        top = rel.split("/")[0]
+        job = None
+        if top == "queue":
+            p = parse_queue_name(name); job = p[1] if p else None
+        elif top == "delayed":
+            p = parse_delayed_name(name); job = p[1] if p else None
+        elif top == "running":
+            p = parse_claim_name(name); job = p[0] if p else None
+        elif top in ("done", "failed") and name.endswith(".json"):
+            job = name[:-5]
+        if job:
+            entry = {"state": top, "id": job, "name": name}
+            if top in ("done", "failed") and parsed:
+                entry["attempts"] = [a.get("outcome") for a in value.get("attempts", [])]
+                entry["result"] = (value.get("result") or {}).get("outcome")
+            out["entries"].append(entry)
+print(json.dumps(out))
+'''
+
+
+@dataclass
+class Ledger:
+    """What the host saw: marks, and what each check found."""
+
+    enqueued: set[str] = field(default_factory=set)
+    runs: dict[str, list[int]] = field(default_factory=dict)
+    records: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # id -> (state, attempts) when first seen
+    checks: list[str] = field(default_factory=list)
+
+    def read_marks(self, path: Path) -> None:
+        self.enqueued, self.runs = set(), {}
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "ENQ":
+                self.enqueued.add(parts[1])
+            elif len(parts) == 3 and parts[0] == "RUN" and parts[2].isdigit():
+                self.runs.setdefault(parts[1], []).append(int(parts[2]))
+
+
+class Failure(AssertionError):
+    pass
+
+
+def check_state(snapshot: dict[str, Any], ledger: Ledger, label: str) -> dict[str, int]:
+    """The invariants that hold at any moment the queue is at rest (module comment)."""
+    problems = []
+    for f in snapshot["files"]:
+        top = f["path"].split("/")[0]
+        if top == "priorities" or f["path"] == "queue/wake":
+            continue  # their existence is their content
+        if top == "cancel":
+            if f["head"] != "cancel\n":
+                problems.append(f"{f['path']}: a cancel request of {f['size']} bytes: {f['head']!r}")
+        elif f["path"] == "miniq.conf":
+            continue
+        elif f["size"] == 0 or not f["json"]:
+            problems.append(f"{f['path']}: {f['size']} bytes, {'not JSON' if f['size'] else 'empty'}: {f['head']!r}")
+    places: dict[str, list[dict[str, Any]]] = {}
+    for entry in snapshot["entries"]:
+        places.setdefault(entry["id"], []).append(entry)
+    leftovers = 0
+    for job_id in ledger.enqueued:
+        found = places.get(job_id, [])
+        settled = [e for e in found if e["state"] != "running"]
+        claims = [e for e in found if e["state"] == "running"]
+        if len(settled) > 1 or len(claims) > 1 or not found:
+            problems.append(f"job {job_id} is in {[e['name'] for e in found] or 'no state at all'}")
+        elif settled and claims:
+            leftovers += 1  # a claim beside its newer state: recovery removes it
+    for entry in snapshot["entries"]:
+        if entry["state"] in ("done", "failed"):
+            key = (entry["state"], entry.get("attempts") or [])
+            first = ledger.records.setdefault(entry["id"], key)
+            if first != key:
+                problems.append(f"record of {entry['id']} changed: was {first}, is {key}")
+    for job_id, (state, _) in ledger.records.items():
+        if not any(e["state"] == state for e in places.get(job_id, [])):
+            problems.append(f"the {state} record of {job_id} is gone")
+    if problems:
+        raise Failure(f"{label}: " + "; ".join(problems[:20]))
+    ledger.checks.append(label)
+    return {"jobs": len(places), "files": len(snapshot["files"]), "leftover claims": leftovers}
+
+
+def check_end(snapshot: dict[str, Any], ledger: Ledger) -> dict[str, int]:
+    """After the last boot and a drain: every job final, runs match attempts."""
+    check_state(snapshot, ledger, "after the drain")
+    problems = []
+    final = {e["id"]: e for e in snapshot["entries"] if e["state"] in ("done", "failed")}
+    unsettled = [e["name"] for e in snapshot["entries"] if e["state"] not in ("done", "failed")]
+    if unsettled:
+        problems.append(f"not drained: {unsettled[:10]}")
+    counts = {"jobs": len(final), "runs": 0, "attempts": 0, "interrupted without a mark": 0}
+    for job_id in ledger.enqueued | set(ledger.runs):
+        record = final.get(job_id)
+        marks = ledger.runs.get(job_id, [])
+        if record is None:
+            if job_id in ledger.enqueued:
+                problems.append(f"job {job_id} has no record")
+            elif marks:
+                problems.append(f"job {job_id} ran ({marks}) but is nowhere")
+            continue
+        attempts = record.get("attempts") or []
+        counts["runs"] += len(marks)
+        counts["attempts"] += len(attempts)
+        if len(set(marks)) != len(marks):
+            problems.append(f"job {job_id}: two runs as the same attempt: {sorted(marks)}")
+        for k in marks:
+            if k > len(attempts):
+                problems.append(f"job {job_id}: run {k} is not among its {len(attempts)} recorded attempts {attempts}")
+        for k, outcome in enumerate(attempts, 1):
+            if outcome in REAL_RUNS and k not in marks:
+                problems.append(f"job {job_id}: attempt {k} ({outcome}) is recorded, but it never ran")
+            elif outcome not in REAL_RUNS and outcome != "interrupted" and k in marks:
+                problems.append(f"job {job_id}: attempt {k} is recorded {outcome}, but it ran")
+            elif outcome == "interrupted" and k not in marks:
+                counts["interrupted without a mark"] += 1
+    if problems:
+        raise Failure("after the drain: " + "; ".join(problems[:20]))
+    return counts
+
+
+class PowerCuts:
+    """The guest, its disks and the host's files of one power-cut run."""
+
+    def __init__(self, image: Image, deb: Path, work: Path, seed: int, log: Any = print) -> None:
+        self.image, self.deb, self.work, self.rng, self.log = image, deb, work, random.Random(seed), log
+        self.seed = seed
+        self.queue_disk = work / "queue.img"
+        self.marks = work / "marks.log"
+        self.base = work / "installed.qcow2"
+        self.ledger = Ledger()
+        self.cycle = 0
+        self.vm: VM | None = None
+
+    def extra(self) -> list[str]:
+        return [
+            "-drive", f"file={self.queue_disk},if=virtio,format=raw,cache=writeback",
+            "-chardev", f"file,id=marks,path={self.marks},append=on",
+            "-device", "virtserialport,chardev=marks,name=tb.marks",
+        ]  # fmt: skip
+
+    def prepare(self) -> None:
+        """The installed root (miniq, the relay, the queue disk's mount), made once."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["truncate", "-s", "384M", str(self.queue_disk)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "tbqueue", str(self.queue_disk)], check=True)
+        self.marks.touch()
+        vm = VM(self.image, "installer", self.work)
+        vm.boot()
+        try:
+            vm.put("/tmp/miniq.deb", self.deb.read_bytes())
+            vm.run("dpkg -i /tmp/miniq.deb", check=True, timeout=600)
+            vm.put("/usr/local/lib/tb-marks.py", RELAY.encode(), "0755")
+            vm.put("/etc/systemd/system/tb-marks.service", RELAY_UNIT.encode())
+            vm.put("/etc/systemd/system/miniq-process.service.d/queue-disk.conf",
+                   b"[Unit]\nRequiresMountsFor=/var/lib/miniq\nWants=tb-marks.service\nAfter=tb-marks.service\n")  # fmt: skip
+            vm.put("/usr/local/bin/tb-client", CLIENT.encode(), "0755")
+            vm.put("/usr/local/lib/tb-api-client.py", API_CLIENT.encode())
+            vm.put("/usr/local/lib/tb-snapshot.py", SNAPSHOT.encode())
+            vm.run("echo 'LABEL=tbqueue /var/lib/miniq ext4 defaults,nofail 0 2' >> /etc/fstab", check=True)
+            # The units start after each check, not at boot (the check sees the queue as the cut left it).
+            vm.run("systemctl enable tb-marks.service && systemctl disable miniq-process.path miniq-process.timer miniq-api.socket",
+                   check=True)  # fmt: skip
+        finally:
+            if vm.proc is not None and vm.proc.poll() is None and vm.sock is not None:
+                vm.shutdown(keep=self.base)
+            else:
+                vm.close()
+        assert self.base.exists(), "the installed root was not kept"
+
+    def boot(self) -> VM:
+        self.cycle += 1
+        vm = VM(self.image, f"cycle{self.cycle}", self.work, base=self.base, extra=self.extra())
+        vm.boot()
+        self.vm = vm
+        mounted = vm.run(f"findmnt -n -o SOURCE {ROOT}").stdout.strip()
+        assert mounted == "/dev/vdb", f"the queue disk is not mounted at {ROOT}: {mounted!r}"
+        return vm
+
+    def first_setup(self, vm: VM) -> None:
+        vm.run(f"mkdir -p {ROOT}/jobs && printf '[processor]\\nparallel = 2\\nlease = 5s\\n' > {ROOT}/miniq.conf", check=True)
+        vm.put(f"{ROOT}/jobs/work.job", WORK.encode(), "0755")
+        vm.put(f"{ROOT}/jobs/flaky.job", FLAKY.encode(), "0755")
+        vm.run("sync", check=True)
+
+    def snapshot(self, vm: VM) -> dict[str, Any]:
+        out = vm.run(f"python3 /usr/local/lib/tb-snapshot.py {ROOT}", check=True, timeout=300).stdout
+        data: dict[str, Any] = json.loads(out)
+        return data
+
+    def start(self, vm: VM) -> None:
+        """The units, one client of the command line and two of the library."""
+        vm.run("systemctl start miniq-process.path miniq-process.timer", check=True)
+        api = "/usr/bin/python3 /usr/local/lib/tb-api-client.py"
+        commands = ["/usr/local/bin/tb-client", api, api]
+        for n, command in enumerate(commands):
+            vm.run(f"systemd-run --quiet --unit tb-client-{n} {command} {self.rng.randrange(1, 32767)}", check=True)
+
+    def cut(self, low: float = 5.0, high: float = 20.0) -> float:
+        """Let the workload run a random while, then pull the plug."""
+        assert self.vm is not None
+        after = self.rng.uniform(low, high)
+        time.sleep(after)
+        self.vm.kill()
+        self.vm.close()  # removes the root overlay: the next boot is on a fresh copy
+        self.vm = None
+        return after
+
+    def drain(self, vm: VM, timeout: float = 600) -> float:
+        vm.run("systemctl start miniq-process.path miniq-process.timer", check=True)
+        started = time.monotonic()
+        while True:
+            left = vm.run(f"ls {ROOT}/queue {ROOT}/delayed {ROOT}/running | grep -c json || true").stdout.strip()
+            if left == "0":
+                break
+            if time.monotonic() - started > timeout:
+                raise Failure(f"the queue did not drain in {timeout:.0f} s: {left} entries left")
+            time.sleep(2)
+        vm.run("systemctl stop miniq-process.path miniq-process.timer miniq-process.service", check=True)
+        failed = vm.run("systemctl list-units --failed --plain --no-legend 'miniq*'").stdout.strip()
+        if failed:
+            raise Failure(f"failed units after the drain: {failed}")
+        return time.monotonic() - started
+
+    def run(self, cuts: int) -> dict[str, Any]:
+        """``cuts`` power cuts, then a drain and the final check; returns the figures."""
+        self.log(f"power cuts: seed {self.seed}, {cuts} cuts, work directory {self.work}")
+        self.prepare()
+        figures: dict[str, Any] = {"seed": self.seed, "cuts": [], "boots": []}
+        try:
+            for n in range(cuts):
+                vm = self.boot()
+                figures["boots"].append(round(vm.boot_seconds, 1))
+                if n == 0:
+                    self.first_setup(vm)
+                self.ledger.read_marks(self.marks)
+                state = check_state(self.snapshot(vm), self.ledger, f"after cut {n}" if n else "before the first cut")
+                self.start(vm)
+                after = self.cut()
+                figures["cuts"].append(round(after, 1))
+                self.log(f"cut {n + 1}/{cuts} after {after:.1f} s of work; at boot: {state}")
+            vm = self.boot()
+            self.ledger.read_marks(self.marks)
+            check_state(self.snapshot(vm), self.ledger, f"after cut {cuts}")
+            figures["drain seconds"] = round(self.drain(vm), 1)
+            self.ledger.read_marks(self.marks)
+            figures.update(check_end(self.snapshot(vm), self.ledger))
+            figures["enqueued"] = len(self.ledger.enqueued)
+            figures["checks"] = len(self.ledger.checks)
+            return figures
+        finally:
+            if self.vm is not None:
+                self.vm.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Power cuts of a guest running miniq (tests/vm/powercut.py).")
+    parser.add_argument("--cuts", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "little"))
+    parser.add_argument("--deb", type=Path, help="the .deb to test (default: build this checkout's)")
+    parser.add_argument("--work", type=Path, default=Path("/var/tmp/miniq-powercut"))
+    args = parser.parse_args()
+    if args.deb is None:
+        repo = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["bash", str(repo / "packaging" / "build-deb.sh")], check=True, capture_output=True, text=True).stdout
+        args.deb = Path(out.split("built ", 1)[1].split()[0])
+    shutil.rmtree(args.work, ignore_errors=True)
+    figures = PowerCuts(build(), args.deb, args.work, args.seed).run(args.cuts)
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
