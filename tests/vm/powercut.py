@@ -415,7 +415,8 @@ class PowerCuts:
     def run(self, cuts: int) -> dict[str, Any]:
         """``cuts`` power cuts, then a drain and the final check; returns the figures."""
         self.log(f"power cuts: seed {self.seed}, {cuts} cuts, work directory {self.work}")
-        self.prepare()
+        if not self.base.exists():
+            self.prepare()
         figures: dict[str, Any] = {"seed": self.seed, "cuts": [], "boots": []}
         try:
             for n in range(cuts):
@@ -449,14 +450,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "little"))
     parser.add_argument("--deb", type=Path, help="the .deb to test (default: build this checkout's)")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/miniq-powercut"))
+    parser.add_argument("--write-log", type=float, default=0, metavar="SECONDS",
+                        help="also record SECONDS of work with dm-log-writes and check every flush point (dmlog.py)")  # fmt: skip
     args = parser.parse_args()
     if args.deb is None:
         repo = Path(__file__).resolve().parents[2]
         out = subprocess.run(["bash", str(repo / "packaging" / "build-deb.sh")], check=True, capture_output=True, text=True).stdout
         args.deb = Path(out.split("built ", 1)[1].split()[0])
     shutil.rmtree(args.work, ignore_errors=True)
-    figures = PowerCuts(build(), args.deb, args.work, args.seed).run(args.cuts)
+    cuts = PowerCuts(build(), args.deb, args.work, args.seed)
+    figures = cuts.run(args.cuts)
     print(json.dumps(figures, indent=2))
+    if args.write_log:
+        from .dmlog import WriteLog
+
+        print(json.dumps(WriteLog(cuts).run(args.write_log), indent=2))
 
 
 if __name__ == "__main__":

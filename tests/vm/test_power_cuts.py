@@ -1,14 +1,15 @@
-"""Real power cuts: qemu killed at random moments while the queue is busy (tests/vm/powercut.py).
+"""Real power cuts, and every flush point of a recorded run (tests/vm/powercut.py, dmlog.py).
 
 The seed is printed; ``MINIQ_POWERCUT_SEED=S`` replays a run and
 ``MINIQ_POWERCUT_CUTS=N`` sets how many cuts (CI: 20).  See powercut.py for
-the disk model and every invariant checked.
+the disk model and every invariant checked, dmlog.py for the write log.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,19 +20,40 @@ from .powercut import PowerCuts
 pytestmark = pytest.mark.vm
 
 
-@pytest.mark.timeout(3600)
-def test_nothing_is_lost_or_run_twice_across_power_cuts(image: Image, deb: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def power(image: Image, deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PowerCuts]:
     seed = int(os.environ.get("MINIQ_POWERCUT_SEED") or random.SystemRandom().randrange(2**31))
-    cuts = int(os.environ.get("MINIQ_POWERCUT_CUTS") or 20)
     print(f"\npower cuts: seed {seed} (replay with MINIQ_POWERCUT_SEED={seed})")
-    figures = PowerCuts(image, deb, tmp_path / "powercut", seed).run(cuts)
+    cuts = PowerCuts(image, deb, tmp_path_factory.mktemp("powercut"), seed)
+    cuts.prepare()
+    yield cuts
+
+
+@pytest.mark.timeout(3600)
+def test_nothing_is_lost_or_run_twice_across_power_cuts(power: PowerCuts) -> None:
+    figures = power.run(int(os.environ.get("MINIQ_POWERCUT_CUTS") or 20))
     from conftest import REPORT
 
     REPORT.append(
-        f"power cuts (seed {seed}): {len(figures['cuts'])} cuts after {min(figures['cuts'])}-{max(figures['cuts'])} s of work; "
+        f"power cuts (seed {power.seed}): {len(figures['cuts'])} cuts after {min(figures['cuts'])}-{max(figures['cuts'])} s of work; "
         f"{figures['enqueued']} jobs acknowledged, {figures['jobs']} recorded, {figures['runs']} runs = marks for "
         f"{figures['attempts']} attempts ({figures['interrupted without a mark']} interrupted before their first instruction); "
         f"drained in {figures['drain seconds']} s; {figures['checks']} checks; boots {min(figures['boots'])}-{max(figures['boots'])} s"
     )
     print(REPORT[-1])
     assert figures["enqueued"] > 0 and figures["runs"] > 0
+
+
+@pytest.mark.timeout(3600)
+def test_every_flush_point_of_a_recorded_run_holds(power: PowerCuts) -> None:
+    from conftest import REPORT
+
+    from .dmlog import WriteLog
+
+    figures = WriteLog(power).run(seconds=15.0)
+    REPORT.append(
+        f"write log (dm-log-writes, seed {power.seed}): {figures['entries']} entries, {figures['points']} flush points checked "
+        f"in {figures['replay_seconds']} s; {figures['jobs']} jobs acknowledged, {figures['records']} records"
+    )
+    print(REPORT[-1])
+    assert figures["points"] > 0 and figures["jobs"] > 0
