@@ -54,40 +54,14 @@ from . import cgroup, files
 from .files import Unusable, dump, read_untrusted
 from .job import SCHEMA, Job, State, hostname, new_id
 from .layout import Layout, is_id, parse_claim_name
+from .proc import boot_id, pid_namespace, process_start, safe_host
 from .result import Outcome, Result
 
-_HOST_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _GONE = (errno.ENOENT, errno.ESTALE)
 
 
 class LeaseLost(Exception):
     """The claim was taken over by another processor; publish nothing."""
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip().replace("-", "")
-    except OSError:
-        return "0" * 32
-
-
-def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of a process in clock ticks since boot, or None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat_line = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses.
-    return int(stat_line.rsplit(b")", 1)[1].split()[19])
 
 
 @dataclass(frozen=True)
@@ -103,8 +77,7 @@ class Claimer:
     @classmethod
     def current(cls) -> Claimer:
         pid = os.getpid()
-        host = _HOST_CHARS.sub("_", hostname())[:64] or "host"
-        return cls(host, _boot_id(), _pid_namespace(), pid, process_start(pid) or 0)
+        return cls(safe_host(), boot_id(), pid_namespace(), pid, process_start(pid) or 0)
 
     @property
     def name(self) -> str:
@@ -478,9 +451,8 @@ def newer_state(layout: Layout, job_id: str) -> bool:
 
 
 def clean_tmp(layout: Layout, me: Claimer | None = None, older_than: float = 3600.0) -> None:
-    """Remove what crashes left in ``tmp/``: staging files (never younger
-    than ``older_than``) and clock probes of processes that are provably
-    dead, or older than that."""
+    """Remove what crashes left in ``tmp/``: clock probes and staging files
+    of processes that are provably dead, or older than ``older_than``."""
     cutoff = time.time() - older_than
     try:
         entries = list(os.scandir(layout.tmp))
@@ -488,14 +460,13 @@ def clean_tmp(layout: Layout, me: Claimer | None = None, older_than: float = 360
         return
     for entry in entries:
         try:
-            if entry.name.startswith("clock@"):
-                holder = Claimer.parse(entry.name[len("clock@") :])
-                dead = holder is not None and me is not None and holder != me and holder.provably_dead(me)
-                if dead or entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    os.unlink(entry.path)
+            writer = entry.name[len("clock@") :] if entry.name.startswith("clock@") else files.staging_writer(entry.name)
+            holder = Claimer.parse(writer) if writer else None
+            if holder is not None and me is not None and holder != me and holder.provably_dead(me):
+                os.unlink(entry.path)
                 continue
             st = entry.stat(follow_symlinks=False)
-            if st.st_mtime < cutoff and entry.name.startswith("."):
+            if st.st_mtime < cutoff and entry.name.startswith(("clock@", ".")):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path)
                 else:

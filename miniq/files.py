@@ -82,6 +82,20 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def staging_name(name: str) -> str:
+    """``.NAME~WRITER~RANDOM.tmp``: WRITER is this process's tag (proc.py), so
+    that a staging file a dead writer left is known as such (claims.py)."""
+    from .proc import tag
+
+    return f".{name}~{tag()}~{os.urandom(4).hex()}.tmp"
+
+
+def staging_writer(name: str) -> str | None:
+    """The writer's tag in a staging file's name, if it has one."""
+    parts = name.split("~")
+    return parts[-2] if len(parts) >= 3 and name.startswith(".") and name.endswith(".tmp") else None
+
+
 def _fill(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
     os.fchmod(fd, mode)  # whatever the umask says
     if owner is not None:
@@ -98,7 +112,7 @@ def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, i
     leaves no empty or partial file under any name.  Where the file system
     has no O_TMPFILE (NFS), the name appears first: a crash can leave a
     partial staging file, never read and removed after an hour (claims.py)."""
-    tmp = tmp_dir / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    tmp = tmp_dir / staging_name(name)
     try:
         fd = os.open(tmp_dir, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
     except OSError as e:

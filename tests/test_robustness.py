@@ -74,8 +74,12 @@ def test_a_clock_file_of_a_dead_process_is_removed(root: Path) -> None:
     live = Claimer(me.host, "f" * 32, me.pidns, 1, 1)  # another machine's: judged by age only
     for claimer in (gone, live):
         (root / "tmp" / f"clock@{claimer.name}").touch()
+        (root / "tmp" / f".1000-x.json~{claimer.name}~0a1b2c3d.tmp").write_text("{}\n")  # a staging file of its
+    mine = root / "tmp" / f".1000-y.json~{me.name}~0a1b2c3d.tmp"
+    mine.write_text("{}\n")
     clean_tmp(Layout(root), me)
-    assert os.listdir(root / "tmp") == [f"clock@{live.name}"]
-    os.utime(root / "tmp" / f"clock@{live.name}", (946684800, 946684800))
+    assert sorted(os.listdir(root / "tmp")) == sorted([f"clock@{live.name}", f".1000-x.json~{live.name}~0a1b2c3d.tmp", mine.name])
+    for name in os.listdir(root / "tmp"):
+        os.utime(root / "tmp" / name, (946684800, 946684800))
     clean_tmp(Layout(root), me)
     assert os.listdir(root / "tmp") == []
