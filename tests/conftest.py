@@ -147,6 +147,8 @@ REPORT: list[str] = []
 def _phase(item: pytest.Item) -> str:
     if item.get_closest_marker("vm"):
         return "vm test bed"
+    if item.get_closest_marker("nemesis"):
+        return "nemesis"
     if item.get_closest_marker("systemd"):
         return "systemd sandbox"
     return "unit tests and linters"
