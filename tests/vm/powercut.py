@@ -3,8 +3,9 @@
     sudo .venv/bin/python -m tests.vm.powercut [--cuts N] [--seed S]   # as long as asked; prints the seed
 
 The guest (tests/vm: qemu under TCG, Debian 12, systemd as PID 1) has its
-queue on a disk of its own, ``/dev/vdb`` mounted at ``/var/lib/miniq``, and
-runs miniq from the Debian package of this checkout.  Each cycle boots the
+queue on a disk of its own, ``/dev/vdb`` mounted at ``/var/lib/miniq`` once
+it booted (before miniq's units start), and runs miniq from the Debian
+package of this checkout.  Each cycle boots the
 guest on a fresh copy of its root (only the queue disk lives on), checks the
 queue as the cut left it, starts miniq's units and a workload, and kills
 qemu at a random moment.
@@ -68,6 +69,16 @@ from .machine import VM
 ROOT = "/var/lib/miniq"
 REAL_RUNS = {"exited", "signaled", "oom", "timeout"}
 
+#: Units a power-cut guest does without, for boots twice as fast under emulation.
+FAST_BOOT_MASKS = [
+    "systemd-logind.service", "systemd-update-utmp.service", "systemd-binfmt.service", "rpcbind.service", "rpcbind.socket",
+    "run-rpc_pipefs.mount", "nfs-client.target", "rpc-statd-notify.service", "systemd-udevd.service",
+    "systemd-udevd-control.socket", "systemd-udevd-kernel.socket", "systemd-udev-trigger.service", "systemd-udev-settle.service",
+    "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "dev-hugepages.mount", "kmod-static-nodes.service",
+    "systemd-modules-load.service", "modprobe@.service", "systemd-journal-flush.service", "systemd-random-seed.service",
+    "e2scrub_reap.service", "systemd-pstore.service", "cron.service", "ssh.service",
+]  # fmt: skip
+
 RELAY = r'''#!/usr/bin/python3
 """Lines from local clients to the virtio port tb.marks; "ok" once written."""
 import os, socket, threading
@@ -120,7 +131,7 @@ CLIENT = (
     + """RANDOM=$1
 prev=
 while true; do
-    k=$((RANDOM % 10)); secs=$((RANDOM % 3))
+    k=$((RANDOM % 10)); r=$((RANDOM % 5)); secs=$(( r > 2 ? r - 2 : 0 ))
     case $k in
         0|1|2|3) id=$(miniq enqueue work $secs) ;;
         4|5) id=$(miniq enqueue --in $((1 + RANDOM % 3))s work $secs) ;;
@@ -152,7 +163,7 @@ def mark(line):
 prev = None
 import time
 while True:
-    k, secs = rng.randrange(10), str(rng.randrange(3))
+    k, secs = rng.randrange(10), str(rng.choice([0, 0, 0, 1, 2]))
     if k < 4:
         job = queue.enqueue("work", [secs])
     elif k < 6:
@@ -163,6 +174,7 @@ while True:
         job = queue.enqueue("work", ["0"], schedule=Schedule(after=(prev,) if prev else ()))
     mark(f"ENQ {job.id}")
     prev = job.id
+    time.sleep(rng.uniform(0.5, 2.0))  # about what the processor keeps up with under emulation
 '''
 
 #: Reads the whole root as it is and prints it as JSON (runs in the guest, as root).
@@ -347,10 +359,12 @@ class PowerCuts:
             vm.put("/usr/local/bin/tb-client", CLIENT.encode(), "0755")
             vm.put("/usr/local/lib/tb-api-client.py", API_CLIENT.encode())
             vm.put("/usr/local/lib/tb-snapshot.py", SNAPSHOT.encode())
-            vm.run("echo 'LABEL=tbqueue /var/lib/miniq ext4 defaults,nofail 0 2' >> /etc/fstab", check=True)
             # The units start after each check, not at boot (the check sees the queue as the cut left it).
             vm.run("systemctl enable tb-marks.service && systemctl disable miniq-process.path miniq-process.timer miniq-api.socket",
                    check=True)  # fmt: skip
+            # Twenty boots under emulation: what this guest does not need goes (udev among
+            # them: the queue disk is mounted by name after boot, before miniq starts).
+            vm.run(f"systemctl mask {' '.join(FAST_BOOT_MASKS)}", check=True)
         finally:
             if vm.proc is not None and vm.proc.poll() is None and vm.sock is not None:
                 vm.shutdown(keep=self.base)
@@ -363,6 +377,7 @@ class PowerCuts:
         vm = VM(self.image, f"cycle{self.cycle}", self.work, base=self.base, extra=self.extra())
         vm.boot()
         self.vm = vm
+        vm.run(f"mount /dev/vdb {ROOT}", check=True, timeout=300)  # ext4 replays its journal: what a boot does
         mounted = vm.run(f"findmnt -n -o SOURCE {ROOT}").stdout.strip()
         assert mounted == "/dev/vdb", f"the queue disk is not mounted at {ROOT}: {mounted!r}"
         return vm
@@ -429,7 +444,7 @@ class PowerCuts:
                 self.start(vm)
                 after = self.cut()
                 figures["cuts"].append(round(after, 1))
-                self.log(f"cut {n + 1}/{cuts} after {after:.1f} s of work; at boot: {state}")
+                self.log(f"cut {n + 1}/{cuts} after {after:.1f} s of work; at boot ({vm.boot_seconds:.0f} s): {state}")
             vm = self.boot()
             self.ledger.read_marks(self.marks)
             check_state(self.snapshot(vm), self.ledger, f"after cut {cuts}")
