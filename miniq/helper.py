@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .errors import MiniqError, NotPermitted, SystemdUnavailable
@@ -31,6 +32,10 @@ MAX_REQUEST = 2 * 1024 * 1024
 REQUEST_TIMEOUT = 5.0
 #: What a user may ask of the system queue through the helper.
 COMMANDS = frozenset({"enqueue", "list", "status", "show", "logs", "wait", "cancel", "retry", "purge"})
+#: Requests asked again when the helper went away before answering at all
+#: (restarted with its socket, say by a package upgrade): asking twice changes nothing.
+SAFE_AGAIN = frozenset({"list", "status", "show", "logs", "wait"})
+ATTEMPTS = 5
 
 
 def frame(channel: bytes, data: bytes) -> bytes:
@@ -86,30 +91,45 @@ def call(argv: list[str]) -> int:
             f"'miniq --system {argv[0]}' is for root only",
             hint=f"users may {', '.join(sorted(COMMANDS - {'status'}))} in the system queue",
         )
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.connect(str(SOCKET))
-    except OSError as e:
-        sock.close()
-        raise _unreachable(e) from None
-    with sock:
-        request = json.dumps({"argv": argv, "columns": shutil.get_terminal_size((100, 24)).columns}).encode() + b"\n"
+    request = json.dumps({"argv": argv, "columns": shutil.get_terminal_size((100, 24)).columns}).encode() + b"\n"
+    for attempt in range(ATTEMPTS):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before it read the request (too busy): its answer says why
-        return _relay(sock)
+            sock.connect(str(SOCKET))
+        except OSError as e:
+            sock.close()
+            if attempt and argv[:1] and argv[0] in SAFE_AGAIN:
+                time.sleep(0.2 * 2**attempt)  # the socket comes back with its helper
+                continue
+            raise _unreachable(e) from None
+        with sock:
+            try:
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before it read the request (too busy): its answer says why
+            code = _relay(sock)
+        if code is not None:
+            return code
+        if not argv or argv[0] not in SAFE_AGAIN or attempt == ATTEMPTS - 1:
+            break
+        time.sleep(0.2 * 2**attempt)
+    raise MiniqError("the system queue's helper ended without an answer; see: journalctl -u miniq-api")
 
 
-def _relay(sock: socket.socket) -> int:
+def _relay(sock: socket.socket) -> int | None:
+    """Relay the answer; its exit code, or None if the helper went away before any of it."""
     sinks = {b"o": sys.stdout.buffer, b"e": sys.stderr.buffer}
+    relayed = False
     while True:
         try:
             header = _recv_exactly(sock, 5)
             length = struct.unpack(">I", header[1:])[0]
             payload = _recv_exactly(sock, length)
         except (ConnectionError, OSError):
+            if not relayed:
+                return None
             raise MiniqError("the system queue's helper ended without an answer; see: journalctl -u miniq-api") from None
+        relayed = True
         if header[:1] == b"x":
             return int(struct.unpack(">i", payload)[0])
         sink = sinks.get(header[:1])

@@ -329,3 +329,18 @@ def test_three_users_with_a_thousand_requests_at_once(root: Flow) -> None:
         assert result["codes"].get("0", 0) >= 16, (user, result)  # every user got served
     healthy(root)
     print("1000 requests from 3 users: " + "; ".join(f"{u} {r['codes']}" for u, r in outcome.items()))
+
+
+def test_a_wait_outlives_a_restart_of_the_helper_and_its_socket(root: Flow) -> None:
+    """What a package upgrade does: the socket restarts, and the helper with it
+    (systemd refuses to start a socket whose service still runs)."""
+    job_id = as_user(root, "bob", "enqueue", "nap", "6").stdout.strip()
+    root.wait_running(job_id)
+    waiter = root.sb.popen([root.miniq, "--system", "wait", job_id], user="bob")
+    time.sleep(1.5)
+    assert root.unit_state("miniq-api.service") == "active"
+    root.sb.run(["systemctl", "restart", "miniq-api.socket"])
+    healthy(root)
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert as_user(root, "bob", "list").returncode == 0
