@@ -401,7 +401,7 @@ class PowerCuts:
         for n, command in enumerate(commands):
             vm.run(f"systemd-run --quiet --unit tb-client-{n} {command} {self.rng.randrange(1, 32767)}", check=True)
 
-    def cut(self, low: float = 5.0, high: float = 20.0) -> float:
+    def cut(self, low: float = 3.0, high: float = 12.0) -> float:
         """Let the workload run a random while, then pull the plug."""
         assert self.vm is not None
         after = self.rng.uniform(low, high)
