@@ -96,3 +96,17 @@ def test_no_import_cycles() -> None:
     for start in sorted(graph):
         visit(start, [start])
     assert cycles == []
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_the_helper_is_sandboxed(tmp_path: Path) -> None:
+    """miniq-api.service is root and every local user reaches it: systemd's own
+    exposure score must stay at 4.5 or below ("OK"; 0.2's helper scored 9.6)."""
+    unit = tmp_path / "miniq-api.service"
+    unit.write_text((REPO / "units" / "miniq-api.service").read_text())
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--threshold=45", "--no-pager", str(unit)], capture_output=True, text=True
+    )
+    score = float(proc.stdout.rsplit("Overall exposure level for miniq-api.service: ", 1)[1].split()[0])
+    print(f"systemd-analyze security miniq-api.service: {score}")
+    assert proc.returncode == 0 and score <= 4.5, proc.stdout[-3000:]
