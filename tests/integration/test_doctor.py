@@ -87,8 +87,8 @@ def test_path_unit_failed_on_its_trigger_limit(flow: Flow) -> None:
             flow.wait_final([job_id], timeout=60)
     assert code == 1
     assert problems(lines)[0] == (
-        "problem: miniq-process.path has failed (it hit its trigger limit, because the queue stayed non-empty "
-        "while the processor kept stopping)"
+        "problem: miniq-process.path has failed: it hit its trigger limit, because the queue stayed non-empty "
+        "while the processor kept stopping (result: trigger-limit-hit)"
     )
 
 
