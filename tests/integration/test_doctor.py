@@ -70,6 +70,8 @@ def test_path_unit_failed_on_its_trigger_limit(flow: Flow) -> None:
     flow.sh(
         "mkdir -p ~/.config/systemd/user/miniq-process.service.d && printf '[Service]\\nExecStart=\\nExecStart=/bin/true\\n'"
         " > ~/.config/systemd/user/miniq-process.service.d/broken.conf && systemctl --user daemon-reload"
+        # A processor still lingering from an earlier test would take the job and drain the queue.
+        " && systemctl --user stop miniq-process.service"
     )
     job_id = None
     try:
