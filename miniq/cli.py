@@ -391,7 +391,7 @@ def logs(obj: Context, job_id: str, follow: bool, events: bool) -> None:
     from .logs import access_problem, job_output, trusted_matches
 
     record = obj.queue.read(job_id)
-    trusted = trusted_matches(obj.manager, record.owner, os.stat(obj.root).st_uid)
+    trusted = trusted_matches(job_id, obj.manager, record.owner, os.stat(obj.root).st_uid)
 
     def write(data: bytes) -> None:
         sys.stdout.buffer.write(data)

@@ -7,13 +7,13 @@ A note on stderr says when lines were dropped (output.py).
 
 Anyone may send the journal an entry with any ``MINIQ_*`` field, so an entry
 counts only if journald's *trusted* fields (which journald sets from the
-sender's kernel credentials and cgroup, and no sender can set) say the
-processor wrote it (``trusted_matches``): it came from
-``miniq-process.service`` of the queue's manager, sent by root or by the job's
-owner (a root processor sends a user's job output with that user's
-credentials, journal.py).  A user's job runs in a scope of its own, so not
-even the job itself can add a line to another job's output or end a
-``logs -f``.
+sender's kernel credentials and cgroup, and no sender can set) say the job's
+processor may have written it (``trusted_matches``): in the system queue,
+sent by root, or with the job owner's credentials from
+``miniq-process.service`` (a root processor sends a user's job output so,
+journal.py; the owner's own processes, jobs included, run elsewhere); in a
+user's queue, sent by that user.  No user can add a line to another user's
+job output or end their ``logs -f``.
 
 A user can read only the journal files journald keeps for them: with a
 persistent journal, ``user-UID.journal``; with a volatile one, none at all
@@ -49,13 +49,22 @@ class Seen:
     dropped: int = 0
 
 
-def trusted_matches(manager: Manager, owner: int, processor_uid: int) -> list[str]:
-    """journalctl matches that admit only entries miniq's processor wrote for a
-    job of ``owner`` (module comment).  Matches of one field are alternatives;
-    of different fields, all must hold."""
-    if manager is Manager.SYSTEM:
-        return [f"_SYSTEMD_UNIT={PROCESSOR_UNIT}", *(f"_UID={uid}" for uid in sorted({0, owner}))]
-    return [f"_SYSTEMD_USER_UNIT={PROCESSOR_UNIT}", f"_UID={processor_uid}"]
+def trusted_matches(job_id: str, manager: Manager, owner: int, processor_uid: int) -> list[str]:
+    """journalctl matches for job ``job_id`` of ``owner`` that admit only what its
+    processor may have written (module comment).  Matches of one field are
+    alternatives, of different fields all must hold; ``+`` joins two groups.
+
+    System manager: entries sent by root (only root can send as root), or
+    sent with the owner's credentials from ``miniq-process.service`` (a root
+    processor sends a user's job output so).  A user manager: entries sent by
+    the user whose manager it is; no other user can send as them."""
+    job = f"MINIQ_JOB_ID={job_id}"
+    if manager is Manager.USER:
+        return [job, f"_UID={processor_uid}"]
+    matches = [job, "_UID=0"]
+    if owner != 0:
+        matches += ["+", job, f"_UID={owner}", f"_SYSTEMD_UNIT={PROCESSOR_UNIT}"]
+    return matches
 
 
 def _entries(args: list[str]) -> Iterator[dict[str, Any]]:
@@ -89,9 +98,10 @@ def job_output(
     Follows a running job until its finish entry arrives.  For a finished
     job, journald may still be writing the last entries, so reading retries
     for up to ``wait`` seconds until the finish entry is there.  ``trusted``
-    (``trusted_matches``) admits only entries the processor wrote.
+    (``trusted_matches``, which names the job too) admits only entries its
+    processor may have written.
     """
-    match = [f"MINIQ_JOB_ID={job_id}", *(trusted or [])]
+    match = trusted or [f"MINIQ_JOB_ID={job_id}"]
     seen = Seen()
 
     def emit(entry: dict[str, Any]) -> None:
