@@ -47,6 +47,7 @@ os.makedirs("/mnt/replay", exist_ok=True)
 def check(index):
     os.fsync(out)
     subprocess.run(["dmsetup", "create", "tbsnap", "--table", f"0 {size} snapshot {target} {cow} N 8"], check=True)
+    subprocess.run(["dmsetup", "mknodes", "tbsnap"], check=True)  # no udev in this guest
     try:
         subprocess.run(["mount", "-t", "ext4", "/dev/mapper/tbsnap", "/mnt/replay"], check=True, capture_output=True)
         try:
@@ -143,6 +144,7 @@ class WriteLog:
         vm.run(
             "modprobe dm-log-writes && modprobe dm-snapshot && "
             'dmsetup create tblog --table "0 $(blockdev --getsz /dev/vdb) log-writes /dev/vdb /dev/vdc" && '
+            "dmsetup mknodes tblog && "  # no udev in this guest: dmsetup makes the node
             "mkfs.ext4 -q -F /dev/mapper/tblog && dmsetup message tblog 0 mark mkfs && "
             f"mount /dev/mapper/tblog {ROOT} && mkdir -p {ROOT}/jobs && "
             f"printf '[processor]\\nparallel = 2\\nlease = 5s\\n' > {ROOT}/miniq.conf",
