@@ -33,8 +33,14 @@ def answer(request: dict) -> dict:
         env.update(HOME=entry.pw_dir, USER=user, XDG_RUNTIME_DIR=f"/run/user/{entry.pw_uid}")
         argv = ["runuser", "-u", user, "--", *argv]
     try:
-        proc = subprocess.run(argv, input=base64.b64decode(request.get("stdin", "")), capture_output=True, env=env,
-                              timeout=request.get("timeout", 600), cwd=env["HOME"] if os.path.isdir(env["HOME"]) else "/")
+        proc = subprocess.run(
+            argv,
+            input=base64.b64decode(request.get("stdin", "")),
+            capture_output=True,
+            env=env,
+            timeout=request.get("timeout", 600),
+            cwd=env["HOME"] if os.path.isdir(env["HOME"]) else "/",
+        )
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as e:
         rc, out, err = 124, e.stdout or b"", (e.stderr or b"") + b"\n(agent: timed out)"

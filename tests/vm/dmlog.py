@@ -29,7 +29,7 @@ from .powercut import API_CLIENT, ROOT, SNAPSHOT, Failure, Ledger, PowerCuts, ch
 
 #: Runs in the guest: replays the log onto the replay disk, and at each flush
 #: point prints a snapshot of the mounted copy, one JSON line each.
-REPLAY = r'''
+REPLAY = r"""
 import json, os, struct, subprocess, sys
 SUPER, ENTRY = struct.Struct("<QQQI"), struct.Struct("<QQQQ")
 FLUSH, FUA, DISCARD, MARK = 1, 2, 4, 8
@@ -75,7 +75,7 @@ for index in range(count):
         check(index)
         points += 1
 print(json.dumps({"entries": count, "points": points, "sectorsize": sectorsize}))
-'''
+"""
 
 MARKING_CLIENT = (
     "#!/bin/bash\n"

@@ -144,7 +144,7 @@ done
 )
 
 #: A client through the library, a few times faster than the CLI's start under emulation.
-API_CLIENT = r'''
+API_CLIENT = r"""
 import random, socket, sys
 from pathlib import Path
 from miniq import Queue
@@ -175,10 +175,10 @@ while True:
     mark(f"ENQ {job.id}")
     prev = job.id
     time.sleep(rng.uniform(0.5, 2.0))  # about what the processor keeps up with under emulation
-'''
+"""
 
 #: Reads the whole root as it is and prints it as JSON (runs in the guest, as root).
-SNAPSHOT = r'''
+SNAPSHOT = r"""
 import json, os, sys
 sys.path.insert(0, "/usr/lib/python3/dist-packages")
 from miniq.layout import parse_claim_name, parse_delayed_name, parse_queue_name
@@ -216,7 +216,7 @@ for dirpath, dirs, names in os.walk(root):
                 entry["result"] = (value.get("result") or {}).get("outcome")
             out["entries"].append(entry)
 print(json.dumps(out))
-'''
+"""
 
 
 @dataclass

@@ -50,7 +50,7 @@ def test_every_flush_point_of_a_recorded_run_holds(power: PowerCuts) -> None:
 
     from .dmlog import WriteLog
 
-    figures = WriteLog(power).run(seconds=15.0)
+    figures = WriteLog(power).run(seconds=10.0)
     REPORT.append(
         f"write log (dm-log-writes, seed {power.seed}): {figures['entries']} entries, {figures['points']} flush points checked "
         f"in {figures['replay_seconds']} s; {figures['jobs']} jobs acknowledged, {figures['records']} records"
