@@ -164,6 +164,10 @@ class Pending:
     def add_due(self, due: float, name: str) -> None:
         heapq.heappush(self.due, (due, name))
 
+    def add_waiting(self, name: str) -> None:
+        """An entry of ``delayed/`` now waiting for its dependencies."""
+        self.after.setdefault(name, None)
+
     def earliest(self) -> float | None:
         return self.due[0][0] if self.due else None
 
@@ -229,15 +233,20 @@ def _read_job(path: Path) -> Job | None:
 
 def dependency_state(layout: Layout, job: Job) -> tuple[bool, str | None]:
     """(still waiting, reason it can never run) for a job's ``after`` list."""
+    from .claims import newer_state
+
     waiting = False
     for dep in job.schedule.after:
-        if os.path.lexists(layout.record(State.DONE, dep)):
-            continue
-        if os.path.lexists(layout.record(State.FAILED, dep)):
-            return False, f"job {dep} it runs after did not succeed"
-        from .claims import newer_state
-
-        if not newer_state(layout, dep) and layout.scan(State.RUNNING, dep) is None:
+        # A job moves between states while it is looked for (delayed, queued,
+        # running, back to delayed...): it is gone only if three looks miss it.
+        for _ in range(3):
+            if os.path.lexists(layout.record(State.DONE, dep)):
+                break
+            if os.path.lexists(layout.record(State.FAILED, dep)):
+                return False, f"job {dep} it runs after did not succeed"
+            if newer_state(layout, dep) or layout.scan(State.RUNNING, dep) is not None:
+                waiting = True
+                break
+        else:
             return False, f"job {dep} it runs after no longer exists"
-        waiting = True
     return waiting, None

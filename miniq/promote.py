@@ -53,9 +53,15 @@ def _reject(processor: Processor, path: Path, summary: Summary) -> None:
     claim = Claim.take(processor.layout, path, processor.me, job_id)
     if claim is None:
         return
-    if claim.unusable is None:  # it was fine after all: run it
-        assert claim.job is not None
-        claim.requeue(claim.job)
+    if claim.unusable is None:  # it was fine after all: back to what it waits for
+        job = claim.job
+        assert job is not None
+        if job.schedule.after:
+            claim.postpone(job, None)  # its dependencies, checked again (never the queue)
+        elif job.schedule.not_before is not None and job.schedule.not_before > time.time():
+            claim.postpone(job, job.schedule.not_before)
+        else:
+            claim.requeue(job)
         return
     processor.run_claim(claim, None, summary)
 
@@ -100,8 +106,15 @@ def _due(processor: Processor, pending: Pending, path: Path, now: float, summary
     if isinstance(job, str) or (parsed and parsed[1] != job.id):
         _reject(processor, path, summary)
         return
-    if job.schedule.after and (parsed is None or parsed[0] is None):
-        os.rename(path, processor.layout.delayed_entry(job.id, None))  # 0.1.0 name: wait for dependencies
+    if job.schedule.after and (parsed is None or parsed[0] is None or any(dependency_state(processor.layout, job))):
+        # A 0.1.0 name, or a job due again (its run was interrupted) whose dependencies
+        # have not all succeeded: it waits for them (_waiting), never runs before.
+        target = processor.layout.delayed_entry(job.id, None)
+        try:
+            files.move_durably(path, target)
+        except FileNotFoundError:
+            return  # another processor moved it first
+        pending.add_waiting(target.name)
         return
     _to_queue(processor, pending, path, job, now)
 

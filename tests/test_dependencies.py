@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,21 @@ def test_a_vanished_dependency_is_named(root: Path) -> None:
     processor(root)[0].run()
     result = q.read(waiting.id).result
     assert result is not None and result.reason == f"job {first.id} it runs after no longer exists"
+
+
+def test_a_job_due_again_still_waits_for_what_it_runs_after(root: Path) -> None:
+    """An interrupted job goes back to delayed/ with a time (its backoff); when
+    that time comes, its dependencies are checked again: it never runs first
+    (the nemesis found one that did)."""
+    q = Queue(root)
+    first = q.enqueue("echo", ["1"], schedule=Schedule(not_before=time.time() + 3600))
+    waiting = q.enqueue("echo", ["2"], schedule=Schedule(after=(first.id,)))
+    os.rename(root / "delayed" / f"after-{waiting.id}.json", q.layout.delayed_entry(waiting.id, time.time() - 1))
+    summary = processor(root)[0].run()
+    assert waiting.id not in summary.succeeded
+    assert f"after-{waiting.id}.json" in os.listdir(root / "delayed")
+    assert not [n for n in os.listdir(root / "queue") if waiting.id in n]
+    assert q.read(waiting.id).state.label == "delayed"
 
 
 def test_after_an_unknown_job_is_bad_input(root: Path) -> None:

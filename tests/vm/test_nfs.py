@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 ROOT = "/srv/queue/root"
 #: Jobs per exactly-once round, half enqueued on each machine: two emulated guests
 #: run about 2 a second between them, and CI has an hour for everything.
-JOBS = 200
+JOBS = 100
 LOG = "/srv/queue/log"
 MARK = '#!/bin/sh\n: > "/srv/queue/log/$MINIQ_JOB_ID.$(hostname).$MINIQ_ATTEMPT"\n'
 LONG = '#!/bin/sh\n: > "/srv/queue/log/$MINIQ_JOB_ID.$(hostname).$MINIQ_ATTEMPT"\nif [ "$MINIQ_ATTEMPT" = 1 ]; then exec sleep 600; fi\n'
