@@ -158,7 +158,9 @@ class WriteLog:
         for n, command in enumerate(("/usr/local/bin/tb-marking-client", "/usr/bin/python3 /usr/local/lib/tb-api-marking-client.py")):
             vm.run(f"systemd-run --quiet --unit tb-marking-{n} {command} {self.cuts.rng.randrange(1, 32767)}", check=True)
         time.sleep(seconds)
-        vm.run("systemctl stop tb-marking-0 tb-marking-1 miniq-process.path miniq-process.timer miniq-process.service", check=True)
+        # The triggers first: a stop job queued with them is cancelled when the path unit starts the service.
+        vm.run("systemctl stop tb-marking-0 tb-marking-1 miniq-process.path miniq-process.timer", check=True)
+        vm.run("systemctl stop miniq-process.service", check=True)
         vm.run(f"umount {ROOT} && dmsetup remove tblog", check=True, timeout=300)
         started = time.monotonic()
         out = vm.run("python3 /usr/local/lib/tb-replay.py", check=True, timeout=3000).stdout.splitlines()

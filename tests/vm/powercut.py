@@ -424,7 +424,7 @@ class PowerCuts:
             if time.monotonic() - started > timeout:
                 raise Failure(f"the queue did not drain in {timeout:.0f} s: {left} entries left")
             time.sleep(2)
-        vm.run("systemctl stop miniq-process.path miniq-process.timer miniq-process.service", check=True)
+        vm.run("systemctl stop miniq-process.path miniq-process.timer && systemctl stop miniq-process.service", check=True)
         failed = vm.run("systemctl list-units --failed --plain --no-legend 'miniq*'").stdout.strip()
         if failed:
             raise Failure(f"failed units after the drain: {failed}")
