@@ -24,7 +24,7 @@ import subprocess
 import time
 from typing import Any
 
-from .machine import VM
+from .machine import VM, stop_processing
 from .powercut import API_CLIENT, ROOT, SNAPSHOT, Failure, Ledger, PowerCuts, check_state
 
 #: Runs in the guest: replays the log onto the replay disk, and at each flush
@@ -158,9 +158,7 @@ class WriteLog:
         for n, command in enumerate(("/usr/local/bin/tb-marking-client", "/usr/bin/python3 /usr/local/lib/tb-api-marking-client.py")):
             vm.run(f"systemd-run --quiet --unit tb-marking-{n} {command} {self.cuts.rng.randrange(1, 32767)}", check=True)
         time.sleep(seconds)
-        # The triggers first: a stop job queued with them is cancelled when the path unit starts the service.
-        vm.run("systemctl stop tb-marking-0 tb-marking-1 miniq-process.path miniq-process.timer", check=True)
-        vm.run("systemctl stop miniq-process.service", check=True)
+        stop_processing(vm, "tb-marking-0", "tb-marking-1")
         vm.run(f"umount {ROOT} && dmsetup remove tblog", check=True, timeout=300)
         started = time.monotonic()
         out = vm.run("python3 /usr/local/lib/tb-replay.py", check=True, timeout=3000).stdout.splitlines()

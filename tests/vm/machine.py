@@ -179,3 +179,12 @@ class VM:
 
     def thaw(self) -> None:
         os.kill(self.proc.pid, 18) if self.proc else None  # SIGCONT
+
+
+def stop_processing(vm: VM, *also: str) -> None:
+    """Stop miniq's path unit and timer (and the units ``also``), then its processor.
+
+    Two calls: a stop job for the service queued beside its triggers' is cancelled
+    ("Job for miniq-process.service canceled") when the path unit starts it meanwhile."""
+    vm.run(f"systemctl stop {' '.join(also)} miniq-process.path miniq-process.timer", check=True)
+    vm.run("systemctl stop miniq-process.service", check=True)

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from .image import Image, build
-from .machine import VM
+from .machine import VM, stop_processing
 
 ROOT = "/var/lib/miniq"
 REAL_RUNS = {"exited", "signaled", "oom", "timeout"}
@@ -424,7 +424,7 @@ class PowerCuts:
             if time.monotonic() - started > timeout:
                 raise Failure(f"the queue did not drain in {timeout:.0f} s: {left} entries left")
             time.sleep(2)
-        vm.run("systemctl stop miniq-process.path miniq-process.timer && systemctl stop miniq-process.service", check=True)
+        stop_processing(vm)
         failed = vm.run("systemctl list-units --failed --plain --no-legend 'miniq*'").stdout.strip()
         if failed:
             raise Failure(f"failed units after the drain: {failed}")

@@ -22,7 +22,7 @@ import pytest
 
 from .conftest import boot, install_miniq
 from .image import Image
-from .machine import VM
+from .machine import VM, stop_processing
 
 # Under emulation two guests boot in 1-2 min each and run about 2 jobs a second
 # between them: the module's setup (counted in its first test) and its jobs
@@ -141,7 +141,7 @@ def test_exactly_once_over_nfs_with_distinct_hostnames(pair: dict[str, VM]) -> N
 
 def test_a_job_enqueued_on_one_machine_is_run_by_the_other_within_the_timer_period(pair: dict[str, VM]) -> None:
     a, b = pair["a"], pair["b"]
-    a.run("systemctl stop miniq-process.path miniq-process.timer && systemctl stop miniq-process.service", check=True)
+    stop_processing(a)
     try:
         start = time.monotonic()
         job_id = a.run(f"miniq --root {ROOT} enqueue mark", check=True).stdout.strip()
@@ -161,7 +161,7 @@ def test_exactly_once_over_nfs_with_the_same_hostname(pair: dict[str, VM]) -> No
 
 def test_a_machine_that_loses_power_has_its_job_taken_over(pair: dict[str, VM]) -> None:
     a, b = pair["a"], pair["b"]
-    b.run("systemctl stop miniq-process.path miniq-process.timer && systemctl stop miniq-process.service", check=True)
+    stop_processing(b)
     job_id = a.run(f"miniq --root {ROOT} enqueue long", check=True).stdout.strip()
     deadline = time.monotonic() + 120
     while f"{job_id}." not in a.run(f"ls {LOG}", check=True).stdout:
