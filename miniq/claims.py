@@ -196,6 +196,8 @@ class Claim:
     owner: tuple[int, int] = (0, 0)
     fenced: bool = False
     lost: bool = False
+    #: The follow-up job the end of this claim's job queued (followup.py).
+    follow_up: Job | None = None
     renewed: float = field(default_factory=time.monotonic)
 
     # -- taking ---------------------------------------------------------------
@@ -291,9 +293,14 @@ class Claim:
 
     def finish(self, job: Job, result: Result) -> tuple[State, Path]:
         """Publish the final record of ``job`` (whose attempts end with
-        ``result``) and release the claim.  ``LeaseLost`` if it was lost."""
+        ``result``) and release the claim.  ``LeaseLost`` if it was lost.
+        Its follow-up is queued first, its unique key given back after."""
+        from . import unique
+        from .followup import queue_follow_up
+
         state = State.DONE if result.succeeded else State.FAILED
         self._fence()
+        self.follow_up = queue_follow_up(self.layout, job, result, self.owner) or self.follow_up
         final = self.layout.record(state, self.id)
         data = dump(job.record(result, state))
         try:
@@ -301,6 +308,7 @@ class Claim:
         except FileExistsError:
             final = self._conflict(final, result, data)
         self._release()
+        unique.give_back(self.layout, job.unique, self.owner[0] if os.geteuid() == 0 else os.geteuid(), self.id)
         return state, final
 
     def _conflict(self, final: Path, result: Result, data: bytes) -> Path:

@@ -13,6 +13,7 @@ Exit codes (stable, documented in README.md):
   4  systemd or D-Bus unreachable
   5  not permitted: another user's job, or a queue closed to you
   6  busy: too many requests open at once with the system queue's helper
+  7  not added: a job with the same --unique key is unfinished (its id is printed)
 """
 
 from __future__ import annotations
@@ -160,12 +161,17 @@ def _warn_unprocessed(obj: Context) -> None:
 @click.option("--at", "at", metavar="TIME", help="Start no sooner than this time, e.g. 18:00 or 2026-12-24T18:00.")
 @click.option("--after", multiple=True, metavar="ID", help="Run only after job ID succeeded (repeatable).")
 @click.option("--retries", type=click.IntRange(0, 100), default=0, help="Attempts after a failure; backoff 1 s, 2 s, 4 s... at most 1 h.")
+@click.option("--unique", is_flag=True, help="Add nothing while a job of the same NAME and ARGS is unfinished (exit 7, its id printed).")
+@click.option("--unique-key", metavar="KEY", help="Add nothing while a job with this KEY is unfinished (exit 7, its id printed).")
+@click.option("--on-failure", metavar="NAME2", help="When the job fails for good, queue NAME2 with its id (MINIQ_FOLLOWS_* set).")
+@click.option("--on-success", metavar="NAME3", help="When the job succeeds, queue NAME3 with its id.")
 @click.argument("name")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def enqueue(
     obj: Context, /, name: str, args: tuple[str, ...], priority: int, delay: str | None, at: str | None,
-    after: tuple[str, ...], retries: int, **limits: str | None,
+    after: tuple[str, ...], retries: int, unique: bool, unique_key: str | None, on_failure: str | None, on_success: str | None,
+    **limits: str | None,
 ) -> None:  # fmt: skip
     """Queue a run of ROOT/jobs/NAME.job with ARGS and print the job id.
 
@@ -173,7 +179,14 @@ def enqueue(
     is.  A `--` right after NAME is dropped, so `NAME -- -x` passes `-x`
     (write `NAME -- -- x` to pass a literal `--`).
 
+    With --unique (or --unique-key KEY) no job is added while one with the
+    same key is queued, delayed or running: the id of that job is printed
+    and the exit code is 7.  --on-failure and --on-success queue a follow-up
+    job of another type when this one ends, after its retries.
+
     Example: miniq enqueue --memory-max 512M notify Title "This is a message!" 9
+
+    Example: miniq enqueue --unique --on-failure notify backup /srv
     """
     import time
 
@@ -187,7 +200,22 @@ def enqueue(
     not_before = time.time() + parse_duration(delay) if delay else parse_at(at) if at else None
     if args[:1] == ("--",):  # `miniq enqueue NAME -- -x`: the -- only separates
         args = args[1:]
-    job = obj.queue.enqueue(name, list(args), parsed, Schedule(priority, not_before, after, retries))
+    if unique and unique_key is not None:
+        raise BadInput("--unique and --unique-key both given: expected at most one of them")
+    key = unique_key
+    if unique:
+        from .unique import implicit_key
+
+        key = implicit_key(name, args)
+    from .unique import AlreadyQueued
+
+    try:
+        job = obj.queue.enqueue(name, list(args), parsed, Schedule(priority, not_before, after, retries), unique=key,
+                                on_success=on_success, on_failure=on_failure)  # fmt: skip
+    except AlreadyQueued as e:
+        click.echo(e.job_id)
+        click.echo(f"Note: {e.message}", err=True)
+        raise click.exceptions.Exit(e.exit_code) from None
     click.echo(job.id)
     _warn_unprocessed(obj)
 
@@ -247,8 +275,11 @@ def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: boo
             first = False
         out.write("\n]\n" if not first else "]\n")
         return
+    from .pause import pauses
     from .table import render
 
+    for held in pauses(obj.queue.layout):
+        click.echo(f"paused: {held.what} (by {held.by} on {held.host} at {held.at}); undo with: miniq resume")
     click.echo(render(items))
 
 
@@ -265,9 +296,14 @@ def show(obj: Context, job_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(record.shown(), indent=2, sort_keys=True))
         return
+    from .pause import pauses
     from .table import describe_record
 
     click.echo(describe_record(record))
+    if not record.finished:
+        for held in pauses(obj.queue.layout):
+            if held.name in (None, record.name):
+                click.echo(f"{'paused:':12} {held.what}, by {held.by} at {held.at}; no new job of it starts until miniq resume")
 
 
 @main.command()
@@ -438,50 +474,6 @@ def doctor(obj: Context) -> None:
         raise click.exceptions.Exit(1)
 
 
-@main.command("install-units")
-@click.option("--now", is_flag=True, help="Also enable and start miniq-process.timer and miniq-process.path.")
-@click.option("--timer-period", metavar="PERIOD", help="How often the timer starts the processor (default 1min), e.g. 15s.")
-@click.pass_obj
-def install_units(obj: Context, now: bool, timer_period: str | None) -> None:
-    """Install the units for this miniq (user units with --user, system units with --system).
-
-    ExecStart= points at this installation, so a venv or ~/.local works.
-    The queue root (the default, --root or MINIQ_ROOT) is written into the
-    units, so they and this command always mean the same queue.
-
-    Example: miniq --user install-units --now
-    """
-    from .units import install
-
-    manager = obj.manager
-    for path in install(manager, obj.root, now, timer_period):
-        click.echo(f"installed {path}")
-    if not now:
-        click.echo(f"enable with: {' '.join(manager.systemctl('enable', '--now', 'miniq-process.timer', 'miniq-process.path'))}")
-
-
-@main.command("uninstall-units")
-@click.option("--force", is_flag=True, help="Even while jobs run (they are stopped, and run again from the start later).")
-@click.pass_obj
-def uninstall_units(obj: Context, force: bool) -> None:
-    """Stop, disable and remove the units that install-units wrote; queued jobs stay.
-
-    Example: miniq --user uninstall-units
-    """
-    from .job import State
-    from .units import uninstall
-
-    running = list(obj.queue.entries(State.RUNNING))
-    if running and not force:
-        raise BadInput(
-            f"{len(running)} job(s) are running (e.g. {running[0][0]}); removing the units would stop them, "
-            "and they would run again from the start later",
-            hint="wait for them (miniq wait ID), or use --force",
-        )
-    for path in uninstall(obj.manager):
-        click.echo(f"removed {path}")
-
-
 @main.command(hidden=True)
 @click.pass_obj
 def serve(obj: Context) -> None:
@@ -496,6 +488,12 @@ def serve(obj: Context) -> None:
     from .server import serve as answer
 
     raise click.exceptions.Exit(answer(obj.root, main))
+
+
+from .control import every, install_units, pause, resume, stats, uninstall_units  # noqa: E402 - they need only click
+
+for _command in (pause, resume, every, stats, install_units, uninstall_units):
+    main.add_command(_command)
 
 
 def run() -> None:

@@ -2,12 +2,14 @@
 
 Sections:
   ``[limits]``         default limits of every job
-  ``[job:NAME]``       limits of one job type
+  ``[job:NAME]``       limits of one job type, and ``parallel``: how many
+                       of its jobs run at once over every machine (slots.py)
   ``[user:NAME]``      limits (and ``max-queued``, ``max-connections``,
                        ``max-priority``) of one submitter
   ``[group:NAME]``     limits (and ``max-priority``) of the members of a group
   ``[processor]``      ``parallel``, ``lease``, ``max-interruptions``, ``linger``,
-                       ``output-rate-limit``, ``allow-unconfined``, ``slice``
+                       ``output-rate-limit``, ``allow-unconfined``, ``slice``,
+                       ``prometheus-file``
   ``[access]``         system queue: ``group`` (only its members may submit),
                        ``max-queued``, ``max-connections`` and ``max-priority``
                        (each per user)
@@ -44,6 +46,7 @@ PROCESSOR_OPTIONS = {
     "output-rate-limit": "10000/30s",
     "allow-unconfined": "no",
     "slice": "(the manager's default)",
+    "prometheus-file": "(none)",
 }
 
 
@@ -104,6 +107,8 @@ class Config:
     per_group: dict[str, Limits] = field(default_factory=dict)
     #: How many jobs one processor runs at once; 1 keeps submission order strict.
     parallel: int = 1
+    #: Job type -> how many of its jobs run at once over all processors and machines.
+    type_parallel: dict[str, int] = field(default_factory=dict)
     #: Seconds a claim stays valid without renewal (README, "Several machines").
     lease: float = 60.0
     #: Runs that may end with their processor's death before the job is failed.
@@ -116,6 +121,8 @@ class Config:
     allow_unconfined: bool = False
     #: The slice job scopes go in (None: the manager's default, system.slice or app.slice).
     slice: str | None = None
+    #: Where each processor run ends by writing ``miniq stats --prometheus`` (stats.py).
+    prometheus_file: str | None = None
     #: System queue: only members of this group may submit (None: everyone).
     access_group: str | None = None
     #: System queue: queued, delayed and running jobs per user (None: no cap).
@@ -186,6 +193,7 @@ class Config:
         values: dict[str, object] = {}
         per: dict[str, dict[str, Limits]] = {"job": {}, "user": {}, "group": {}}
         policy: dict[str, dict[str, int]] = {}  # "max-queued/user" -> {name: value}
+        type_parallel: dict[str, int] = {}
         for section in parser.sections():
             where = f" in [{section}] of {path}"
             options = dict(parser.items(section))
@@ -193,6 +201,8 @@ class Config:
             if section == "limits":
                 values["limits"] = Limits.parse(options, where)
             elif colon and kind in per and name:
+                if kind == "job" and "parallel" in options:
+                    type_parallel[name] = parse_parallel(options.pop("parallel"), where)
                 for key, (kinds, _, _) in POLICY.items():
                     if kind in kinds and key in options:
                         policy.setdefault(f"{key}/{kind}", {})[name] = _policy(key, options.pop(key), where)
@@ -207,7 +217,7 @@ class Config:
                     "[group:NAME], [processor] or [access]"
                 )
         return cls(
-            per_job=per["job"], per_user=per["user"], per_group=per["group"],
+            per_job=per["job"], per_user=per["user"], per_group=per["group"], type_parallel=type_parallel,
             max_queued_per_user=policy.get("max-queued/user", {}),
             max_connections_per_user=policy.get("max-connections/user", {}),
             max_priority_per_user=policy.get("max-priority/user", {}),
@@ -235,6 +245,10 @@ class Config:
                 if not value.strip().endswith(".slice"):
                     raise BadInput(f"invalid slice {value!r}{where}: expected a slice unit name such as miniq.slice")
                 values["slice"] = value.strip()
+            elif key == "prometheus-file":
+                if not value.strip().startswith("/") or not value.strip().endswith(".prom"):
+                    raise BadInput(f"invalid prometheus-file {value!r}{where}: expected an absolute path ending in .prom")
+                values["prometheus_file"] = value.strip()
             else:
                 raise BadInput(f"unknown option {key!r}{where}: expected one of {', '.join(PROCESSOR_OPTIONS)}")
         return values

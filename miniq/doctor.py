@@ -48,7 +48,18 @@ def check(queue: Queue, manager: Manager) -> Iterator[Finding]:
     if manager is Manager.SYSTEM and reachable:
         yield from _proc_visibility(manager)
     yield from _claims(queue)
+    yield from _pauses(queue)
     yield from _job_types(queue)
+
+
+def _pauses(queue: Queue) -> Iterator[Finding]:
+    """A pause is deliberate, but it is why jobs do not start: say so."""
+    from .pause import pauses
+
+    for held in pauses(queue.layout):
+        name = f" {held.name}" if held.name else ""
+        yield Finding(False, f"{held.what} is paused (by {held.by} on {held.host} at {held.at}): its queued jobs are held, none starts",
+                      f"miniq resume{name}")  # fmt: skip
 
 
 def _systemd(manager: Manager) -> Generator[Finding, None, bool]:

@@ -31,10 +31,10 @@ MAX_REQUEST = 2 * 1024 * 1024
 #: Seconds the helper waits for a whole request after a client connected.
 REQUEST_TIMEOUT = 5.0
 #: What a user may ask of the system queue through the helper.
-COMMANDS = frozenset({"enqueue", "list", "status", "show", "logs", "wait", "cancel", "retry", "purge"})
+COMMANDS = frozenset({"enqueue", "list", "status", "show", "logs", "wait", "cancel", "retry", "purge", "stats"})
 #: Requests asked again when the helper went away before answering at all
 #: (restarted with its socket, say by a package upgrade): asking twice changes nothing.
-SAFE_AGAIN = frozenset({"list", "status", "show", "logs", "wait"})
+SAFE_AGAIN = frozenset({"list", "status", "show", "logs", "wait", "stats"})
 ATTEMPTS = 5
 
 

@@ -41,9 +41,13 @@ ENV_RESERVE = 16 * 1024
 # A job name becomes a file name (jobs/NAME.job) and part of journal fields:
 # no slashes, no leading dot (so no "." or ".."), no control characters.
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}")
-KNOWN_KEYS = frozenset({"miniq", "id", "name", "argv", "submitted", "submitter", "limits", "schedule", "attempts", "state", "result"})
+KNOWN_KEYS = frozenset({
+    "miniq", "id", "name", "argv", "submitted", "submitter", "limits", "schedule", "attempts", "state", "result",
+    "unique", "on_success", "on_failure", "follows",
+})  # fmt: skip
+MAX_UNIQUE = 1024  # characters of an --unique key
 
-__all__ = ["ID_RE", "NAME_RE", "SCHEMA", "Job", "State", "Submitter", "check_name", "new_id"]
+__all__ = ["ID_RE", "NAME_RE", "SCHEMA", "Follows", "Job", "State", "Submitter", "check_name", "new_id"]
 
 
 class State(enum.Enum):
@@ -170,6 +174,40 @@ class Submitter:
         return cls(uid, user, host, pid)
 
 
+@dataclass(frozen=True)
+class Follows:
+    """What a follow-up job follows (``--on-failure``/``--on-success``): the
+    finished job's id, type, outcome and the status ``miniq wait`` gives it."""
+
+    id: str
+    name: str
+    outcome: str
+    status: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "outcome": self.outcome, "status": self.status}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Follows:
+        if not isinstance(data, dict):
+            raise ValueError("field 'follows' must be an object")
+        job_id, name, outcome, status = data.get("id"), data.get("name"), data.get("outcome"), data.get("status")
+        if not isinstance(job_id, str) or not ID_RE.fullmatch(job_id):
+            raise ValueError("field 'follows.id' must be a job id")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or not isinstance(outcome, str) or len(outcome) > 64:
+            raise ValueError("fields 'follows.name' and 'follows.outcome' must be a job name and a short string")
+        if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 255:
+            raise ValueError("field 'follows.status' must be a whole number from 0 to 255")
+        return cls(job_id, name, outcome, status)
+
+
+def _optional_name(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, str) or not NAME_RE.fullmatch(value)):
+        raise ValueError(f"field {key!r} must be a job name")
+    return value
+
+
 def _field(data: dict[str, Any], key: str, kind: type) -> Any:
     value = data.get(key)
     if not isinstance(value, kind):
@@ -190,6 +228,13 @@ class Job:
     schedule: Schedule = Schedule()
     #: Every finished run so far, oldest first.
     attempts: tuple[Result, ...] = ()
+    #: While queued, delayed or running, no other job with this key is added (unique.py).
+    unique: str | None = None
+    #: Job types queued when this job ends, after its retries (followup.py).
+    on_success: str | None = None
+    on_failure: str | None = None
+    #: Set on a follow-up job: the job it follows.
+    follows: Follows | None = None
     #: Keys this version does not know, kept so that rewriting loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -211,6 +256,11 @@ class Job:
             data["schedule"] = self.schedule.to_json()
         if self.attempts:
             data["attempts"] = [a.to_json() for a in self.attempts]
+        for key in ("unique", "on_success", "on_failure"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        if self.follows is not None:
+            data["follows"] = self.follows.to_json()
         return data
 
     def record(self, result: Result, state: State) -> dict[str, Any]:
@@ -243,7 +293,15 @@ class Job:
             parsed = tuple(Result.from_json(a) for a in attempts)
         except ValueError as e:
             raise ValueError(f"field 'attempts': {e}") from None
+        unique = data.get("unique")
+        if unique is not None and (not isinstance(unique, str) or not 0 < len(unique) <= MAX_UNIQUE):
+            raise ValueError(f"field 'unique' must be a string of 1 to {MAX_UNIQUE} characters")
+        follows = data.get("follows")
         return cls(
+            unique=unique,
+            on_success=_optional_name(data, "on_success"),
+            on_failure=_optional_name(data, "on_failure"),
+            follows=None if follows is None else Follows.from_json(follows),
             id=job_id,
             name=name,
             argv=tuple(argv),

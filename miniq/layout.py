@@ -9,11 +9,16 @@ Layout of a root::
     delayed/TTTTTTTTTTTTT-ID.json
                              waiting until Unix time T (milliseconds, 13 digits)
     delayed/after-ID.json    waiting for the jobs it runs after
+    delayed/held-ID.json     held: its job type is paused, or at its cap of
+                             jobs running at once (pause.py, slots.py)
     running/ID@CLAIMER.json  claimed by the processor CLAIMER (claims.py)
     running/ID@CLAIMER.done  its run ended; the record is being published
     done/ID.json             finished with exit code 0
     failed/ID.json           finished otherwise, not run, or rejected
     cancel/ID                a request to cancel job ID
+    paused/@all, paused/NAME pauses of the whole queue or of job type NAME (pause.py)
+    slots/N-NAME/K[@CLAIM]   the N slots of job type NAME, free or held (slots.py)
+    unique/KEY               the job holding an --unique key (unique.py)
     priorities/PPPP          marks that some job was queued with that priority,
                              so a job is found by exact names, never by a scan
     rejected/                entries the processor could not use, kept for inspection
@@ -28,6 +33,7 @@ them as untrusted files and rejects what is not a job.  Names of 0.1.0
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from pathlib import Path
@@ -36,10 +42,12 @@ from .job import State
 from .schedule import ID_RE, MAX_PRIORITY
 
 WAKE = "wake"
+#: The "due time" of a held entry (``delayed/held-ID.json``): never by time alone.
+HELD = math.inf
 _ID = r"\d{8}-\d{6}-\d{6}-[0-9a-f]{8}"
 _QUEUE_RE = re.compile(rf"(\d{{4}})-({_ID})\.json")
 _LEGACY_QUEUE_RE = re.compile(rf"({_ID})(?:\.p(-?\d{{1,4}}))?\.json")
-_DELAYED_RE = re.compile(rf"(\d{{13}}|after)-({_ID})\.json")
+_DELAYED_RE = re.compile(rf"(\d{{13}}|after|held)-({_ID})\.json")
 _LEGACY_DELAYED_RE = re.compile(rf"({_ID})\.json")
 _CLAIM_RE = re.compile(rf"({_ID})@([A-Za-z0-9_.+-]{{1,200}})\.(json|done)")
 # A job id followed by anything: recognises a 0.1.0 claim (ID@HOST@PID.START.json).
@@ -70,15 +78,21 @@ def queue_sort_key(name: str) -> str:
 
 
 def delayed_name(job_id: str, due: float | None) -> str:
-    """``due`` is the Unix time it may run; None means it waits for dependencies."""
-    return f"after-{job_id}.json" if due is None else f"{max(int(due * 1000), 0):013d}-{job_id}.json"
+    """``due`` is the Unix time it may run; None means it waits for
+    dependencies, ``HELD`` for its job type (paused, or at its cap)."""
+    if due is None:
+        return f"after-{job_id}.json"
+    if due == HELD:
+        return f"held-{job_id}.json"
+    return f"{max(int(due * 1000), 0):013d}-{job_id}.json"
 
 
 def parse_delayed_name(name: str) -> tuple[float | None, str] | None:
-    """(due time or None for dependencies, id), or None if the name is not ours."""
+    """(due time, None for dependencies or ``HELD``; id), or None if the name is not ours."""
     m = _DELAYED_RE.fullmatch(name)
     if m:
-        return (None if m.group(1) == "after" else int(m.group(1)) / 1000), m.group(2)
+        kind = m.group(1)
+        return (None if kind == "after" else HELD if kind == "held" else int(kind) / 1000), m.group(2)
     return None
 
 
@@ -112,6 +126,9 @@ class Layout:
         self.cancel = self.root / "cancel"
         self.priorities = self.root / "priorities"
         self.rejected = self.root / "rejected"
+        self.paused = self.root / "paused"
+        self.slots = self.root / "slots"
+        self.unique = self.root / "unique"
         self.conf = self.root / "miniq.conf"
 
     def dir(self, state: State) -> Path:
@@ -140,7 +157,10 @@ class Layout:
         return self.queue / WAKE
 
     def all_dirs(self) -> list[Path]:
-        return [self.root, self.jobs, self.tmp, self.cancel, self.priorities, self.rejected, *(self.dir(s) for s in State)]
+        return [
+            self.root, self.jobs, self.tmp, self.cancel, self.priorities, self.rejected, self.paused, self.slots, self.unique,
+            *(self.dir(s) for s in State),
+        ]  # fmt: skip
 
     def job_type(self, name: str) -> Path:
         return self.jobs / f"{name}.job"
@@ -186,6 +206,7 @@ class Layout:
             (State.QUEUED, self.queued(0, job_id)),
             (State.QUEUED, self.queue / f"{job_id}.json"),
             (State.DELAYED, self.delayed_entry(job_id, None)),
+            (State.DELAYED, self.delayed_entry(job_id, HELD)),
         ]
         found += [(State.QUEUED, self.queued(p, job_id)) for p in self.priorities_in_use() if p != 0]
         return found

@@ -25,6 +25,7 @@ from .records import Record
 ROW_KEYS = (
     "id", "name", "state", "argv", "submitted", "priority", "not_before", "after", "retries",
     "attempts", "outcome", "exit_code", "signal", "reason", "started", "ended", "duration", "host", "lease",
+    "held", "unique", "on_success", "on_failure", "follows",
 )  # fmt: skip
 DEFAULT_SHOWN = 20
 
@@ -57,6 +58,11 @@ def row(record: Record) -> dict[str, Any]:
         "duration": result.duration if result else None,
         "host": lease.host if lease else result.host if result else None,
         "lease": None if lease is None else "expired" if lease.expired else "live",
+        "held": record.held,
+        "unique": job.unique if job else None,
+        "on_success": job.on_success if job else None,
+        "on_failure": job.on_failure if job else None,
+        "follows": job.follows.id if job and job.follows else None,
     }
 
 

@@ -30,7 +30,7 @@ from . import files
 from .files import Unusable, read_untrusted
 from .inotify import Inotify, open_watch
 from .job import Job, State
-from .layout import WAKE, Layout, parse_delayed_name, queue_sort_key
+from .layout import HELD, WAKE, Layout, parse_delayed_name, queue_sort_key
 
 RELIST = 5.0  # seconds between listings while the heap is not empty
 PRIORITY_DIGITS = 4  # a sort key starts with the priority (layout.py)
@@ -43,12 +43,15 @@ class Pending:
         self.seen: dict[str, int] = {}  # name -> owner uid, of names in the view
         self.due: list[tuple[float, str]] = []  # (due time, name) of delayed/
         self.after: dict[str, Job | None] = {}  # delayed/after-*: the job, once read
+        self.held: dict[str, Job | None] = {}  # delayed/held-*: the job, once read
         self.woken = False  # a wake file arrived: look at delayed/ again
         self.ino: Inotify | None = open_watch(layout.queue, layout.delayed) if watch else None
         self.listed = 0.0
         self.delayed_listed = 0.0
         self.checked = 0.0  # when dependencies were last looked at
         self.checked_count = -1  # and how many records the processor had published then
+        self.held_checked = 0.0  # when held entries were last looked at
+        self.held_count = -1  # and how many records the processor had published then
 
     def close(self) -> None:
         if self.ino:
@@ -136,6 +139,8 @@ class Pending:
             heapq.heappush(self.due, (0.0, name))  # foreign or 0.1.0: looked at now
         elif parsed[0] is None:
             self.after.setdefault(name, None)
+        elif parsed[0] == HELD:
+            self.held.setdefault(name, None)
         else:
             heapq.heappush(self.due, (parsed[0], name))
 
@@ -145,12 +150,14 @@ class Pending:
             names = os.listdir(self.layout.delayed)
         except FileNotFoundError:
             names = []
-        self.due, known = [], self.after
-        self.after = {}
+        self.due, known, known_held = [], self.after, self.held
+        self.after, self.held = {}, {}
         for name in names:
             self._add_delayed(name)
             if name in known:
                 self.after[name] = known[name]
+            if name in known_held:
+                self.held[name] = known_held[name]
         self.delayed_listed = time.monotonic()
 
     def due_now(self, now: float) -> Iterator[Path]:
@@ -182,8 +189,20 @@ class Pending:
                 self.after[name] = _read_job(path)
             yield path, self.after[name]
 
+    def held_jobs(self) -> Iterator[tuple[Path, Job | None]]:
+        """Held entries (pause.py, slots.py) in id order, with their job once read."""
+        for name in sorted(self.held, key=lambda n: n[len("held-") :]):
+            path = self.layout.delayed / name
+            if not os.path.lexists(path):
+                del self.held[name]
+                continue
+            if self.held[name] is None:
+                self.held[name] = _read_job(path)
+            yield path, self.held[name]
+
     def forget(self, path: Path) -> None:
         self.after.pop(path.name, None)
+        self.held.pop(path.name, None)
 
 
 class _Turns:

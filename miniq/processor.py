@@ -48,6 +48,7 @@ from .queue import Queue
 from .result import Outcome, Result
 from .runner import PlainRunner, Runner
 from .schedule import Schedule, backoff
+from .slots import Slot
 from .summary import Summary
 from .users import identity_for
 
@@ -143,7 +144,21 @@ class Processor:
         if summary.wake_at is not None:
             self._arm(summary.wake_at)
         ServerClock(self.layout, self.me).close()
+        self._write_metrics()
         return summary
+
+    def _write_metrics(self) -> None:
+        """Refresh ``[processor] prometheus-file`` at the end of every run (stats.py)."""
+        if not self.config.prometheus_file:
+            return
+        from pathlib import Path
+
+        from .stats import collect, prometheus_text, write_textfile
+
+        try:
+            write_textfile(Path(self.config.prometheus_file), prometheus_text(collect(self.queue), str(self.layout.root)))
+        except (OSError, MiniqError) as e:
+            self.log(f"could not write the metrics to {self.config.prometheus_file}: {e}", journal.WARNING)
 
     def _load_config(self) -> None:
         try:
@@ -281,6 +296,40 @@ class Processor:
             self._reject(claim, summary)
             return
         job = claim.job
+        slot = self._admit(claim, job, summary)
+        if slot is False:
+            return
+        try:
+            self._run_admitted(claim, job, worker, summary)
+        finally:
+            if isinstance(slot, Slot):
+                slot.release()
+
+    def _admit(self, claim: Claim, job: Job, summary: Summary) -> Slot | None | bool:
+        """Whether ``job`` may start now: False if it was held (its type is
+        paused or at its cap, pause.py and slots.py); else the slot it holds, if
+        its type has a cap."""
+        from . import slots
+        from .layout import HELD
+        from .pause import is_paused, paused_names
+
+        paused = paused_names(self.layout)
+        if is_paused(paused, job.name):
+            why = "its job type is paused" if job.name in paused else "the queue is paused"
+        else:
+            cap = self.config.type_parallel.get(job.name)
+            if cap is None:
+                return None
+            slot = slots.take(self.layout, job.name, cap, claim.id, self.me.name)
+            if slot is not None:
+                return slot
+            why = f"{cap} job(s) of type {job.name} already run ([job:{job.name}] parallel = {cap})"
+        if self._persist(claim, lambda: claim.postpone(job, HELD)):
+            summary.held.append(job.id)
+            self.log(f"job {job.id} ({job.name}) held: {why}", journal.INFO, job, self._uid(claim), MINIQ_EVENT="held")
+        return False
+
+    def _run_admitted(self, claim: Claim, job: Job, worker: Any, summary: Summary) -> None:
         try:
             result = self._execute(claim, job, worker)
         except Exception as e:  # noqa: BLE001 - a bug must fail one job, never the service
@@ -352,6 +401,11 @@ class Processor:
         if self._persist(claim, lambda: claim.finish(job.but(attempts=(*job.attempts, result)), result)):
             (summary.succeeded if ok else summary.failed).append(job.id)
             self.finished += 1
+            if claim.follow_up is not None:
+                follow = claim.follow_up
+                summary.followups.append(follow.id)
+                self.log(f"job {job.id} ({job.name}) is followed by job {follow.id} ({follow.name})", journal.INFO, job,
+                         self._uid(claim), MINIQ_EVENT="follow-up", MINIQ_FOLLOW_UP_ID=follow.id)  # fmt: skip
 
     def _reject(self, claim: Claim, summary: Summary) -> None:
         assert claim.unusable is not None

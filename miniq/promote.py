@@ -1,7 +1,10 @@
 """Moving delayed jobs into the queue when their time comes.
 
-``delayed/`` holds jobs waiting for a time (their names carry it, layout.py)
-and jobs waiting for the jobs they run ``--after``.  ``promote`` moves the
+``delayed/`` holds jobs waiting for a time (their names carry it, layout.py),
+jobs waiting for the jobs they run ``--after``, and held jobs, whose type is
+paused or at its cap (pause.py, slots.py).  A held job goes back to ``queue/``
+once its type is resumed and a slot of it is free, oldest first, at most as
+many as there are free slots.  ``promote`` moves the
 due ones to ``queue/`` with one rename each, re-files a job whose
 dependencies all succeeded, and records as not run a job whose dependency
 failed or vanished.  An entry that is not a usable job is claimed and
@@ -29,11 +32,13 @@ if TYPE_CHECKING:
     from .summary import Summary
 
 DEPENDENCY_CHECK = 1.0  # seconds between checks of jobs waiting for others (also after every record)
+HELD_CHECK = 1.0  # seconds between checks of held jobs (also after every record and wake)
 
 
 def promote(processor: Processor, pending: Pending, summary: Summary) -> float | None:
     """Promote what is due; returns when the earliest delayed job is due, if any."""
-    if not pending.delayed_listed or time.monotonic() - pending.delayed_listed > 5.0 or pending.take_wake():
+    woken = pending.take_wake()
+    if not pending.delayed_listed or time.monotonic() - pending.delayed_listed > 5.0 or woken:
         pending.list_delayed()
     pending.absorb()
     now = time.time()
@@ -43,7 +48,35 @@ def promote(processor: Processor, pending: Pending, summary: Summary) -> float |
         pending.checked, pending.checked_count = time.monotonic(), processor.finished
         for path, job in list(pending.waiting()):
             _waiting(processor, pending, path, job, now, summary)
+    if pending.held and (woken or time.monotonic() - pending.held_checked >= HELD_CHECK or processor.finished != pending.held_count):
+        pending.held_checked, pending.held_count = time.monotonic(), processor.finished
+        _release_held(processor, pending, now, summary)
     return pending.earliest()
+
+
+def _release_held(processor: Processor, pending: Pending, now: float, summary: Summary) -> None:
+    """Queue again the held jobs that may run now, oldest first (module comment)."""
+    from . import slots
+    from .pause import is_paused, paused_names
+
+    paused = paused_names(processor.layout)
+    free: dict[str, int] = {}
+    for path, job in list(pending.held_jobs()):
+        if job is None:
+            if os.path.lexists(path):
+                _reject(processor, path, summary)
+            pending.forget(path)
+            continue
+        if is_paused(paused, job.name):
+            continue
+        cap = processor.config.type_parallel.get(job.name)
+        if cap is not None:
+            if job.name not in free:
+                free[job.name] = slots.free(processor.layout, job.name, cap)
+            if free[job.name] <= 0:
+                continue
+            free[job.name] -= 1
+        _to_queue(processor, pending, path, job, now)
 
 
 def _reject(processor: Processor, path: Path, summary: Summary) -> None:

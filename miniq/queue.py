@@ -89,23 +89,23 @@ class Queue:
         limits: Limits = Limits(),
         schedule: Schedule = Schedule(),
         owner: tuple[int, int] | None = None,
+        unique: str | None = None,
+        on_success: str | None = None,
+        on_failure: str | None = None,
     ) -> Job:
         """Validate and atomically publish a new job; returns it with its id.
 
         ``owner`` (uid, gid) makes the job file that user's: the system queue
         runs a job as the owner of its file (README, "Shared servers").
+        ``unique`` is a key (unique.py): if an unfinished job holds it, nothing
+        is added and ``AlreadyQueued`` names that job.  ``on_success`` and
+        ``on_failure`` are job types queued when it ends (followup.py).
         """
-        self.job_type(name)
+        self._check_options(name, schedule, unique, on_success, on_failure)
         if self.caller is not None:
             owner = self._admit(name, schedule)
-        for dep in schedule.after:
-            if not is_id(dep):
-                raise BadInput(f"invalid job id '{dep}' for --after: expected an id as printed by miniq enqueue")
-            try:
-                self.locate(dep)
-            except UnknownJob:
-                raise BadInput(f"no job with id '{dep}' to run after, under {self.root}") from None
         job = Job.new(name, argv, limits, schedule, uid=owner[0] if owner else None, pid=self.caller.pid if self.caller else None)
+        job = job.but(unique=unique, on_success=on_success, on_failure=on_failure)
         data = dump(job.to_json())
         if len(data) > MAX_FILE:
             raise BadInput(f"the job is {len(data)} bytes as a file, over the {MAX_FILE} bytes miniq accepts: pass less data as arguments")
@@ -113,6 +113,11 @@ class Queue:
             self.ensure_layout()
             self._laid_out = True
         now = time.time()
+        key_owner = owner[0] if owner else os.geteuid()
+        if unique is not None:
+            from . import unique as keys
+
+            keys.take(self.layout, unique, key_owner, job.id, owner)
         try:
             if schedule.waits(now):
                 due = None if schedule.after else schedule.not_before
@@ -123,8 +128,28 @@ class Queue:
                     self.layout.priority_marker(schedule.priority).touch()
                 files.write_durably(self.layout.tmp, self.layout.queued(schedule.priority, job.id), data, owner=owner)
         except OSError as e:
+            if unique is not None:
+                keys.give_back(self.layout, unique, key_owner, job.id)
             raise MiniqError(f"cannot write to the queue under {self.root}: {e.strerror}") from None
         return job
+
+    def _check_options(self, name: str, schedule: Schedule, unique: str | None, *follow_ups: str | None) -> None:
+        """``BadInput`` unless the job type, its follow-ups, its key and its dependencies are usable."""
+        from .job import MAX_UNIQUE
+
+        self.job_type(name)
+        for follow in follow_ups:
+            if follow is not None:
+                self.job_type(follow)
+        if unique is not None and (not 0 < len(unique) <= MAX_UNIQUE or not unique.isprintable()):
+            raise BadInput(f"invalid unique key: expected 1 to {MAX_UNIQUE} printable characters")
+        for dep in schedule.after:
+            if not is_id(dep):
+                raise BadInput(f"invalid job id '{dep}' for --after: expected an id as printed by miniq enqueue")
+            try:
+                self.locate(dep)
+            except UnknownJob:
+                raise BadInput(f"no job with id '{dep}' to run after, under {self.root}") from None
 
     def _admit(self, name: str, schedule: Schedule) -> tuple[int, int]:
         """Whether the caller may submit job type ``name`` here; their (uid, gid)."""
@@ -348,6 +373,10 @@ class Queue:
         if record.job is None:
             raise BadInput(f"job {job_id} cannot be retried: its file is unusable ({record.problem})")
         job = record.job
+        if job.unique is not None:
+            from . import unique
+
+            unique.take(self.layout, job.unique, _owner(path) if os.geteuid() == 0 else os.geteuid(), job.id)
         self._drop_staging_links(path)
         # One rename: the job is in exactly one place at every moment.  The
         # record's own "state" and "result" are ignored in queue/.

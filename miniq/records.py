@@ -50,6 +50,11 @@ class Record:
         return name if isinstance(name, str) else None
 
     @property
+    def held(self) -> bool:
+        """Held because its job type is paused or at its cap (pause.py, slots.py)."""
+        return self.state is State.DELAYED and self.path.name.startswith("held-")
+
+    @property
     def finished(self) -> bool:
         return self.state.is_final
 

@@ -20,6 +20,10 @@ class Summary:
     recovered: list[str] = field(default_factory=list)
     retrying: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    #: Set aside because their job type was paused or at its cap (pause.py, slots.py).
+    held: list[str] = field(default_factory=list)
+    #: Follow-up jobs queued (followup.py).
+    followups: list[str] = field(default_factory=list)
     wake_at: float | None = None
 
     def merge(self, other: dict[str, Any]) -> None:

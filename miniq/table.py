@@ -24,6 +24,8 @@ def when(record: Record) -> str:
         return f"on {lease.host}" if lease else "running"
     if result and result.ended:
         return f"ended {relative(result.ended)}"
+    if record.held:
+        return "held (paused or at cap)"
     if record.state is State.DELAYED and job and job.schedule.not_before:
         from .timeparse import iso
 
@@ -76,6 +78,11 @@ def describe_record(record: Record) -> str:
         freshness = "expired" if record.lease.expired else "live"
         age = f", renewed {record.lease.age:.0f} s ago" if record.lease.age is not None else ""
         out.append(f"{'host:':12} {record.lease.host} (lease {freshness}{age})")
+    if record.held:
+        out.append(f"{'held:':12} its job type is paused (miniq resume) or at its cap of jobs at once ([job:NAME] parallel)")
+    for key in ("unique", "on_success", "on_failure", "follows"):
+        if r[key] is not None:
+            out.append(f"{key + ':':12} {r[key]}")
     if record.job and not record.job.limits.is_empty():
         out.append(f"{'limits:':12} {record.job.limits.to_json()}")
     if record.problem:

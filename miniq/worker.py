@@ -82,6 +82,11 @@ class Worker:
             "MINIQ_ROOT": str(layout.root),
             "MINIQ_ATTEMPT": str(len(job.attempts) + 1),
         }
+        if job.follows is not None:
+            extra.update(
+                MINIQ_FOLLOWS_ID=job.follows.id, MINIQ_FOLLOWS_NAME=job.follows.name,
+                MINIQ_FOLLOWS_OUTCOME=job.follows.outcome, MINIQ_FOLLOWS_STATUS=str(job.follows.status),
+            )  # fmt: skip
         cwd = str(layout.root) if identity is None else (identity.home if os.path.isdir(identity.home) else "/")
         return ExecSpec(
             exe=str(exe),

@@ -1,0 +1,42 @@
+"""Follow-up jobs: ``--on-failure NAME`` and ``--on-success NAME``.
+
+When a job ends for good (after its retries; also when it is cancelled or
+never runs), the job type its outcome names is queued with the finished
+job's id as its one argument, and ``MINIQ_FOLLOWS_ID``, ``_NAME``,
+``_OUTCOME`` and ``_STATUS`` (the status ``miniq wait`` gives) in its
+environment, as systemd's ``OnFailure=`` starts a unit.  The follow-up
+belongs to the finished job's owner and runs as them.
+
+It is queued after the run is fenced and before its record is published
+(claims.py), so no crash loses it.  A crash between the two runs the job's
+recording again; the follow-up's unique key (``follow-up:ID``, unique.py)
+keeps a second one from being queued while the first is unfinished.  A
+follow-up job has no follow-ups of its own, so a chain never loops.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import files, unique
+from .files import dump
+from .job import Follows, Job
+from .layout import Layout
+from .result import Result
+
+
+def queue_follow_up(layout: Layout, job: Job, result: Result, owner: tuple[int, int]) -> Job | None:
+    """Queue the follow-up of ``job`` ending with ``result``, if it has one."""
+    name = job.on_success if result.succeeded else job.on_failure
+    if name is None or job.follows is not None:
+        return None
+    uid = owner[0] if os.geteuid() == 0 else os.geteuid()
+    chown = owner if os.geteuid() == 0 and owner[0] != 0 else None
+    follows = Follows(job.id, job.name, result.outcome.value, result.wait_status)
+    new = Job.new(name, [job.id], uid=uid).but(follows=follows, unique=f"follow-up:{job.id}")
+    try:
+        unique.take(layout, new.unique or "", uid, new.id, chown)
+    except unique.AlreadyQueued:
+        return None
+    files.write_durably(layout.tmp, layout.queued(0, new.id), dump(new.to_json()), owner=chown)
+    return new
