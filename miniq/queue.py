@@ -103,7 +103,7 @@ class Queue:
         """
         self._check_options(name, schedule, unique, on_success, on_failure)
         if self.caller is not None:
-            owner = self._admit(name, schedule)
+            owner = self._admit(name, schedule, *(f for f in (on_success, on_failure) if f is not None))
         job = Job.new(name, argv, limits, schedule, uid=owner[0] if owner else None, pid=self.caller.pid if self.caller else None)
         job = job.but(unique=unique, on_success=on_success, on_failure=on_failure)
         data = dump(job.to_json())
@@ -114,11 +114,11 @@ class Queue:
             self._laid_out = True
         now = time.time()
         key_owner = owner[0] if owner else os.geteuid()
-        if unique is not None:
-            from . import unique as keys
+        from . import unique as keys
 
-            keys.take(self.layout, unique, key_owner, job.id, owner)
         try:
+            if unique is not None:
+                keys.take(self.layout, unique, key_owner, job.id, owner)
             if schedule.waits(now):
                 due = None if schedule.after else schedule.not_before
                 files.write_durably(self.layout.tmp, self.layout.delayed_entry(job.id, due), data, owner=owner)
@@ -151,7 +151,7 @@ class Queue:
             except UnknownJob:
                 raise BadInput(f"no job with id '{dep}' to run after, under {self.root}") from None
 
-    def _admit(self, name: str, schedule: Schedule) -> tuple[int, int]:
+    def _admit(self, name: str, schedule: Schedule, *follow_ups: str) -> tuple[int, int]:
         """Whether the caller may submit job type ``name`` here; their (uid, gid)."""
         from .config import Config
         from .users import untrusted_reason
@@ -169,9 +169,10 @@ class Queue:
                 f"priority {schedule.priority} is above the highest you may give in the system queue ({highest})",
                 hint=f"an administrator may allow more with max-priority in [user:{self.caller.user}] or [access] of {self.layout.conf}",
             )
-        problem = untrusted_reason(self.layout.job_type(name))
-        if problem:
-            raise BadInput(f"job type '{name}' is not trusted, so it cannot run in the system queue: {problem}")
+        for kind in (name, *follow_ups):
+            problem = untrusted_reason(self.layout.job_type(kind))
+            if problem:
+                raise BadInput(f"job type '{kind}' is not trusted, so it cannot run in the system queue: {problem}")
         cap = config.cap_for(self.caller.user)
         if cap is not None:
             held = sum(

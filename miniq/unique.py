@@ -58,8 +58,14 @@ def _holder(path: Path) -> tuple[str, float] | None:
     """(job id, age in seconds) of a key file; None if it is gone or unreadable."""
     try:
         data, st = read_untrusted(path, cap=256, single_link=False)
-    except (FileNotFoundError, Unusable):
+    except FileNotFoundError:
         return None
+    except Unusable:
+        # Not a key miniq wrote (a FIFO, a link, garbage): stale once GRACE has passed.
+        try:
+            return ("", time.time() - os.lstat(path).st_mtime)
+        except FileNotFoundError:
+            return None
     text = data.decode("ascii", "replace").strip()
     return (text if is_id(text) else "", time.time() - st.st_mtime)
 

@@ -81,7 +81,7 @@ PLANTS = [
     Plant("directory", lambda e, o, seen: (e.mkdir(), (e / "inside.json").write_bytes(job_json()))),
     Plant("hard link", lambda e, o, seen: os.link(_secret_file(o, 0o600), e)),
     Plant("100 MB file", lambda e, o, seen: _sparse(e, 100 * 1024 * 1024)),
-    Plant("non-UTF-8", _write(b"\xff\xfe{\"miniq\": 1}\x80")),
+    Plant("non-UTF-8", _write(b'\xff\xfe{"miniq": 1}\x80')),
     Plant("deep nesting", _write(_deep())),
     Plant("schema: priority is a list", _write(job_json(**{"schedule.priority": [1, 2]}))),
     Plant("schema: not_before is a number", _write(job_json(**{"schedule.not_before": 1764000000}))),

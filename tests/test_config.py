@@ -57,4 +57,3 @@ def test_a_conf_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="it is a directory, not a regular file"):
         Config.load(tmp_path)
     assert Config.load(tmp_path / "nowhere") == Config()
-

@@ -387,3 +387,18 @@ def test_schedule_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(p) for p in sorted(tmp_path.iterdir()))],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0 and "miniq-every" not in proc.stderr, proc.stderr
+
+
+def test_a_fifo_where_a_key_should_be_is_stale_after_the_grace_time(root: Path) -> None:
+    q = Queue(root)
+    q.ensure_layout()
+    path = unique.key_path(q.layout, "k", os.geteuid())
+    os.mkfifo(path)
+    from miniq.errors import MiniqError
+
+    with pytest.raises(MiniqError, match="could not take the unique key 'k'"):
+        q.enqueue("echo", [], unique="k")  # it may be a key being written: nothing is added
+    old = time.time() - unique.GRACE - 1
+    os.utime(path, (old, old))
+    job = q.enqueue("echo", [], unique="k")
+    assert path.read_text() == job.id + "\n"

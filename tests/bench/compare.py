@@ -122,8 +122,7 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     m, ref = median(enq["miniq"]), median(enq["import"])  # type: ignore[arg-type]
     b.row("`miniq enqueue` wall", ms(m), f'`python -c "import click, json"` {ms(ref)}', m / ref, "<= 1.25x")
     b.notes.append(
-        "Submit commands of the peers (median): "
-        + ", ".join(f"{k} {ms(median(enq[k]))}" for k in ("nq", "tsp", "systemd-run"))  # type: ignore[arg-type]
+        "Submit commands of the peers (median): " + ", ".join(f"{k} {ms(median(enq[k]))}" for k in ("nq", "tsp", "systemd-run"))  # type: ignore[arg-type]
     )
     jobs = 100 if b.quick else 500
     drains = [run(sb, root, "drain", str(jobs), "1") for _ in range(3)]

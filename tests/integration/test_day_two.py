@@ -109,7 +109,7 @@ def test_a_type_cap_holds_over_two_machines_and_a_dead_machines_slot_is_freed(cl
     print(f"cut {host} while it ran {victim}; every job finished {waited:.1f} s later on {survivor.hostname}")
     # One at a time over both machines; the cut run ended at the cut.
     runs: dict[tuple[str, str], list[float]] = {}
-    for kind, job_id, where, t in spans(cluster):
+    for _, job_id, where, t in spans(cluster):
         runs.setdefault((job_id, where), []).append(t)
     intervals = sorted((ts[0], ts[1] if len(ts) > 1 else cut, job_id, where) for (job_id, where), ts in runs.items())
     for first, second in zip(intervals, intervals[1:]):
@@ -173,8 +173,8 @@ class Carol:
     """carol on one boot of her machine; her home (miniq, units, timer stamps, queue) is on a disk that outlives it."""
 
     def __init__(self, scratch: Path, disk: Path, repo: str, wheelhouse: str) -> None:
-        self.sb = Sandbox(scratch / f"boot-{time.monotonic_ns()}", f"carol{time.monotonic_ns() % 100000}", binds=[Path(repo), Path(wheelhouse)],
-                          shared=[disk])  # fmt: skip
+        name = f"carol{time.monotonic_ns() % 100000}"
+        self.sb = Sandbox(scratch / f"boot-{time.monotonic_ns()}", name, binds=[Path(repo), Path(wheelhouse)], shared=[disk])
         self.sb.boot()
         self.sb.sh(f"useradd --no-create-home --home-dir /home/{USER} --uid {UID} --shell /bin/bash {USER}"
                    f" && mkdir -p /home/{USER} && mount --bind {disk} /home/{USER} && systemctl start user@{UID}.service")  # fmt: skip
@@ -212,8 +212,8 @@ def carol_disk(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Pa
 def test_recurring_jobs_follow_ups_and_metrics_in_a_users_queue(carol_disk: Path, tmp_path: Path, wheelhouse: Path, repo: str) -> None:
     carol = Carol(tmp_path, carol_disk, repo, str(wheelhouse))
     try:
-        out = str(carol.sb.run(["bash", f"{repo}/packaging/install.sh"], user=USER, env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)},
-                               timeout=300).stdout)  # fmt: skip
+        env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}
+        out = str(carol.sb.run(["bash", f"{repo}/packaging/install.sh"], user=USER, env=env, timeout=300).stdout)
         assert "your queue is" in out
         carol.add_job("slow", SLOW)
         carol.add_job("notify", NOTIFY)

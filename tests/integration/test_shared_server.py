@@ -209,3 +209,46 @@ def test_a_user_reads_their_output_in_the_journal_persistent_and_volatile(root: 
         assert as_user(root, "bob", "logs", job_id, check=False).returncode == 5
     finally:
         root.sb.sh("rm /etc/systemd/journald.conf.d/v.conf && systemctl restart systemd-journald")
+
+
+FAIL = """#!/bin/sh
+exit 4
+"""
+TELL = """#!/bin/sh
+echo "told $(id -un): $1 $MINIQ_FOLLOWS_NAME $MINIQ_FOLLOWS_OUTCOME $MINIQ_FOLLOWS_STATUS"
+"""
+
+
+def test_day_two_in_the_system_queue_is_per_user_and_control_is_roots(root: Flow) -> None:
+    root.add_job("fail4", FAIL)
+    root.add_job("tell", TELL)
+    # Pausing, resuming and schedules would touch every user's jobs: root's alone.
+    for args in (("pause",), ("resume",), ("every", "daily", "whoami"), ("stats", "--prometheus", "/tmp/x.prom")):
+        out = as_user(root, "alice", *args, check=False)
+        assert out.returncode == 5, (args, out.stdout, out.stderr)
+        assert out.stderr.startswith("Error: "), out.stderr
+    # Unique keys are per user: alice's key does not hold bob's job, nor tell him her job's id.
+    root.pause()
+    try:
+        first = as_user(root, "alice", "enqueue", "--unique-key", "nightly", "whoami").stdout.strip()
+        again = as_user(root, "alice", "enqueue", "--unique-key", "nightly", "whoami", check=False)
+        assert again.returncode == 7 and again.stdout.strip() == first
+        bobs = as_user(root, "bob", "enqueue", "--unique-key", "nightly", "whoami")
+        assert bobs.returncode == 0 and bobs.stdout.strip() != first
+        # alice's stats count her jobs only.
+        mine = json.loads(as_user(root, "alice", "stats", "--json").stdout)
+        assert mine["jobs"]["queued"] == 1, mine
+        # A follow-up belongs to the job's owner and runs as them.
+        failing = as_user(root, "bob", "enqueue", "--on-failure", "tell", "fail4").stdout.strip()
+    finally:
+        root.resume()
+    assert as_user(root, "bob", "wait", failing, check=False, timeout=60).returncode == 4
+    deadline = time.monotonic() + 60
+    follow = None
+    while follow is None:
+        assert time.monotonic() < deadline, "the follow-up never ran"
+        rows = json.loads(as_user(root, "bob", "list", "--all", "--json").stdout)
+        follow = next((r for r in rows if r["follows"] == failing and r["state"] == "done"), None)
+        time.sleep(0.2)
+    assert as_user(root, "bob", "logs", follow["id"]).stdout == f"told bob: {failing} fail4 exited 4\n"
+    assert as_user(root, "alice", "show", follow["id"], check=False).returncode == 5

@@ -59,7 +59,12 @@ def _own_cgroups() -> dict[str, str]:
 
 class Sandbox:
     def __init__(
-        self, scratch: Path, name: str, binds: list[Path] = (), hostname: str = "sandbox", shared: list[Path] = ()  # type: ignore[assignment]
+        self,
+        scratch: Path,
+        name: str,
+        binds: list[Path] = (),
+        hostname: str = "sandbox",
+        shared: list[Path] = (),  # type: ignore[assignment]
     ) -> None:
         self.scratch = Path(scratch)
         self.name = name
