@@ -14,6 +14,7 @@ Exit codes (stable, documented in README.md):
   5  not permitted: another user's job, or a queue closed to you
   6  busy: too many requests open at once with the system queue's helper
   7  not added: a job with the same --unique key is unfinished (its id is printed)
+  141  the reader of the output went away (``miniq list | head``), as for a command killed by SIGPIPE
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ class MiniqGroup(click.Group):
             raise  # ClientGone: in the system queue's helper, nobody is left to tell
         except KeyboardInterrupt:
             ctx.exit(130)
+        except BrokenPipeError:
+            if getattr(ctx.obj, "caller", None) is not None:
+                raise  # in the helper: the client went away, server.py handles it
+            # `miniq stats | head`: the reader went away; end quietly, as if killed by SIGPIPE.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except Exception as e:  # noqa: BLE001 - the CLI edge: one line, a documented code
             if ctx.meta.get("miniq.debug"):
                 raise

@@ -233,3 +233,17 @@ def test_purge_everything_finished(root: Path) -> None:
     assert invoke(root, "purge", "--older-than", "0") == (0, f"removed {out.strip()}\n", "")
     code, _, err = invoke(root, "purge")
     assert (code, err) == (2, "Error: expected exactly one of --older-than DURATION and --all-finished\n")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(root: Path) -> None:
+    from miniq.queue import Queue
+
+    q = Queue(root)
+    for i in range(1500):  # far more than a pipe holds
+        q.enqueue("echo", [str(i) * 200])
+    proc = subprocess.run(
+        f"{sys.executable} -m miniq --root {root} list --all --json | head -c 10; echo \" ${{PIPESTATUS[0]}}\"",
+        shell=True, executable="/bin/bash", capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )  # fmt: skip
+    assert proc.stdout.startswith("[") and proc.stdout.endswith(" 141\n") and proc.stderr == "", (proc.stdout, proc.stderr)
