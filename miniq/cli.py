@@ -29,7 +29,6 @@ import click
 from . import __version__
 from .errors import BadInput, MiniqError
 from .hangup import ClientGone
-from .limits import LIMITS, Limits
 from .manager import Manager, detect_manager, resolve_root
 
 if TYPE_CHECKING:
@@ -139,92 +138,6 @@ def main(ctx: click.Context, manager: str | None, root: str | None, debug: bool)
     # Inside the system queue's helper, the object passed in is the caller (server.py).
     caller = getattr(ctx.obj, "caller", ctx.obj)
     ctx.obj = Context(Manager(manager) if manager else None, root, caller)
-
-
-def _limit_options(f: Any) -> Any:
-    for spec in reversed(LIMITS):
-        f = click.option(f"--{spec.key}", spec.attr, metavar="VALUE", help=spec.help)(f)
-    return f
-
-
-def _warn_unprocessed(obj: Context) -> None:
-    """Say so when nothing will start the processor for this queue (README)."""
-    from .manager import enabled_units
-
-    if obj.explicit_root or enabled_units(obj.manager):
-        return
-    flag = "--user " if obj.manager is Manager.USER else ""
-    click.echo(
-        f"Warning: no miniq-process.path or .timer is enabled in the {obj.manager.value} manager, so nothing will run this job; "
-        f"fix: miniq {flag}install-units --now (or: systemctl {flag}enable --now miniq-process.timer miniq-process.path)",
-        err=True,
-    )
-
-
-@main.command(context_settings={"allow_interspersed_args": False})
-@_limit_options
-@click.option("--priority", type=click.IntRange(-1000, 1000), default=0, help="Higher runs first (default 0), -1000 to 1000.")
-@click.option("--in", "delay", metavar="DURATION", help="Start no sooner than this from now, e.g. 10m.")
-@click.option("--at", "at", metavar="TIME", help="Start no sooner than this time, e.g. 18:00 or 2026-12-24T18:00.")
-@click.option("--after", multiple=True, metavar="ID", help="Run only after job ID succeeded (repeatable).")
-@click.option("--retries", type=click.IntRange(0, 100), default=0, help="Attempts after a failure; backoff 1 s, 2 s, 4 s... at most 1 h.")
-@click.option("--unique", is_flag=True, help="Add nothing while a job of the same NAME and ARGS is unfinished (exit 7, its id printed).")
-@click.option("--unique-key", metavar="KEY", help="Add nothing while a job with this KEY is unfinished (exit 7, its id printed).")
-@click.option("--on-failure", metavar="NAME2", help="When the job fails for good, queue NAME2 with its id (MINIQ_FOLLOWS_* set).")
-@click.option("--on-success", metavar="NAME3", help="When the job succeeds, queue NAME3 with its id.")
-@click.argument("name")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_obj
-def enqueue(
-    obj: Context, /, name: str, args: tuple[str, ...], priority: int, delay: str | None, at: str | None,
-    after: tuple[str, ...], retries: int, unique: bool, unique_key: str | None, on_failure: str | None, on_success: str | None,
-    **limits: str | None,
-) -> None:  # fmt: skip
-    """Queue a run of ROOT/jobs/NAME.job with ARGS and print the job id.
-
-    Options go before NAME; everything after NAME is passed to the job as
-    is.  A `--` right after NAME is dropped, so `NAME -- -x` passes `-x`
-    (write `NAME -- -- x` to pass a literal `--`).
-
-    With --unique (or --unique-key KEY) no job is added while one with the
-    same key is queued, delayed or running: the id of that job is printed
-    and the exit code is 7.  --on-failure and --on-success queue a follow-up
-    job of another type when this one ends, after its retries.
-
-    Example: miniq enqueue --memory-max 512M notify Title "This is a message!" 9
-
-    Example: miniq enqueue --unique --on-failure notify backup /srv
-    """
-    import time
-
-    from .schedule import Schedule
-    from .timeparse import parse_at, parse_duration
-
-    by_attr = {spec.attr: spec.key for spec in LIMITS}
-    parsed = Limits.parse({by_attr[k]: v for k, v in limits.items()})
-    if delay and at:
-        raise BadInput("--in and --at both given: expected at most one of them")
-    not_before = time.time() + parse_duration(delay) if delay else parse_at(at) if at else None
-    if args[:1] == ("--",):  # `miniq enqueue NAME -- -x`: the -- only separates
-        args = args[1:]
-    if unique and unique_key is not None:
-        raise BadInput("--unique and --unique-key both given: expected at most one of them")
-    key = unique_key
-    if unique:
-        from .unique import implicit_key
-
-        key = implicit_key(name, args)
-    from .unique import AlreadyQueued
-
-    try:
-        job = obj.queue.enqueue(name, list(args), parsed, Schedule(priority, not_before, after, retries), unique=key,
-                                on_success=on_success, on_failure=on_failure)  # fmt: skip
-    except AlreadyQueued as e:
-        click.echo(e.job_id)
-        click.echo(f"Note: {e.message}", err=True)
-        raise click.exceptions.Exit(e.exit_code) from None
-    click.echo(job.id)
-    _warn_unprocessed(obj)
 
 
 @main.command()
@@ -498,8 +411,9 @@ def serve(obj: Context) -> None:
 
 
 from .control import every, install_units, pause, resume, stats, uninstall_units  # noqa: E402 - they need only click
+from .submit import enqueue  # noqa: E402
 
-for _command in (pause, resume, every, stats, install_units, uninstall_units):
+for _command in (enqueue, pause, resume, every, stats, install_units, uninstall_units):
     main.add_command(_command)
 
 

@@ -140,6 +140,11 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     ew = run(sb, root, "enqueue_wait", str(samples))
     b.row("enqueue + `miniq wait` of a trivial job", ms(median(ew["miniq"])), f"`systemd-run --wait true` {ms(median(ew['systemd-run']))}",  # type: ignore[arg-type]
           median(ew["miniq"]) / median(ew["systemd-run"]), "<= 5x")  # type: ignore[arg-type]  # fmt: skip
+    b.row("`miniq enqueue --wait` of a trivial job", ms(median(ew["one"])), f"`systemd-run --wait true` {ms(median(ew['systemd-run']))}",  # type: ignore[arg-type]
+          median(ew["one"]) / median(ew["systemd-run"]), "<= 4x")  # type: ignore[arg-type]  # fmt: skip
+    blk = run(sb, root, "bulk", "10000", "3" if b.quick else "5")
+    seconds = median(blk["seconds"])  # type: ignore[arg-type]
+    b.row("`miniq enqueue --stdin`: 10,000 jobs durably queued, ids printed", f"{seconds:.2f} s", "target 2 s", seconds / 2, "< 1x")
     lg = run(sb, root, "logs", str(samples))
     b.row("`miniq logs ID`", ms(median(lg["miniq"])), f"`journalctl MINIQ_JOB_ID=ID` {ms(median(lg['journalctl']))}",  # type: ignore[arg-type]
           median(lg["miniq"]) / median(lg["journalctl"]), "<= 5x")  # type: ignore[arg-type]  # fmt: skip

@@ -186,14 +186,36 @@ def latency(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
 
 
 def enqueue_wait(root: str, samples: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"miniq": [], "systemd-run": []}
+    """enqueue then wait (two commands), enqueue --wait (one), and systemd-run --wait, taking turns."""
+    out: dict[str, list[float]] = {"miniq": [], "one": [], "systemd-run": []}
     for _ in range(samples):
         t = time.perf_counter()
         job_id = subprocess.run([MINIQ, "--root", root, "enqueue", "true"], check=True, capture_output=True, text=True).stdout.strip()
         subprocess.run([MINIQ, "--root", root, "wait", job_id], check=True)
         out["miniq"].append(time.perf_counter() - t)
+        time.sleep(0.3)
+        out["one"].append(wall([MINIQ, "--root", root, "enqueue", "--wait", "true"]))
+        time.sleep(0.3)
         out["systemd-run"].append(wall(["systemd-run", "--wait", "--quiet", "--collect", "true"]))
         time.sleep(0.3)
+    return out
+
+
+def bulk(root: str, n: int, samples: int) -> dict[str, list[float]]:
+    """Seconds for `miniq enqueue --stdin` to queue ``n`` jobs durably and print their ids."""
+    lines = "".join(f"{i}\n" for i in range(n)).encode()
+    out: dict[str, list[float]] = {"seconds": []}
+    units("stop")
+    try:
+        for _ in range(samples):
+            fresh(root)
+            t = time.perf_counter()
+            proc = subprocess.run([MINIQ, "--root", root, "enqueue", "--stdin", "true"], input=lines, check=True, capture_output=True)
+            out["seconds"].append(time.perf_counter() - t)
+            assert len(proc.stdout.split()) == n
+    finally:
+        fresh(root)
+        units("start")
     return out
 
 
@@ -290,6 +312,7 @@ def main() -> None:
         "reference": lambda: reference(int(args[0])),
         "latency": lambda: latency(root, int(args[0]), float(args[1])),
         "enqueue_wait": lambda: enqueue_wait(root, int(args[0])),
+        "bulk": lambda: bulk(root, int(args[0]), int(args[1])),
         "scale": lambda: scale(root, int(args[0]), int(args[1])),
         "api": lambda: {"per_s": int(args[0]) / fill(root, int(args[0]))},
         "logs": lambda: logs(root, int(args[0])),

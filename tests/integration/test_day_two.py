@@ -228,6 +228,17 @@ def test_recurring_jobs_follow_ups_and_metrics_in_a_users_queue(carol_disk: Path
         logs = carol.cli("logs", str(follow["id"]))
         assert logs == f"follow-up of {failing}: fail exited status 3\n", logs
 
+        # Submit and wait in one command, its output streamed, its status returned.
+        waited = carol.sb.run([carol.miniq, "enqueue", "--wait", "--logs", "fail"], user=USER, check=False)
+        lines = waited.stdout.splitlines()
+        assert waited.returncode == 3 and len(lines) == 2 and lines[1] == "failing", (waited.stdout, waited.stderr)
+        # A batch from standard input, one job per line.
+        ids = carol.sb.run([carol.miniq, "enqueue", "--wait", "notify", "x"], user=USER).stdout.split()
+        batch = carol.sb.run([carol.miniq, "enqueue", "--stdin", "notify"], user=USER, input="one\n'two words'\n").stdout.split()
+        assert len(ids) == 1 and len(batch) == 2
+        assert carol.sb.run([carol.miniq, "wait", *batch], user=USER).returncode == 0
+        assert carol.cli("logs", batch[1]).startswith("follow-up of two words:")
+
         # Every two seconds, a job of five: never two at once, no stack of waiting jobs.
         made = carol.cli("every", "*:*:0/2", "slow")
         every_id = made.split(":")[0]
@@ -259,7 +270,7 @@ def test_recurring_jobs_follow_ups_and_metrics_in_a_users_queue(carol_disk: Path
 
         # Written when the last run's processor exits (it lingers 2 s for more jobs).
         wait_for("the textfile counts the slow jobs", lambda: finished().get(("slow", "done"), 0) == len(slow), 30)
-        assert finished()[("fail", "failed")] == 1 and finished()[("notify", "done")] == 1
+        assert finished()[("fail", "failed")] == 2 and finished()[("notify", "done")] == 4
 
         # A run missed while the machine is off happens at boot (Persistent=true).
         due = int(time.time()) + 25
