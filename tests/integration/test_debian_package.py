@@ -174,7 +174,12 @@ def test_purge_removes_the_data_and_keeps_what_the_administrator_added(box: Sand
     job = root.run(["miniq", "enqueue", "hello", "x"]).stdout.strip()
     root.wait_final([job], timeout=30)
     box.sh("printf '[limits]\\ntimeout = 1h\\n' > /var/lib/miniq/miniq.conf")
+    root.run(["miniq", "pause", "hello"])
+    root.run(["miniq", "enqueue", "--unique-key", "k", "hello", "held"])
+    schedule = root.run(["miniq", "every", "daily", "hello", "every day"]).stdout.split(":")[0]
+    assert box.run(["systemctl", "is-active", f"miniq-every-{schedule}.timer"]).stdout.strip() == "active"
     out = dpkg(box, "--purge", "miniq")
+    assert box.run(["systemctl", "is-active", f"miniq-every-{schedule}.timer"], check=False).stdout.strip() == "inactive"
     assert "miniq: kept what an administrator added in /var/lib/miniq (job types in jobs/, miniq.conf)" in out
     assert sorted(p.name for p in box.path("/var/lib/miniq").iterdir()) == ["jobs", "miniq.conf"]
     for unit in READY:
