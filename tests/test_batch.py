@@ -28,7 +28,7 @@ def queued(root: Path) -> list[str]:
 
 
 def test_one_job_per_line_in_shell_quoting_in_order(root: Path) -> None:
-    lines = ["a 'b c' \"d\\\"e\"", "", "# a comment", "   ", "single", *(f"n {i}" for i in range(100))]
+    lines = ['a \'b c\' "d\\"e"', "", "# a comment", "   ", "single", *(f"n {i}" for i in range(100))]
     out = invoke(root, "\n".join(lines) + "\n", "--stdin", "echo")
     assert out.exit_code == 0, out.output  # type: ignore[attr-defined]
     ids = out.stdout.split()  # type: ignore[attr-defined]
