@@ -227,6 +227,11 @@ def test_day_two_in_the_system_queue_is_per_user_and_control_is_roots(root: Flow
         out = as_user(root, "alice", *args, check=False)
         assert out.returncode == 5, (args, out.stdout, out.stderr)
         assert out.stderr.startswith("Error: "), out.stderr
+    # A follow-up type root would not trust is refused at enqueue, not found out when the job ends.
+    root.add_job("loose", "#!/bin/sh\n")
+    root.sb.run(["chmod", "0777", f"{root.root}/jobs/loose.job"])
+    refused = as_user(root, "alice", "enqueue", "--on-failure", "loose", "whoami", check=False)
+    assert refused.returncode == 2 and "Error: job type 'loose' is not trusted" in refused.stderr, refused.stderr
     # Unique keys are per user: alice's key does not hold bob's job, nor tell him her job's id.
     root.pause()
     try:
