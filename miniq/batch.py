@@ -124,9 +124,11 @@ def enqueue_batch(
     """Queue every item as a job of type ``name``; returns (id, added) in
     order.  A job whose unique key an unfinished job holds is not added: the
     id is that job's.  See the module comment."""
+    from .unique import check_key
+
     queue._check_options(name, schedule, None)
     for key in {i.unique for i in items if i.unique is not None}:
-        queue._check_options(name, Schedule(), key)
+        check_key(key)
     owner = queue._admit(name, schedule) if queue.caller is not None else None
     jobs = _build(name, items, limits, schedule, owner)
     queue.ensure_layout()
@@ -240,12 +242,7 @@ def _stage(tmp_fd: int, name: str, data: bytes, owner: tuple[int, int] | None) -
     staging = files.staging_name(name)
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=tmp_fd)
     try:
-        os.fchmod(fd, 0o600)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        files.fill(fd, data, 0o600, owner, sync=False)
     finally:
         os.close(fd)
     return staging

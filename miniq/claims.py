@@ -308,7 +308,7 @@ class Claim:
         except FileExistsError:
             final = self._conflict(final, result, data)
         self._release()
-        unique.give_back(self.layout, job.unique, self.owner[0] if os.geteuid() == 0 else os.geteuid(), self.id)
+        unique.give_back(self.layout, job.unique, unique.key_owner(self.owner[0]), self.id)
         return state, final
 
     def _conflict(self, final: Path, result: Result, data: bytes) -> Path:

@@ -96,14 +96,17 @@ def staging_writer(name: str) -> str | None:
     return parts[-2] if len(parts) >= 3 and name.startswith(".") and name.endswith(".tmp") else None
 
 
-def _fill(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+def fill(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None, sync: bool = True) -> None:
+    """Give an open file its mode and owner and write ``data`` whole; flush
+    it unless ``sync`` is false (a batch flushes all its files at once, batch.py)."""
     os.fchmod(fd, mode)  # whatever the umask says
     if owner is not None:
         os.fchown(fd, *owner)
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-    os.fsync(fd)
+    if sync:
+        os.fsync(fd)
 
 
 def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> Path:
@@ -120,7 +123,7 @@ def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, i
             raise
     else:
         try:
-            _fill(fd, data, mode, owner)
+            fill(fd, data, mode, owner)
             # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the unnamed
             # file (plain link(2) would link the /proc entry itself).
             dir_fd = os.open(tmp_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -136,7 +139,7 @@ def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, i
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         try:
-            _fill(fd, data, mode, owner)
+            fill(fd, data, mode, owner)
         finally:
             os.close(fd)
     except BaseException:

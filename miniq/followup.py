@@ -30,7 +30,7 @@ def queue_follow_up(layout: Layout, job: Job, result: Result, owner: tuple[int, 
     name = job.on_success if result.succeeded else job.on_failure
     if name is None or job.follows is not None:
         return None
-    uid = owner[0] if os.geteuid() == 0 else os.geteuid()
+    uid = unique.key_owner(owner[0])
     chown = owner if os.geteuid() == 0 and owner[0] != 0 else None
     follows = Follows(job.id, job.name, result.outcome.value, result.wait_status)
     new = Job.new(name, [job.id], uid=uid).but(follows=follows, unique=f"follow-up:{job.id}")

@@ -180,25 +180,22 @@ class Pending:
 
     def waiting(self) -> Iterator[tuple[Path, Job | None]]:
         """Entries waiting for dependencies, with their job once read."""
-        for name in list(self.after):
-            path = self.layout.delayed / name
-            if not os.path.lexists(path):
-                del self.after[name]
-                continue
-            if self.after[name] is None:
-                self.after[name] = _read_job(path)
-            yield path, self.after[name]
+        return self._read(self.after, list(self.after))
 
     def held_jobs(self) -> Iterator[tuple[Path, Job | None]]:
         """Held entries (pause.py, slots.py) in id order, with their job once read."""
-        for name in sorted(self.held, key=lambda n: n[len("held-") :]):
+        return self._read(self.held, sorted(self.held, key=lambda n: n[len("held-") :]))
+
+    def _read(self, table: dict[str, Job | None], names: list[str]) -> Iterator[tuple[Path, Job | None]]:
+        """Entries ``names`` of ``table`` still in ``delayed/``, each read once (gone ones are dropped)."""
+        for name in names:
             path = self.layout.delayed / name
             if not os.path.lexists(path):
-                del self.held[name]
+                del table[name]
                 continue
-            if self.held[name] is None:
-                self.held[name] = _read_job(path)
-            yield path, self.held[name]
+            if table[name] is None:
+                table[name] = _read_job(path)
+            yield path, table[name]
 
     def forget(self, path: Path) -> None:
         self.after.pop(path.name, None)

@@ -135,14 +135,14 @@ class Queue:
 
     def _check_options(self, name: str, schedule: Schedule, unique: str | None, *follow_ups: str | None) -> None:
         """``BadInput`` unless the job type, its follow-ups, its key and its dependencies are usable."""
-        from .job import MAX_UNIQUE
+        from .unique import check_key
 
         self.job_type(name)
         for follow in follow_ups:
             if follow is not None:
                 self.job_type(follow)
-        if unique is not None and (not 0 < len(unique) <= MAX_UNIQUE or not unique.isprintable()):
-            raise BadInput(f"invalid unique key: expected 1 to {MAX_UNIQUE} printable characters")
+        if unique is not None:
+            check_key(unique)
         for dep in schedule.after:
             if not is_id(dep):
                 raise BadInput(f"invalid job id '{dep}' for --after: expected an id as printed by miniq enqueue")
@@ -377,7 +377,7 @@ class Queue:
         if job.unique is not None:
             from . import unique
 
-            unique.take(self.layout, job.unique, _owner(path) if os.geteuid() == 0 else os.geteuid(), job.id)
+            unique.take(self.layout, job.unique, unique.key_owner(_owner(path)), job.id)
         self._drop_staging_links(path)
         # One rename: the job is in exactly one place at every moment.  The
         # record's own "state" and "result" are ignored in queue/.

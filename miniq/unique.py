@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from . import files
-from .errors import MiniqError
+from .errors import BadInput, MiniqError
 from .files import Unusable, read_untrusted
-from .job import State
+from .job import MAX_UNIQUE, State
 from .layout import Layout, is_id
 
 GRACE = 10.0  # seconds a key may name a job not yet published
@@ -42,6 +42,19 @@ class AlreadyQueued(MiniqError):
     def __init__(self, job_id: str, key: str) -> None:
         super().__init__(f"job {job_id} with the same unique key is queued, delayed or running; no job added")
         self.job_id, self.key = job_id, key
+
+
+def check_key(key: str) -> str:
+    """``key`` if it can be a unique key, else ``BadInput``."""
+    if not 0 < len(key) <= MAX_UNIQUE or not key.isprintable():
+        raise BadInput(f"invalid unique key: expected 1 to {MAX_UNIQUE} printable characters")
+    return key
+
+
+def key_owner(file_owner: int) -> int:
+    """Whose keys a job's are, from the owner of its file: in a root
+    processor or helper the file's owner (the submitter), else ours."""
+    return file_owner if os.geteuid() == 0 else os.geteuid()
 
 
 def implicit_key(name: str, argv: tuple[str, ...] | list[str]) -> str:

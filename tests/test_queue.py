@@ -171,14 +171,14 @@ def test_no_name_ever_holds_a_partial_file(root: Path, monkeypatch: pytest.Monke
     from miniq import files
 
     seen: list[list[str]] = []
-    real_fill = files._fill
+    real_fill = files.fill
 
     def watched(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
         seen.append(sorted(os.listdir(root / "tmp")))
         real_fill(fd, data, mode, owner)
         seen.append(sorted(os.listdir(root / "tmp")))
 
-    monkeypatch.setattr(files, "_fill", watched)
+    monkeypatch.setattr(files, "fill", watched)
     Queue(root).ensure_layout()
     job = Queue(root).enqueue("echo", ["x"])
     assert seen == [[], []]
@@ -189,7 +189,7 @@ def test_no_name_ever_holds_a_partial_file(root: Path, monkeypatch: pytest.Monke
         os.write(fd, data[:10])
         raise OSError(5, "Input/output error")  # as if the machine died here
 
-    monkeypatch.setattr(files, "_fill", crash)
+    monkeypatch.setattr(files, "fill", crash)
     with pytest.raises(MiniqError):
         Queue(root).enqueue("echo", ["y"])
     assert os.listdir(root / "tmp") == [] and len(os.listdir(root / "queue")) == 1

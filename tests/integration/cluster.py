@@ -9,11 +9,14 @@ often each job ran.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from testbed.sandbox import Sandbox
 
 from .flows import Flow
@@ -151,4 +154,23 @@ class Cluster:
             machine.sandbox.close()
 
 
-__all__ = ["COUNT", "Cluster", "Machine", "signal"]
+@contextlib.contextmanager
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, repo: str, lease: float) -> Iterator[Cluster]:
+    """A cluster on a fresh shared directory: root 0700, leases of ``lease``
+    seconds, the job type ``count``; every machine is cut at the end."""
+    from conftest import require_testbed
+
+    require_testbed()
+    shared = tmp_path_factory.mktemp("shared")
+    (shared / "log").mkdir()
+    c = Cluster(shared, repo, str(wheelhouse))
+    (shared / "root").mkdir(mode=0o700)
+    c.configure(f"[processor]\nlease = {lease:g}s\n")
+    c.add_job("count", COUNT)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+__all__ = ["COUNT", "Cluster", "Machine", "shared_cluster", "signal"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from testbed.sandbox import Sandbox
 
-from .cluster import COUNT, Cluster
+from .cluster import Cluster, shared_cluster
 
 pytestmark = pytest.mark.systemd
 
@@ -29,19 +29,8 @@ LEASE = 10.0
 
 @pytest.fixture
 def cluster(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, repo: str) -> Iterator[Cluster]:
-    from conftest import require_testbed
-
-    require_testbed()
-    shared = tmp_path_factory.mktemp("shared")
-    (shared / "log").mkdir()
-    c = Cluster(shared, repo, str(wheelhouse))
-    (shared / "root").mkdir(mode=0o700)
-    c.configure(f"[processor]\nlease = {LEASE:g}s\n")
-    c.add_job("count", COUNT)
-    try:
+    with shared_cluster(tmp_path_factory, wheelhouse, repo, LEASE) as c:
         yield c
-    finally:
-        c.close()
 
 
 def held(cluster: Cluster) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import COUNT, Cluster, Machine
+from .cluster import Cluster, Machine, shared_cluster
 
 pytestmark = pytest.mark.systemd
 
@@ -24,19 +24,8 @@ TIMER = 10.0
 
 @pytest.fixture
 def cluster(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, repo: str) -> Iterator[Cluster]:
-    from conftest import require_testbed
-
-    require_testbed()
-    shared = tmp_path_factory.mktemp("shared")
-    (shared / "log").mkdir()
-    c = Cluster(shared, repo, str(wheelhouse))
-    (shared / "root").mkdir(mode=0o700)
-    c.configure(f"[processor]\nlease = {LEASE:g}s\n")
-    c.add_job("count", COUNT)
-    try:
+    with shared_cluster(tmp_path_factory, wheelhouse, repo, LEASE) as c:
         yield c
-    finally:
-        c.close()
 
 
 def exactly_once(cluster: Cluster, hostnames: tuple[str, str]) -> None:
