@@ -23,13 +23,18 @@ an error after it succeeded.  The entry's time is set to "now" just before the
 rename, so a new claim never shows an old time (an expired lease) to others.  A takeover rewrites the claim at once (a new
 inode), so the old holder's next renewal fails even through stale NFS caches.
 
-Fencing.  A run ends by renaming its own claim to ``ID@CLAIMER.done`` first.
-That rename fails if the claim was taken over meanwhile: the holder then
-knows it lost the job and publishes nothing.  Only after the fence does it
-publish the record, with link(2), which never replaces an existing record,
-and then remove the fenced file.  A crash at any point leaves a claim or a
-fenced file in ``running/``; recovery finds the job's newer state elsewhere
-(then the leftover is removed) or runs it again (at-least-once).
+Fencing.  A claim ends by staging what it publishes (the record, or the job
+again in ``delayed/`` or ``queue/``) in ``tmp/``, then renaming its own claim
+to ``ID@CLAIMER.done``.  That rename fails if the claim was taken over
+meanwhile: the holder then knows it lost the job and publishes nothing.
+Only after the fence does it publish the staged file, with link(2), which
+never replaces an existing record, and then remove the fenced file.  A
+holder that stalls after its fence for longer than the lease is taken over
+like any other; its successor publishes the holder's staged file rather than
+run the job again (ending.py), so the job is recorded once.  A crash at any
+point leaves a claim or a fenced file in ``running/``; recovery finds the
+job's newer state elsewhere (then the leftover is removed), publishes the
+staged end, or runs the job again (at-least-once).
 
 Unusable entries.  A claimed entry that is not a usable job is rejected: a
 record in ``failed/`` says why (with its first bytes only if it was a regular
@@ -50,7 +55,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cgroup, files
+from . import cgroup, ending, files
 from .files import Unusable, dump, read_untrusted
 from .job import SCHEMA, Job, State, hostname, new_id
 from .layout import Layout, is_id, parse_claim_name
@@ -198,6 +203,8 @@ class Claim:
     lost: bool = False
     #: The follow-up job the end of this claim's job queued (followup.py).
     follow_up: Job | None = None
+    #: What this claim's end publishes, staged before the fence (ending.py).
+    stage: Path | None = None
     renewed: float = field(default_factory=time.monotonic)
 
     # -- taking ---------------------------------------------------------------
@@ -287,7 +294,37 @@ class Claim:
     def _release(self, entry: bool = True) -> None:
         if entry:
             self.path.unlink(missing_ok=True)
+        ending.remove(self.stage)
         self.layout.cancel_request(self.id).unlink(missing_ok=True)
+
+    def _stage_and_fence(self, target: Path, data: bytes) -> None:
+        """Stage the end, then fence; once fenced, never stage again (ending.py)."""
+        if self.fenced:
+            return
+        self.stage = ending.stage(self.layout, target, self.me.name, data, self._chown())
+        try:
+            self._fence()
+        except BaseException:
+            ending.remove(self.stage)
+            self.stage = None
+            raise
+
+    def _publish(self, target: Path, data: bytes) -> bool:
+        """Link the staged end at ``target``: True once it is there, False if
+        another file is.  ``LeaseLost`` if a processor that took over the
+        fenced claim removed the stage without publishing it."""
+        assert self.stage is not None
+        try:
+            return ending.publish(self.stage, target)
+        except FileNotFoundError:
+            # Taken over after the fence: published by the successor, or not at all.
+            try:
+                if read_untrusted(target, single_link=False)[0] == data:
+                    return True
+            except (FileNotFoundError, Unusable):
+                pass
+            self.lost = True
+            raise LeaseLost(f"job {self.id} was taken over by another processor") from None
 
     # -- ending ---------------------------------------------------------------
 
@@ -299,13 +336,11 @@ class Claim:
         from .followup import queue_follow_up
 
         state = State.DONE if result.succeeded else State.FAILED
-        self._fence()
-        self.follow_up = queue_follow_up(self.layout, job, result, self.owner) or self.follow_up
         final = self.layout.record(state, self.id)
         data = dump(job.record(result, state))
-        try:
-            files.write_durably(self.layout.tmp, final, data, owner=self._chown(), replace=False)
-        except FileExistsError:
+        self._stage_and_fence(final, data)
+        self.follow_up = queue_follow_up(self.layout, job, result, self.owner) or self.follow_up
+        if not self._publish(final, data):
             final = self._conflict(final, result, data)
         self._release()
         unique.give_back(self.layout, job.unique, unique.key_owner(self.owner[0]), self.id)
@@ -326,17 +361,16 @@ class Claim:
 
     def postpone(self, job: Job, due: float | None) -> Path:
         """Move the job to ``delayed/`` until ``due`` (None: its dependencies)."""
-        self._fence()
-        entry = self.layout.delayed_entry(self.id, due)
-        files.write_durably(self.layout.tmp, entry, dump(job.to_json()), owner=self._chown())
-        self._release()
-        return entry
+        return self._move(self.layout.delayed_entry(self.id, due), job)
 
     def requeue(self, job: Job) -> Path:
         """Put the job back in ``queue/`` with its priority."""
-        self._fence()
-        entry = self.layout.queued(job.schedule.priority, self.id)
-        files.write_durably(self.layout.tmp, entry, dump(job.to_json()), owner=self._chown())
+        return self._move(self.layout.queued(job.schedule.priority, self.id), job)
+
+    def _move(self, entry: Path, job: Job) -> Path:
+        data = dump(job.to_json())
+        self._stage_and_fence(entry, data)
+        self._publish(entry, data)
         self._release()
         return entry
 
@@ -438,9 +472,16 @@ def take_over(layout: Layout, stale: Stale, me: Claimer) -> Claim | None:
         return None
     if claim.job is None:
         return claim
-    if newer_state(layout, claim.id):
+    holder = stale.holder.name if stale.holder else ""
+    if ending.newer_state(layout, claim.id):
+        claim.forget()
+        ending.discard(layout, claim.id, holder)
+        return None
+    if holder and stale.path.name.endswith(".done") and ending.complete(layout, claim.id, holder, claim.path.name, claim.owner):
         claim.forget()
         return None
+    # What the old holder staged before a fence it can no longer pass is left over.
+    ending.discard(layout, claim.id, holder)
     if stale.holder is not None and (stale.holder.boot, stale.holder.pidns) == (me.boot, me.pidns):
         # What is left of its run on this machine stops before the job may run
         # again or be recorded: a processor's recovery, cancel, requeue.
@@ -448,14 +489,6 @@ def take_over(layout: Layout, stale: Stale, me: Claimer) -> Claim | None:
     note = Result.unrun(Outcome.INTERRUPTED, stale.why, me.host, lost_host=stale.host, run=stale.holder.name if stale.holder else None)
     claim.rewrite(claim.job.but(attempts=(*claim.job.attempts, note)))
     return claim
-
-
-def newer_state(layout: Layout, job_id: str) -> bool:
-    """Whether the job exists outside ``running/`` (a record, queued, delayed)."""
-    for _, path in layout.candidates(job_id):
-        if _lstat(path) is not None:
-            return True
-    return layout.scan(State.DELAYED, job_id) is not None
 
 
 def clean_tmp(layout: Layout, me: Claimer | None = None, older_than: float = 3600.0) -> None:
@@ -468,6 +501,8 @@ def clean_tmp(layout: Layout, me: Claimer | None = None, older_than: float = 360
         return
     for entry in entries:
         try:
+            if ending.held_by_fenced_claim(layout, entry.name):
+                continue  # whoever recovers the claim publishes it (ending.py)
             writer = entry.name[len("clock@") :] if entry.name.startswith("clock@") else files.staging_writer(entry.name)
             holder = Claimer.parse(writer) if writer else None
             if holder is not None and me is not None and holder != me and holder.provably_dead(me):

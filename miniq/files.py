@@ -109,13 +109,19 @@ def fill(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None, sync: b
         os.fsync(fd)
 
 
-def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> Path:
+def stage(tmp_dir: Path, name: str, data: bytes, owner: tuple[int, int] | None, mode: int = 0o600) -> Path:
+    """``data`` on disk as ``tmp_dir/name`` (which must not exist), its
+    directory not flushed: a claim's end (ending.py)."""
+    return _stage(tmp_dir, name, data, mode, owner, exact=True)
+
+
+def _stage(tmp_dir: Path, name: str, data: bytes, mode: int, owner: tuple[int, int] | None, exact: bool = False) -> Path:
     """A staging file in ``tmp_dir`` holding ``data``, on disk; its name
     appears only once its bytes are (O_TMPFILE), so a crash at any moment
     leaves no empty or partial file under any name.  Where the file system
     has no O_TMPFILE (NFS), the name appears first: a crash can leave a
     partial staging file, never read and removed after an hour (claims.py)."""
-    tmp = tmp_dir / staging_name(name)
+    tmp = tmp_dir / (name if exact else staging_name(name))
     try:
         fd = os.open(tmp_dir, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
     except OSError as e:

@@ -249,7 +249,7 @@ def _read_job(path: Path) -> Job | None:
 
 def dependency_state(layout: Layout, job: Job) -> tuple[bool, str | None]:
     """(still waiting, reason it can never run) for a job's ``after`` list."""
-    from .claims import newer_state
+    from .ending import newer_state
 
     waiting = False
     for dep in job.schedule.after:

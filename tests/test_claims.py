@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import ListSink, processor
 
-from miniq.claims import Claim, Claimer, LeaseLost, ServerClock, stale_claims, take_over
+from miniq import ending
+from miniq.claims import Claim, Claimer, LeaseLost, ServerClock, clean_tmp, stale_claims, take_over
+from miniq.files import dump
 from miniq.job import State
 from miniq.layout import parse_queue_name
 from miniq.pending import Pending
@@ -156,6 +158,134 @@ def test_a_takeover_fences_the_old_holder(root: Path) -> None:
     assert [a["outcome"] for a in record["attempts"]] == ["interrupted", "exited"]
     assert record["attempts"][0]["lost_host"] == "frozen" and record["result"]["run"] == "new#2"
     assert os.listdir(root / "running") == []
+
+
+def _stall_after_the_fence(q: Queue, root: Path, me: Claimer, target: str) -> tuple[Claim, Result, object]:
+    """A holder on another machine stages its end and fences, then stalls
+    past its lease (the nemesis' SIGSTOP); returns it, its result and the stale claim."""
+    job = q.enqueue("echo", [])
+    old = take_next(q, other(me, host="frozen", boot="b" * 32))
+    assert old is not None and old.job is not None
+    result = Result(Outcome.EXITED, exit_code=0, run="old#1")
+    if target == "record":
+        old._stage_and_fence(q.layout.record(State.DONE, job.id), dump(old.job.but(attempts=(result,)).record(result, State.DONE)))
+    else:
+        old._stage_and_fence(q.layout.delayed_entry(job.id, 2e9), dump(old.job.to_json()))
+    assert [n for n in os.listdir(root / "tmp") if n.startswith(".end~")]
+    clock = ServerClock(q.layout, me)
+    past = clock.now() - 1000
+    os.utime(old.path, (past, past))
+    [stale] = stale_claims(q.layout, me, 60.0, clock)
+    return old, result, stale
+
+
+@pytest.mark.parametrize("wakes", ["after", "during"])
+def test_a_holder_stalled_after_its_fence_is_recorded_once_and_not_run_again(root: Path, wakes: str) -> None:
+    """The race the nemesis found (seed 1200217339): the holder fenced, stalled
+    past its lease, then published its record while its successor ran the
+    job again.  Now the successor publishes the holder's staged record and
+    the holder, waking before or after that, finds it published."""
+    q = Queue(root)
+    me = Claimer.current()
+    old, result, stale = _stall_after_the_fence(q, root, me, "record")
+    assert old.job is not None
+    record_path = root / "done" / f"{old.id}.json"
+    if wakes == "during":
+        # The successor has taken the fenced claim but not yet looked for the stage.
+        new = Claim.take(q.layout, stale.path, me, old.id)  # type: ignore[attr-defined]
+        assert new is not None
+        old.finish(old.job.but(attempts=(result,)), result)
+        assert ending.complete(q.layout, old.id, old.me.name, new.path.name, new.owner)
+        new.forget()
+    else:
+        assert take_over(q.layout, stale, me) is None  # nothing left to run
+        assert json.loads(record_path.read_text())["result"]["run"] == "old#1"
+        state, path = old.finish(old.job.but(attempts=(result,)), result)
+        assert (state, path) == (State.DONE, record_path)
+    record = json.loads(record_path.read_text())
+    assert record["result"]["run"] == "old#1" and len(record["attempts"]) == 1
+    assert os.listdir(root / "running") == [] and os.listdir(root / "queue") == [] and os.listdir(root / "delayed") == []
+    assert not (root / "rejected").exists() or os.listdir(root / "rejected") == []
+    assert [n for n in os.listdir(root / "tmp") if n.startswith(".end~")] == []
+
+
+def test_a_postpone_stalled_after_its_fence_is_queued_once(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    old, _, stale = _stall_after_the_fence(q, root, me, "delayed")
+    assert old.job is not None
+    assert take_over(q.layout, stale, me) is None
+    assert os.listdir(root / "delayed") == [f"2000000000000-{old.id}.json"]
+    assert old.postpone(old.job, 2e9) == root / "delayed" / f"2000000000000-{old.id}.json"
+    assert os.listdir(root / "delayed") == [f"2000000000000-{old.id}.json"] and os.listdir(root / "running") == []
+    assert os.stat(root / "delayed" / f"2000000000000-{old.id}.json").st_nlink == 1
+
+
+def test_a_holder_whose_stage_was_removed_publishes_nothing(root: Path) -> None:
+    """Without a stage (cleaned after an hour, or never durable) the successor
+    runs the job again, and the holder, waking, must not record it."""
+    q = Queue(root)
+    me = Claimer.current()
+    old, result, stale = _stall_after_the_fence(q, root, me, "record")
+    assert old.job is not None and old.stage is not None
+    old.stage.unlink()
+    new = take_over(q.layout, stale, me)
+    assert new is not None and new.job is not None
+    assert [a.outcome for a in new.job.attempts] == [Outcome.INTERRUPTED]
+    with pytest.raises(LeaseLost):
+        old.finish(old.job.but(attempts=(result,)), result)
+    assert not (root / "done" / f"{old.id}.json").exists()
+
+
+def test_a_lost_fence_leaves_no_stage(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    q.enqueue("echo", [])
+    old = take_next(q, other(me, host="frozen", boot="b" * 32))
+    assert old is not None and old.job is not None
+    os.rename(old.path, q.layout.claim(old.id, me.name))  # taken over before the fence
+    result = Result(Outcome.EXITED, exit_code=0, run="old#1")
+    with pytest.raises(LeaseLost):
+        old.finish(old.job.but(attempts=(result,)), result)
+    assert [n for n in os.listdir(root / "tmp") if n.startswith(".end~")] == []
+
+
+def test_a_stage_made_before_a_fence_never_passed_is_removed_at_takeover(root: Path) -> None:
+    """The holder staged its record and stalled before its fence: the job runs
+    again, and the stage is not left in tmp/ for anyone to publish."""
+    q = Queue(root)
+    me = Claimer.current()
+    job = q.enqueue("echo", [])
+    old = take_next(q, other(me, host="frozen", boot="b" * 32))
+    assert old is not None
+    stage = ending.stage(q.layout, q.layout.record(State.DONE, job.id), old.me.name, b"{}\n", None)
+    clock = ServerClock(q.layout, me)
+    past = clock.now() - 1000
+    os.utime(old.path, (past, past))
+    [stale] = stale_claims(q.layout, me, 60.0, clock)
+    new = take_over(q.layout, stale, me)
+    assert new is not None and new.job is not None and not stage.exists()
+    assert os.listdir(root / "tmp") == [] and not (root / "done" / f"{job.id}.json").exists()
+
+
+def test_a_stage_is_kept_while_its_fenced_claim_is(root: Path) -> None:
+    """clean_tmp leaves a dead or old holder's stage to whoever recovers its claim."""
+    q = Queue(root)
+    me = Claimer.current()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    job = q.enqueue("echo", [])
+    ghost = other(me, pid=dead.pid)
+    claim = take_next(q, ghost)
+    assert claim is not None and claim.job is not None
+    claim._stage_and_fence(q.layout.record(State.DONE, job.id), b"{}\n")
+    assert claim.stage is not None
+    os.utime(claim.stage, (946684800, 946684800))
+    clean_tmp(q.layout, me)
+    assert claim.stage.exists()
+    claim.path.unlink()
+    clean_tmp(q.layout, me)
+    assert not claim.stage.exists()
 
 
 def test_a_record_is_never_replaced(root: Path) -> None:
