@@ -3,7 +3,8 @@
 ``ScopeRunner.start`` forks the job's gated process (spawn.py), asks the
 manager for the scope holding that PID with the job's limits, waits until
 /proc shows the PID inside the scope, and only then lets the process exec.
-No instruction of a job ever runs outside its scope.  A refused scope fails
+No instruction of a job ever runs outside its scope.  The wait is an event:
+systemd's ``JobRemoved`` signal for the scope's start job (systemd.py).  A refused scope fails
 the job at once with systemd's reason.
 
 A second process, the keeper (``sleep infinity``), joins the scope.  It
@@ -47,6 +48,7 @@ class ScopeRunner:
 
     def __init__(self, manager: Manager, systemd: Systemd | None = None, slice_: str | None = None) -> None:
         self.systemd = systemd or Systemd(manager)
+        self.systemd.watch_jobs()
         self.slice = slice_
 
     def properties(self, spec: ExecSpec, pids: list[int]) -> list[Property]:
@@ -70,7 +72,8 @@ class ScopeRunner:
         keeper = os.posix_spawn(KEEPER[0], list(KEEPER), {}, setsid=True)
         gated = spawn_gated(spec)
         try:
-            self._start_scope(spec, [gated.pid, keeper])
+            job = self._start_scope(spec, [gated.pid, keeper])
+            self.systemd.wait_job(job, PLACEMENT_TIMEOUT)
             self._wait_placed(spec.unit, gated.pid, keeper)
         except StartDelayed as e:
             report = abort(gated, keeper)
@@ -90,19 +93,22 @@ class ScopeRunner:
             raise
         return running
 
-    def _start_scope(self, spec: ExecSpec, pids: list[int]) -> None:
+    def _start_scope(self, spec: ExecSpec, pids: list[int]) -> bytes:
+        """Queue the scope's start job; returns its object path."""
         try:
-            self.systemd.start_transient(spec.unit, self.properties(spec, pids))
+            return self.systemd.start_transient(spec.unit, self.properties(spec, pids))
         except SystemdError as e:
             if "already exists" not in e.message and "UnitExists" not in e.message:
                 raise
             # A scope of a lost run of this job on this host: stop it, then retry.
             self.stop_leftover_unit(spec.unit)
-            self.systemd.start_transient(spec.unit, self.properties(spec, pids))
+            return self.systemd.start_transient(spec.unit, self.properties(spec, pids))
 
     def _wait_placed(self, unit: str, *pids: int) -> None:
         # StartTransientUnit returns once the start job is queued; the PIDs
-        # move when it runs.  /proc is the ground truth, and cheap to read.
+        # move when it runs, which systemd signals (``wait_job``).  /proc is
+        # the ground truth, cheap to read, and polled only if the signal did
+        # not come (pystemd without signal matches).
         deadline = time.monotonic() + PLACEMENT_TIMEOUT
         pending = list(pids)
         while pending:

@@ -8,6 +8,11 @@ miniq's words: pystemd's own error texts never reach a user.
 
 sd-bus connections must not be shared between processes or threads: each
 processor worker opens its own.
+
+Jobs.  systemd tells the client that queued a job when the job is done (the
+``JobRemoved`` signal, sent to the job's requester without ``Subscribe``),
+so a caller waits for its own jobs without polling (``wait_job``).  The
+match is added once per connection that asks (``watch_jobs``).
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class Systemd:
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
+        #: Object paths of this connection's jobs that systemd said are done;
+        #: None until the match is added, False if pystemd cannot add it.
+        self.removed: set[bytes] | None | bool = None
         try:
             from pystemd.dbuslib import DBus
         except ImportError as e:
@@ -104,7 +112,7 @@ class Systemd:
                 raise NoSuchUnit(explain(e)) from None
             raise SystemdError(f"systemd refused {method.decode()}: {explain(e)}") from None
 
-    def start_transient(self, unit: str, props: list[Property], mode: bytes = b"fail", aux: list[tuple[str, list[Property]]] = ()) -> None:  # type: ignore[assignment]
+    def start_transient(self, unit: str, props: list[Property], mode: bytes = b"fail", aux: list[tuple[str, list[Property]]] = ()) -> bytes:  # type: ignore[assignment]
         """``StartTransientUnit`` with explicitly typed properties.
 
         pystemd's own wrapper looks signatures up in a table that lacks some
@@ -118,7 +126,52 @@ class Systemd:
         for aux_name, aux_props in aux:
             args += [(ord(b"r"), b"sa(sv)"), (ord(b"s"), aux_name.encode()), *_encode(aux_props), (-1, None)]
         args += [(-1, None)]
-        self.call_raw(b"StartTransientUnit", args)
+        body = self.call_raw(b"StartTransientUnit", args)
+        return bytes(body[0] if isinstance(body, list) else body)
+
+    def watch_jobs(self) -> None:
+        """Collect the ``JobRemoved`` signals of this connection's jobs (once)."""
+        if self.removed is not None:
+            return
+        removed: set[bytes] = set()
+
+        def on_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
+            try:
+                msg.process_reply(False)
+                removed.add(bytes(msg.body[1]))
+            except Exception:  # noqa: BLE001,S110 - a signal it cannot read is not ours
+                pass
+
+        # pystemd keeps a bare pointer to the callback: it must outlive the match.
+        self._on_removed = on_removed
+        try:
+            self.bus.match_signal(_DEST, _PATH, _IFACE, b"JobRemoved", on_removed)
+        except Exception:  # noqa: BLE001 - an old pystemd or libsystemd: callers poll instead
+            self.removed = False
+            return
+        self.removed = removed
+
+    def wait_job(self, job: bytes, timeout: float) -> bool:
+        """Wait until systemd says ``job`` (queued through this connection) is
+        done; False after ``timeout`` seconds or if signals are unavailable."""
+        removed = self.removed
+        if not isinstance(removed, set):
+            return False
+        if len(removed) > 1000:
+            removed.clear()  # jobs nobody waited for (a StopUnit's)
+        deadline = time.monotonic() + timeout
+        try:
+            while job not in removed:
+                self.bus.process()  # one message, or none
+                left = deadline - time.monotonic()
+                if job in removed or left <= 0:
+                    break
+                self.bus.wait(int(left * 1_000_000))  # returns at once while messages are queued
+        except Exception:  # noqa: BLE001 - pystemd's D-Bus errors: callers poll instead
+            return False
+        found = job in removed
+        removed.discard(job)
+        return found
 
     def stop_unit(self, unit: str) -> bool:
         """Stop a unit; False if it was not loaded."""
