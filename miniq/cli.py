@@ -92,7 +92,7 @@ class MiniqGroup(click.Group):
         except Exception as e:  # noqa: BLE001 - the CLI edge: one line, a documented code
             if ctx.meta.get("miniq.debug"):
                 raise
-            message, hint, code = _explain(e)
+            message, hint, code = explain(e)
             click.echo(f"Error: {message}", err=True)
             if hint:
                 click.echo(f"Hint: {hint}", err=True)
@@ -105,7 +105,8 @@ class MiniqGroup(click.Group):
         return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
 
 
-def _explain(e: BaseException) -> tuple[str, str | None, int]:
+def explain(e: BaseException) -> tuple[str, str | None, int]:
+    """(message, hint, exit code) for an error at the command's edge."""
     if isinstance(e, MiniqError):
         return e.message, e.hint, e.exit_code
     if isinstance(e, PermissionError):
@@ -153,12 +154,7 @@ def process(obj: Context, parallel: int | None, max_jobs: int | None) -> None:
     """
     from .processor import Processor
 
-    summary = Processor(obj.queue, obj.manager, parallel=parallel, max_jobs=max_jobs).run()
-    total = len(summary.succeeded) + len(summary.failed) + len(summary.rejected)
-    click.echo(
-        f"processed {total} job(s): {len(summary.succeeded)} succeeded, {len(summary.failed)} failed, "
-        f"{len(summary.rejected)} rejected, {len(summary.retrying)} to retry, {len(summary.recovered)} recovered"
-    )
+    click.echo(Processor(obj.queue, obj.manager, parallel=parallel, max_jobs=max_jobs).run().describe())
 
 
 STATE_CHOICES = ["running", "queued", "delayed", "done", "failed"]  # State labels; job.py is imported on use

@@ -26,6 +26,14 @@ class Summary:
     followups: list[str] = field(default_factory=list)
     wake_at: float | None = None
 
+    def describe(self) -> str:
+        """The line ``miniq process`` prints at its end."""
+        total = len(self.succeeded) + len(self.failed) + len(self.rejected)
+        return (
+            f"processed {total} job(s): {len(self.succeeded)} succeeded, {len(self.failed)} failed, "
+            f"{len(self.rejected)} rejected, {len(self.retrying)} to retry, {len(self.recovered)} recovered"
+        )
+
     def merge(self, other: dict[str, Any]) -> None:
         for key, value in other.items():
             if isinstance(value, list):
