@@ -71,10 +71,13 @@ dt = time.perf_counter() - t
 print(f"{dt:.4f} {len(s.succeeded)} {wall:.6f}")
 """
 
+# The minimal loop of the speed issue: fork a gated child, StartTransientUnit
+# with its PID, wait until /proc shows it in the scope (polled every 0.5 ms),
+# release it to exec true, reap.  ``tag`` keeps two loops' scope names apart.
 REFERENCE = """
 import os, sys, time
 from pystemd.dbuslib import DBus, apply_signature
-n = int(sys.argv[1])
+n, tag = int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "a"
 bus = DBus(); bus.open()
 def start(unit, pid):
     args = apply_signature(b"ss", [unit.encode(), b"fail"])
@@ -82,6 +85,9 @@ def start(unit, pid):
     args += apply_signature(b"au", [[pid]]) + [(-1, None), (-1, None), (-1, None), (ord(b"a"), b"(sa(sv))"), (-1, None)]
     bus.call_method(b"org.freedesktop.systemd1", b"/org/freedesktop/systemd1", b"org.freedesktop.systemd1.Manager",
                     b"StartTransientUnit", args)
+def placed(pid, unit):
+    with open(f"/proc/{pid}/cgroup") as f:
+        return f.read().rstrip().endswith("/" + unit)
 t = time.perf_counter()
 for i in range(n):
     r, w = os.pipe()
@@ -89,7 +95,10 @@ for i in range(n):
     if pid == 0:
         os.close(w); os.read(r, 1); os.execv("/bin/true", ["true"])
     os.close(r)
-    start(f"ref-{os.getpid()}-{i}.scope", pid)
+    unit = f"ref-{tag}-{os.getpid()}-{i}.scope"
+    start(unit, pid)
+    while not placed(pid, unit):
+        time.sleep(0.0005)
     os.write(w, b"g"); os.close(w)
     os.waitpid(pid, 0)
 print(f"{time.perf_counter() - t:.4f} {n}")
@@ -134,10 +143,17 @@ def drain(root: str, n: int, parallel: int, limit: int = 0) -> dict[str, float]:
         units("start")
 
 
-def reference(n: int) -> dict[str, float]:
+def reference(n: int, loops: int = 1) -> dict[str, float]:
+    """``loops`` minimal loops side by side, each as its own service; the
+    jobs per second of all together (from the first start to the last end)."""
     before = pid1_cpu()
-    seconds, done = in_service(REFERENCE, str(n)).split()
-    return {"seconds": float(seconds), "jobs": int(done), "pid1_cpu": pid1_cpu() - before}
+    t = time.perf_counter()
+    cmd = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", "-p", "Type=oneshot", PY, "-c", REFERENCE, str(n)]
+    procs = [subprocess.Popen([*cmd, str(k)], stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL) for k in range(loops)]
+    done = sum(int(p.communicate()[0].split()[1]) for p in procs)
+    if any(p.returncode for p in procs):
+        raise RuntimeError("a reference loop failed")
+    return {"seconds": time.perf_counter() - t, "jobs": done, "pid1_cpu": pid1_cpu() - before}
 
 
 def _stamp_file(path: str) -> float | None:
@@ -162,12 +178,12 @@ def latency(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
     """From just before a submit command starts to the job's first instruction.
     Each kind's samples come one after another, ``spacing`` seconds apart (so
     with a short spacing miniq's processor is still lingering: warm)."""
-    out: dict[str, list[float]] = {"miniq": [], "systemd-run": [], "nq": [], "tsp": []}
+    out: dict[str, list[float]] = {"miniq": [], "systemd-run": [], "nq": [], "tsp": [], "processor": []}
     stamps = f"{root}/../stamps-{spacing}"
     os.makedirs(stamps, exist_ok=True)
     env = dict(os.environ, NQDIR=f"{root}/../nq", TS_SOCKET=f"{root}/../tsp.socket")
     write = 'date +%s.%N > "$0"'
-    for kind in out:
+    for kind in ("miniq", "systemd-run", "nq", "tsp"):
         for i in range(samples):
             path = f"{stamps}/{kind}-{i}"
             t0 = time.time()
@@ -179,10 +195,24 @@ def latency(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
                 subprocess.run(["nq", "sh", "-c", write, path], check=True, stdout=subprocess.DEVNULL, env=env)
             else:
                 subprocess.run(["tsp", "sh", "-c", write, path], check=True, stdout=subprocess.DEVNULL, env=env)
-            out[kind].append(_wait_stamp(path) - t0)
+            stamp = _wait_stamp(path)
+            out[kind].append(stamp - t0)
+            if kind == "miniq":
+                out["processor"].append(stamp - _service_started())
             time.sleep(spacing)
     subprocess.run(["tsp", "-K"], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     return out
+
+
+def _service_started() -> float:
+    """When miniq-process.service last left "inactive" (its process was
+    started), in seconds since the epoch: the path unit fired just before."""
+    out = subprocess.run(
+        ["busctl", "get-property", "org.freedesktop.systemd1", "/org/freedesktop/systemd1/unit/miniq_2dprocess_2eservice",
+         "org.freedesktop.systemd1.Unit", "InactiveExitTimestamp"],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    return int(out[1]) / 1e6
 
 
 def enqueue_wait(root: str, samples: int) -> dict[str, list[float]]:
@@ -309,7 +339,7 @@ def main() -> None:
     funcs = {
         "enqueue": lambda: enqueue(root, int(args[0])),
         "drain": lambda: drain(root, int(args[0]), int(args[1])),
-        "reference": lambda: reference(int(args[0])),
+        "reference": lambda: reference(int(args[0]), int(args[1]) if len(args) > 1 else 1),
         "latency": lambda: latency(root, int(args[0]), float(args[1])),
         "enqueue_wait": lambda: enqueue_wait(root, int(args[0])),
         "bulk": lambda: bulk(root, int(args[0]), int(args[1])),
