@@ -27,7 +27,6 @@ file is fsynced instead.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import shlex
@@ -105,7 +104,7 @@ def _parse_json(text: str) -> Item:
 
 def _syncfs(directory: Path) -> bool:
     """Flush the file system holding ``directory``; False if syncfs is missing."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = files.libc()
     if not hasattr(libc, "syncfs"):
         return False
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

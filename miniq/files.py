@@ -272,12 +272,15 @@ def dump(data: dict[str, Any]) -> bytes:
 _libc = None
 
 
-def _c() -> Any:
+def libc() -> Any:
+    """The C library, through the symbols the interpreter already has loaded
+    (dlopen(NULL)): ``ctypes.util.find_library`` would run ``ldconfig -p``,
+    a few milliseconds of every command that needs it."""
     global _libc
     if _libc is None:
-        import ctypes.util
+        import ctypes
 
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
@@ -295,7 +298,7 @@ def fresh_mtime(path: Path) -> float | None:
 
     buf = ctypes.create_string_buffer(256)
     # AT_FDCWD, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_MTIME
-    if _c().statx(-100, os.fsencode(path), 0x100 | 0x2000, 0x40, buf) != 0:
+    if libc().statx(-100, os.fsencode(path), 0x100 | 0x2000, 0x40, buf) != 0:
         err = ctypes.get_errno()
         if err in (errno.ENOENT, errno.ESTALE):
             return None
@@ -313,7 +316,7 @@ def fs_type(path: Path) -> int | None:
     import ctypes
 
     buf = ctypes.create_string_buffer(256)  # struct statfs: f_type is the first word
-    if _c().statfs(os.fsencode(path), buf) != 0:
+    if libc().statfs(os.fsencode(path), buf) != 0:
         return None
     return int.from_bytes(buf.raw[:8], "little")
 

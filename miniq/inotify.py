@@ -9,10 +9,11 @@ every user of this module also looks again on its own from time to time.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 from pathlib import Path
+
+from .files import libc
 
 IN_CREATE = 0x100
 IN_MOVED_TO = 0x80
@@ -26,14 +27,7 @@ ARRIVALS = IN_CREATE | IN_MOVED_TO
 CHANGES = ARRIVALS | IN_DELETE | IN_MOVED_FROM
 
 _HEADER = struct.Struct("iIII")
-_libc: ctypes.CDLL | None = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
+_lib = libc
 
 
 class Inotify:

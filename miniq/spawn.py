@@ -16,7 +16,6 @@ makes the child exit without running anything.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import functools
 import grp
@@ -26,6 +25,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import files
 from .limits import Limits
 
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -181,7 +181,7 @@ def spawn_gated(spec: ExecSpec) -> Gated:
     """Fork a child that execs ``spec`` once released (module comment)."""
     global _prctl
     if spec.identity is not None and _prctl is None:
-        _prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+        _prctl = files.libc().prctl
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     gate_r, gate_w = os.pipe()

@@ -109,6 +109,10 @@ def units(action: str) -> None:
     """Stop (or start) the installed units, so that no other processor takes
     jobs of a measurement that runs its own."""
     names = ["miniq-process.path", "miniq-process.timer"] + (["miniq-process.service"] if action == "stop" else [])
+    if action == "start":
+        # Short drains start the path unit more often than its start limit
+        # (5 in 10 s) allows; reset-failed clears the count.
+        subprocess.run(["systemctl", "reset-failed", *names], check=False, stderr=subprocess.DEVNULL)
     subprocess.run(["systemctl", action, *names], check=True)
 
 
