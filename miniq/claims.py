@@ -48,7 +48,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -511,6 +510,8 @@ def clean_tmp(layout: Layout, me: Claimer | None = None, older_than: float = 360
             st = entry.stat(follow_symlinks=False)
             if st.st_mtime < cutoff and entry.name.startswith(("clock@", ".")):
                 if entry.is_dir(follow_symlinks=False):
+                    import shutil  # (with its compression modules) only here
+
                     shutil.rmtree(entry.path)
                 else:
                     os.unlink(entry.path)

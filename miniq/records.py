@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import files
-from .claims import Claimer, ServerClock, age
 from .files import Unusable, read_untrusted
 from .job import Job, State
 from .layout import Layout, parse_claim_name
 from .result import Result
+
+if TYPE_CHECKING:
+    from .claims import ServerClock
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ def read(path: Path, state: State, job_id: str, clock: ServerClock | None = None
 
 
 def _lease(path: Path, clock: ServerClock | None, lease: float) -> Lease | None:
+    from .claims import Claimer, age  # records of finished jobs (``miniq wait``) need no claims
+
     parsed = parse_claim_name(path.name)
     if parsed is None:
         return None
@@ -105,6 +109,8 @@ def _lease(path: Path, clock: ServerClock | None, lease: float) -> Lease | None:
 
 def server_clock(layout: Layout) -> ServerClock | None:
     """A clock for lease ages, if this caller may write ``tmp/``."""
+    from .claims import Claimer, ServerClock
+
     if os.access(layout.tmp, os.W_OK):
         return ServerClock(layout, Claimer.current())
     return None

@@ -19,7 +19,6 @@ one back), so two enqueues racing over a stale key still make one job.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -57,14 +56,19 @@ def key_owner(file_owner: int) -> int:
     return file_owner if os.geteuid() == 0 else os.geteuid()
 
 
+def _sha256(text: str) -> str:
+    import hashlib  # (OpenSSL) only for jobs with a key, not for every enqueue
+
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def implicit_key(name: str, argv: tuple[str, ...] | list[str]) -> str:
     """The key of ``--unique``: the job type and its arguments."""
-    digest = hashlib.sha256("\0".join([name, *argv]).encode("utf-8", "surrogateescape")).hexdigest()
-    return f"{name}:{digest}"
+    return f"{name}:{_sha256(chr(0).join([name, *argv]))}"
 
 
 def key_path(layout: Layout, key: str, owner: int) -> Path:
-    return layout.unique / hashlib.sha256(f"{owner}\0{key}".encode("utf-8", "surrogateescape")).hexdigest()
+    return layout.unique / _sha256(f"{owner}\0{key}")
 
 
 def _holder(path: Path) -> tuple[str, float] | None:
