@@ -39,6 +39,7 @@ PRIORITY_DIGITS = 4  # a sort key starts with the priority (layout.py)
 class Pending:
     def __init__(self, layout: Layout, watch: bool = True) -> None:
         self.layout = layout
+        self.queue_dir = str(layout.queue)  # a string: pathlib costs more than the lstat, per entry
         self.queue = _Turns()
         self.seen: dict[str, int] = {}  # name -> owner uid, of names in the view
         self.due: list[tuple[float, str]] = []  # (due time, name) of delayed/
@@ -62,7 +63,7 @@ class Pending:
 
     # -- queue/ ---------------------------------------------------------------
 
-    def _add(self, name: str, known: dict[str, int] | None = None) -> None:
+    def _add(self, name: str, known: dict[str, int] | None = None, dir_fd: int | None = None) -> None:
         if name.startswith(".") or name in self.seen:
             return
         if name == WAKE:
@@ -71,7 +72,10 @@ class Pending:
         owner = known.get(name) if known else None
         if owner is None:
             try:
-                owner = os.lstat(self.layout.queue / name).st_uid
+                if dir_fd is None:
+                    owner = os.lstat(f"{self.queue_dir}/{name}").st_uid
+                else:
+                    owner = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_uid
             except FileNotFoundError:
                 return  # claimed meanwhile
         self.seen[name] = owner
@@ -81,13 +85,17 @@ class Pending:
         """List ``queue/`` afresh (also what inotify cannot see)."""
         files.revalidate(self.layout.queue)
         try:
-            names = os.listdir(self.layout.queue)
+            fd = os.open(self.queue_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            names = []
+            fd = None
         known, self.seen = self.seen, {}
         self.queue.clear()
-        for name in names:
-            self._add(name, known)
+        try:
+            for name in os.listdir(fd) if fd is not None else []:
+                self._add(name, known, fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
         self.listed = time.monotonic()
 
     def absorb(self) -> None:
