@@ -138,13 +138,6 @@ class ServerClock:
         self.path.unlink(missing_ok=True)
 
 
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
-
-
 def _touch_if_ours(source: Path) -> bool | None:
     """Start a claim's lease before the rename that takes it, so no one ever
     sees the new claim with the file's old time (an expired lease); None if
@@ -181,7 +174,7 @@ def _rename_to_own(src: Path, dst: Path) -> bool:
         # attempt succeeded: only the presence of our own name decides.
         if e.errno not in (*_GONE, errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
             raise
-    return _lstat(dst) is not None
+    return files.lstat(dst) is not None
 
 
 @dataclass
@@ -391,7 +384,7 @@ class Claim:
     def _quarantine(self, dry_run: bool = False) -> str | None:
         """Move the entry to ``rejected/``, or remove it if it holds no data of
         its own (module comment); returns where it went."""
-        st = _lstat(self.path)
+        st = files.lstat(self.path)
         if st is None:
             return None
         target = self.layout.rejected / f"{self.id}-{self.source.replace('/', '-')}"
@@ -471,16 +464,18 @@ def take_over(layout: Layout, stale: Stale, me: Claimer) -> Claim | None:
         return None
     if claim.job is None:
         return claim
-    holder = stale.holder.name if stale.holder else ""
+    # What the old holder staged for its end, looked up once (ending.py).
+    staged = ending.find(layout, claim.id, stale.holder.name) if stale.holder else None
     if ending.newer_state(layout, claim.id):
         claim.forget()
-        ending.discard(layout, claim.id, holder)
+        ending.remove(staged[0] if staged else None)
         return None
-    if holder and stale.path.name.endswith(".done") and ending.complete(layout, claim.id, holder, claim.path.name, claim.owner):
-        claim.forget()
-        return None
-    # What the old holder staged before a fence it can no longer pass is left over.
-    ending.discard(layout, claim.id, holder)
+    if stale.holder is not None and stale.path.name.endswith(".done"):
+        if ending.complete(layout, claim.id, staged, claim.path.name, claim.owner):
+            claim.forget()
+            return None
+    # A stage made before a fence the old holder can no longer pass is left over.
+    ending.remove(staged[0] if staged else None)
     if stale.holder is not None and (stale.holder.boot, stale.holder.pidns) == (me.boot, me.pidns):
         # What is left of its run on this machine stops before the job may run
         # again or be recorded: a processor's recovery, cancel, requeue.

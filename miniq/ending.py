@@ -76,14 +76,6 @@ def find(layout: Layout, job_id: str, claimer: str) -> tuple[Path, Path] | None:
     return None
 
 
-def discard(layout: Layout, job_id: str, claimer: str) -> None:
-    """Remove what ``claimer`` staged for ``job_id`` once its claim was taken
-    over: it can no longer pass its fence, and nobody else publishes it."""
-    found = find(layout, job_id, claimer) if claimer else None
-    if found is not None:
-        remove(found[0])
-
-
 def _entry_id(entry: str) -> str:
     """The job id in ``ID.json``, ``PPPP-ID.json`` or ``T-ID.json``."""
     m = ID_RE.search(entry)
@@ -137,14 +129,14 @@ def remove(stage_path: Path | None) -> None:
 # -- completing the end of a stalled holder --------------------------------------
 
 
-def complete(layout: Layout, job_id: str, holder: str, own_claim: str, owner: tuple[int, int]) -> bool:
-    """Publish what the stalled ``holder`` of a fenced claim of ``job_id``
-    staged, now that this processor holds the claim as ``own_claim``; True
-    if the claim is done with (published now, or by its holder meanwhile)."""
-    found = find(layout, job_id, holder)
+def complete(layout: Layout, job_id: str, found: tuple[Path, Path] | None, own_claim: str, owner: tuple[int, int]) -> bool:
+    """Publish ``found``, the (stage, target) that the stalled holder of a
+    fenced claim of ``job_id`` staged (``find``), now that this processor
+    holds the claim as ``own_claim``; True if the claim is done with
+    (published now, or by its holder meanwhile)."""
     try:
         if found is None:
-            raise FileNotFoundError(holder)
+            raise FileNotFoundError(job_id)
         stage_path, target = found
         data = files.read_untrusted(stage_path, single_link=False)[0]
         linked = publish(stage_path, target)
@@ -185,6 +177,6 @@ def _claimed_elsewhere(layout: Layout, job_id: str, own_claim: str) -> bool:
 def newer_state(layout: Layout, job_id: str) -> bool:
     """Whether the job exists outside ``running/`` (a record, queued, delayed)."""
     for _, path in layout.candidates(job_id):
-        if os.path.lexists(path):
+        if files.lstat(path) is not None:
             return True
     return layout.scan(State.DELAYED, job_id) is not None

@@ -176,6 +176,14 @@ def write_durably(
     fsync_dir(final.parent)
 
 
+def lstat(path: Path) -> os.stat_result | None:
+    """``os.lstat``, or None if nothing is there; every other error is raised."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 def move_durably(src: Path, dst: Path) -> None:
     """Rename ``src`` to ``dst`` and flush the destination directory."""
     os.rename(src, dst)

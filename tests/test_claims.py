@@ -195,7 +195,7 @@ def test_a_holder_stalled_after_its_fence_is_recorded_once_and_not_run_again(roo
         new = Claim.take(q.layout, stale.path, me, old.id)  # type: ignore[attr-defined]
         assert new is not None
         old.finish(old.job.but(attempts=(result,)), result)
-        assert ending.complete(q.layout, old.id, old.me.name, new.path.name, new.owner)
+        assert ending.complete(q.layout, old.id, ending.find(q.layout, old.id, old.me.name), new.path.name, new.owner)
         new.forget()
     else:
         assert take_over(q.layout, stale, me) is None  # nothing left to run
