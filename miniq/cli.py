@@ -92,11 +92,7 @@ class MiniqGroup(click.Group):
         except Exception as e:  # noqa: BLE001 - the CLI edge: one line, a documented code
             if ctx.meta.get("miniq.debug"):
                 raise
-            message, hint, code = explain(e)
-            click.echo(f"Error: {message}", err=True)
-            if hint:
-                click.echo(f"Hint: {hint}", err=True)
-            ctx.exit(code)
+            ctx.exit(report(e))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in super().list_commands(ctx) if name not in self.aliases]
@@ -105,7 +101,16 @@ class MiniqGroup(click.Group):
         return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
 
 
-def explain(e: BaseException) -> tuple[str, str | None, int]:
+def report(e: BaseException) -> int:
+    """Say ``e`` on standard error in one line (and a hint); its exit code."""
+    message, hint, code = _explain(e)
+    click.echo(f"Error: {message}", err=True)
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+    return code
+
+
+def _explain(e: BaseException) -> tuple[str, str | None, int]:
     """(message, hint, exit code) for an error at the command's edge."""
     if isinstance(e, MiniqError):
         return e.message, e.hint, e.exit_code

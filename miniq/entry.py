@@ -42,11 +42,7 @@ def process() -> int | None:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - the command's edge: one line, a documented code
-        from .cli import explain
+        from .cli import report
 
-        message, hint, code = explain(e)
-        print(f"Error: {message}", file=sys.stderr)
-        if hint:
-            print(f"Hint: {hint}", file=sys.stderr)
-        return code
+        return report(e)
     return 0

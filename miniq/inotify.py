@@ -27,21 +27,20 @@ ARRIVALS = IN_CREATE | IN_MOVED_TO
 CHANGES = ARRIVALS | IN_DELETE | IN_MOVED_FROM
 
 _HEADER = struct.Struct("iIII")
-_lib = libc
 
 
 class Inotify:
     """A non-blocking inotify descriptor; ``events()`` drains what arrived."""
 
     def __init__(self) -> None:
-        fd: int = _lib().inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        fd: int = libc().inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self.fd = fd
         self.watches: dict[int, Path] = {}
 
     def watch(self, path: Path, mask: int = ARRIVALS) -> None:
-        wd: int = _lib().inotify_add_watch(self.fd, os.fsencode(path), mask | IN_ONLYDIR)
+        wd: int = libc().inotify_add_watch(self.fd, os.fsencode(path), mask | IN_ONLYDIR)
         if wd < 0:
             raise OSError(ctypes.get_errno(), f"cannot watch {path}")
         self.watches[wd] = path

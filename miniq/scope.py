@@ -4,8 +4,8 @@
 manager for the scope holding that PID with the job's limits, waits until
 /proc shows the PID inside the scope, and only then lets the process exec.
 No instruction of a job ever runs outside its scope.  The wait is an event:
-systemd's ``JobRemoved`` signal for the scope's start job (systemd.py).  A refused scope fails
-the job at once with systemd's reason.
+systemd's ``JobRemoved`` signal for the scope's start job (systemd.py).  A
+refused scope fails the job at once with systemd's reason.
 
 A second process, the keeper (``sleep infinity``), joins the scope.  It
 keeps the scope's cgroups alive after the job's main process exits, so miniq
