@@ -31,14 +31,19 @@ def test_cancel_queued_and_delayed_jobs_never_run(root: Path) -> None:
         q.cancel(queued.id)
 
 
-def test_cancel_a_running_job(root: Path) -> None:
-    write_job(root, "sleepy", "#!/bin/sh\nexec sleep 300\n")
+def test_cancel_a_running_job(root: Path, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    write_job(root, "sleepy", f"#!/bin/sh\ntouch {started}\nexec sleep 300\n")
     q = Queue(root)
     job = q.enqueue("sleepy", [])
     p, _ = processor(root)
     t = threading.Thread(target=p.run)
     t.start()
-    while q.locate(job.id)[0] is not State.RUNNING:
+    # Wait for the job's first instruction, not for its claim: a cancel between the claim and
+    # the start is the case below (CI once cancelled in that window: no signal to record).
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.02)
     assert q.cancel(job.id) is State.RUNNING
     t.join(timeout=30)
@@ -46,6 +51,29 @@ def test_cancel_a_running_job(root: Path) -> None:
     result = q.read(job.id).result
     assert result is not None and result.outcome.value == "cancelled" and result.signal == "SIGKILL"
     assert result.wait_status == 130
+    assert os.listdir(root / "cancel") == []
+
+
+def test_cancel_between_the_claim_and_the_start(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = tmp_path / "started"
+    write_job(root, "sleepy", f"#!/bin/sh\ntouch {started}\nexec sleep 300\n")
+    q = Queue(root)
+    job = q.enqueue("sleepy", [])
+    p, _ = processor(root)
+    execute = p._execute
+    seen: list[State] = []
+
+    def cancel_then_execute(*args: object) -> object:
+        seen.append(q.cancel(job.id))  # the job is claimed, its scope not yet made
+        return execute(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(p, "_execute", cancel_then_execute)
+    p.run()
+    assert seen == [State.RUNNING]
+    assert not started.exists()
+    result = q.read(job.id).result
+    assert result is not None and result.outcome.value == "cancelled" and result.signal is None
+    assert result.reason == "cancelled before it started"
     assert os.listdir(root / "cancel") == []
 
 
