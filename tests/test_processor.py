@@ -7,6 +7,7 @@ in tests/integration.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import ListSink, process, record, result_of, write_job
 
+from miniq import files
 from miniq.journal import MAX_LINE
 from miniq.manager import Manager
 from miniq.processor import Processor
@@ -240,3 +242,29 @@ def test_a_scope_systemd_was_too_busy_to_start_is_run_later(root: Path) -> None:
     entry.rename(root / "queue" / f"1000-{job.id}.json")  # as if its backoff passed
     _, summary = process(root)
     assert summary.succeeded == [job.id]
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
+def test_a_full_disk_at_a_jobs_end_keeps_its_result_and_records_it_once(root: Path, monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    write_job(root, "three", "#!/bin/sh\necho ran >> \"$MINIQ_ROOT/runs\"\nexit 3\n")
+    job = Queue(root).enqueue("three", [])
+    real_stage = files.stage
+    failures: list[str] = []
+
+    def stage_on_a_full_disk(tmp_dir: Path, name: str, data: bytes, owner: tuple[int, int] | None) -> Path:
+        if len(failures) < 2:  # the first two tries meet the error, as the end's stage is written
+            failures.append(name)
+            raise OSError(error, os.strerror(error))
+        return real_stage(tmp_dir, name, data, owner)
+
+    monkeypatch.setattr(files, "stage", stage_on_a_full_disk)
+    sink, summary = process(root)
+    assert len(failures) == 2 and all(name.startswith(".end~failed~") for name in failures)
+    assert summary.failed == [job.id]
+    assert (root / "runs").read_text() == "ran\n"  # kept, not run again
+    assert result_of(root, job.id)["exit_code"] == 3
+    assert len(record(root, job.id).job.attempts) == 1  # type: ignore[union-attr]
+    assert [n for n in os.listdir(root / "tmp") if n.startswith(".end~")] == []
+    assert os.listdir(root / "running") == []
+    said = sink.text()
+    assert said.count(f"cannot record job {job.id} ({os.strerror(error)}); keeping its result and trying again") == 2
