@@ -74,9 +74,11 @@ class Systemd:
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
-        #: Object paths of this connection's jobs that systemd said are done;
-        #: None until the match is added, False if pystemd cannot add it.
-        self.removed: set[bytes] | None | bool = None
+        #: Object paths of this connection's jobs that systemd said are done,
+        #: collected while ``signals`` is True (``watch_jobs``).
+        self.removed: set[bytes] = set()
+        self.signals = False
+        self._watch_asked = False
         try:
             from pystemd.dbuslib import DBus
         except ImportError as e:
@@ -130,10 +132,12 @@ class Systemd:
         return bytes(body[0] if isinstance(body, list) else body)
 
     def watch_jobs(self) -> None:
-        """Collect the ``JobRemoved`` signals of this connection's jobs (once)."""
-        if self.removed is not None:
+        """Collect the ``JobRemoved`` signals of this connection's jobs (once);
+        without them (an old pystemd or libsystemd) callers poll instead."""
+        if self._watch_asked:
             return
-        removed: set[bytes] = set()
+        self._watch_asked = True
+        removed = self.removed
 
         def on_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
             try:
@@ -147,15 +151,14 @@ class Systemd:
         try:
             self.bus.match_signal(_DEST, _PATH, _IFACE, b"JobRemoved", on_removed)
         except Exception:  # noqa: BLE001 - an old pystemd or libsystemd: callers poll instead
-            self.removed = False
             return
-        self.removed = removed
+        self.signals = True
 
     def wait_job(self, job: bytes, timeout: float) -> bool:
         """Wait until systemd says ``job`` (queued through this connection) is
         done; False after ``timeout`` seconds or if signals are unavailable."""
         removed = self.removed
-        if not isinstance(removed, set):
+        if not self.signals:
             return False
         if len(removed) > 1000:
             removed.clear()  # jobs nobody waited for (a StopUnit's)
@@ -173,13 +176,13 @@ class Systemd:
         removed.discard(job)
         return found
 
-    def stop_unit(self, unit: str) -> bool:
-        """Stop a unit; False if it was not loaded."""
+    def stop_unit(self, unit: str) -> bytes | None:
+        """Stop a unit; the stop job's object path, or None if it was not loaded."""
         try:
-            self.call(b"StopUnit", b"ss", [unit.encode(), b"replace"])
+            body = self.call(b"StopUnit", b"ss", [unit.encode(), b"replace"])
         except NoSuchUnit:
-            return False
-        return True
+            return None
+        return bytes(body[0] if isinstance(body, list) else body)
 
     def kill_unit(self, unit: str, signal: int) -> bool:
         try:
@@ -195,13 +198,25 @@ class Systemd:
             return False
         return True
 
-    def wait_unloaded(self, unit: str, timeout: float) -> bool:
+    def wait_unloaded(self, unit: str, timeout: float, stop_job: bytes | None = None) -> bool:
+        """Wait until ``unit`` is unloaded; False after ``timeout`` seconds.
+
+        With the ``stop_job`` that stops it (queued through this connection),
+        the wait is for that job's end (a signal, ``wait_job``); systemd then
+        collects the inactive unit, which is looked up again after 1, 2, 4 ...
+        ms (no more than 50), as is the whole wait without signals.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.loaded(unit):
-                return True
-            time.sleep(0.002)
-        return False
+        if stop_job is not None:
+            self.wait_job(stop_job, timeout)
+        delay = 0.001
+        while self.loaded(unit):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+        return True
 
     def units(self, pattern: str) -> list[str]:
         """Names of loaded units matching a glob."""

@@ -156,3 +156,22 @@ def test_logs_follow_a_running_job(flow: Flow) -> None:
     out = flow.cli("logs", "-f", job_id, timeout=60).stdout
     assert out.splitlines() == ["tick 1", "tick 2", "tick 3"]
     assert flow.record(job_id)["state"] == "done"
+
+
+def test_processes_a_job_leaves_behind_are_stopped_before_its_record(flow: Flow) -> None:
+    # One stray ends on SIGTERM, the other ignores it (SIGKILL after the grace period);
+    # both keep the job's output open.
+    flow.add_job(
+        "leaves",
+        "#!/bin/sh\nsleep 300 &\nsh -c 'trap \"\" TERM; exec sleep 301' &\necho left two behind\n",
+    )
+    job_id = flow.cli("enqueue", "leaves").stdout.strip()
+    flow.wait_final([job_id], timeout=60)
+    # The scope is gone by the time the record is there (scope.py: stop_leftover_unit).
+    assert flow.job_scopes() == [], flow.diagnose()
+    record = flow.record(job_id)
+    assert record["state"] == "done" and record["result"]["exit_code"] == 0, record
+    assert flow.cli("logs", job_id).stdout.split() == ["left", "two", "behind"]
+    strays = flow.run(["pgrep", "-f", "^sleep 30[01]$"], check=False)
+    assert strays.returncode == 1, strays.stdout
+    assert flow.failed_units() == []
