@@ -60,7 +60,8 @@ def boot(image: Image, workdir: Path, name: str, **kw: object) -> VM:
     vm.boot()
     from conftest import REPORT
 
-    REPORT.append(f"VM guest {name} booted in {vm.boot_seconds:.1f} s (TCG)")
+    hangs = f" after {len(vm.kernel_hangs)} boot(s) whose kernel hung before /init" if vm.kernel_hangs else ""
+    REPORT.append(f"VM guest {name} booted in {vm.boot_seconds:.1f} s (TCG){hangs}")
     return vm
 
 

@@ -435,11 +435,12 @@ class PowerCuts:
         self.log(f"power cuts: seed {self.seed}, {cuts} cuts, work directory {self.work}")
         if not self.base.exists():
             self.prepare()
-        figures: dict[str, Any] = {"seed": self.seed, "cuts": [], "boots": []}
+        figures: dict[str, Any] = {"seed": self.seed, "cuts": [], "boots": [], "kernel hangs": 0}
         try:
             for n in range(cuts):
                 vm = self.boot()
                 figures["boots"].append(round(vm.boot_seconds, 1))
+                figures["kernel hangs"] += len(vm.kernel_hangs)
                 if n == 0:
                     self.first_setup(vm)
                 self.ledger.read_marks(self.marks)
@@ -449,6 +450,7 @@ class PowerCuts:
                 figures["cuts"].append(round(after, 1))
                 self.log(f"cut {n + 1}/{cuts} after {after:.1f} s of work; at boot ({vm.boot_seconds:.0f} s): {state}")
             vm = self.boot()
+            figures["kernel hangs"] += len(vm.kernel_hangs)
             self.ledger.read_marks(self.marks)
             check_state(self.snapshot(vm), self.ledger, f"after cut {cuts}")
             figures["drain seconds"] = round(self.drain(vm), 1)

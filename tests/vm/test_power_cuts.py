@@ -38,7 +38,8 @@ def test_nothing_is_lost_or_run_twice_across_power_cuts(power: PowerCuts) -> Non
         f"power cuts (seed {power.seed}): {len(figures['cuts'])} cuts after {min(figures['cuts'])}-{max(figures['cuts'])} s of work; "
         f"{figures['enqueued']} jobs acknowledged, {figures['jobs']} recorded, {figures['runs']} runs = marks for "
         f"{figures['attempts']} attempts ({figures['interrupted without a mark']} interrupted before their first instruction); "
-        f"drained in {figures['drain seconds']} s; {figures['checks']} checks; boots {min(figures['boots'])}-{max(figures['boots'])} s"
+        f"drained in {figures['drain seconds']} s; {figures['checks']} checks; boots {min(figures['boots'])}-{max(figures['boots'])} s; "
+        f"{figures['kernel hangs']} boots given up with the kernel hung before /init"
     )
     print(REPORT[-1])
     assert figures["enqueued"] > 0 and figures["runs"] > 0
