@@ -246,6 +246,8 @@ class Queue:
         for _ in range(LOOKUP_PASSES):
             state, path = self.locate(job_id)
             try:
+                if state is not State.RUNNING:  # a lease to judge: only then the clock and miniq.conf
+                    return records.read(path, state, job_id)
                 return records.read(path, state, job_id, records.server_clock(self.layout), self.lease)
             except FileNotFoundError:
                 continue  # it moved on between finding and reading: look again

@@ -268,3 +268,20 @@ def test_process_starts_without_the_cli_and_answers_as_it(root: Path, tmp_path: 
     assert imported == ("True" if case == "root is a file" else "False")  # click only to explain an error
     assert (a.returncode, "\n".join(lines), a.stderr) == (b.returncode, b.stdout.rstrip("\n"), b.stderr)
     assert (a.returncode == 0) == (case == "empty queue") and (a.stderr == "") == (case == "empty queue")
+
+
+def test_a_command_ends_without_teardown_and_with_every_line_written(root: Path) -> None:
+    """cli.exit_now: the interpreter is not torn down (atexit handlers do not
+    run), yet every id reaches a pipe and every exit status is kept."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    marker = "import atexit, sys; atexit.register(lambda: sys.stderr.write('torn down\\n')); "
+    lines = "".join(f"x{i}\n" for i in range(3000))
+    run = [sys.executable, "-c", marker + "from miniq.entry import run; run()", "--root", str(root)]
+    proc = subprocess.run([*run, "enqueue", "--stdin", "echo"], input=lines, capture_output=True, text=True, env=env)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    ids = proc.stdout.splitlines()
+    assert len(ids) == 3000 and len(set(ids)) == 3000
+    proc = subprocess.run([*run, "show", "20261202-000000-000000-00000000"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 3 and proc.stdout == "" and proc.stderr.startswith("Error: no job with id")
+    proc = subprocess.run([*run, "enqueue"], capture_output=True, text=True, env=env)  # a usage error: click's own exit
+    assert proc.returncode == 2 and "Missing argument 'NAME'" in proc.stderr and "torn down" not in proc.stderr
