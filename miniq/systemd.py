@@ -17,8 +17,11 @@ match is added once per connection that asks (``watch_jobs``).
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import time
+import types
 from typing import Any
 
 from .errors import MiniqError, SystemdUnavailable
@@ -58,9 +61,44 @@ def no_such_unit(e: BaseException) -> bool:
     return "NoSuchUnit" in type(e).__name__ or "NoSuchUnit" in name or "not loaded" in str(e)
 
 
-def _encode(props: list[Property]) -> list[Any]:
-    from pystemd.dbuslib import apply_signature
+def dbuslib() -> Any:
+    """``pystemd.dbuslib``, without the rest of pystemd.
 
+    pystemd's package ``__init__`` imports all of pystemd (its unit classes,
+    and lxml to parse introspection data): about 12 ms of a cold processor's
+    start, for nothing miniq uses.  So the package is registered with its
+    ``__path__`` only, and its ``__init__`` runs when something first asks
+    the package for a name it defines (``_Package``): a caller of the library
+    that imports pystemd afterwards gets the whole package.  ``ImportError``
+    if pystemd is not installed.
+    """
+    if "pystemd" not in sys.modules:
+        from importlib.util import find_spec, module_from_spec
+
+        spec = find_spec("pystemd")
+        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+            raise ImportError("No module named 'pystemd'", name="pystemd")
+        package = module_from_spec(spec)  # __name__, __path__, __spec__: not its code
+        package.__class__ = _Package
+        sys.modules["pystemd"] = package
+    return importlib.import_module("pystemd.dbuslib")
+
+
+class _Package(types.ModuleType):
+    """A package whose ``__init__`` runs on the first lookup of a name it
+    has not got (``dbuslib``); its submodules import without it."""
+
+    def __getattr__(self, name: str) -> Any:
+        # a plain module from now on
+        self.__class__ = types.ModuleType  # type: ignore[assignment]
+        spec = self.__spec__
+        assert spec is not None and spec.loader is not None
+        spec.loader.exec_module(self)
+        return getattr(self, name)
+
+
+def _encode(props: list[Property]) -> list[Any]:
+    apply_signature = dbuslib().apply_signature
     args: list[Any] = [(ord(b"a"), b"(sv)")]
     for name, signature, value in props:
         args += [(ord(b"r"), b"sv"), (ord(b"s"), name), (ord(b"v"), signature)]
@@ -80,7 +118,7 @@ class Systemd:
         self.signals = False
         self._watch_asked = False
         try:
-            from pystemd.dbuslib import DBus
+            DBus = dbuslib().DBus
         except ImportError as e:
             raise SystemdUnavailable(
                 f"pystemd is not installed: {e}", hint="pip install pystemd, or apt-get install python3-pystemd"
@@ -100,9 +138,7 @@ class Systemd:
             raise SystemdUnavailable(f"cannot reach {where} over D-Bus: {explain(e)}") from None
 
     def call(self, method: bytes, signature: bytes, values: list[Any], quiet: bool = False) -> Any:
-        from pystemd.dbuslib import apply_signature
-
-        return self.call_raw(method, apply_signature(signature, values) if signature else [], quiet)
+        return self.call_raw(method, dbuslib().apply_signature(signature, values) if signature else [], quiet)
 
     def call_raw(self, method: bytes, args: list[Any], quiet: bool = False) -> Any:
         try:
@@ -121,8 +157,7 @@ class Systemd:
         properties (``PIDs`` in 0.15, more in Debian's 0.11), so the message
         is built here from (name, D-Bus signature, value) triples.
         """
-        from pystemd.dbuslib import apply_signature
-
+        apply_signature = dbuslib().apply_signature
         args = apply_signature(b"ss", [unit.encode(), mode]) + _encode(props)
         args += [(ord(b"a"), b"(sa(sv))")]
         for aux_name, aux_props in aux:
@@ -220,8 +255,7 @@ class Systemd:
 
     def units(self, pattern: str) -> list[str]:
         """Names of loaded units matching a glob."""
-        from pystemd.dbuslib import apply_signature
-
+        apply_signature = dbuslib().apply_signature
         args = apply_signature(b"as", [[]]) + apply_signature(b"as", [[pattern.encode()]])
         body = self.call_raw(b"ListUnitsByPatterns", args)
         rows = body[0] if body and isinstance(body[0], list) else body
