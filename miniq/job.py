@@ -38,6 +38,8 @@ MAX_ARGS = 4096
 MAX_ARG_STRLEN = 32 * 4096
 #: Room kept in ARG_MAX for the job's environment and executable path (spawn.py sets a few short variables).
 ENV_RESERVE = 16 * 1024
+#: ARG_MAX is never below this on Linux (glibc: a quarter of the stack limit, at least 128 KiB).
+MIN_ARG_MAX = 128 * 1024
 # A job name becomes a file name (jobs/NAME.job) and part of journal fields:
 # no slashes, no leading dot (so no "." or ".."), no control characters.
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}")
@@ -96,7 +98,7 @@ def check_name(name: str) -> str:
 def arg_max() -> int:
     """The kernel's limit on arguments plus environment of one exec (ARG_MAX)."""
     try:
-        return max(int(os.sysconf("SC_ARG_MAX")), 128 * 1024)
+        return max(int(os.sysconf("SC_ARG_MAX")), MIN_ARG_MAX)
     except (ValueError, OSError):
         return 2 * 1024 * 1024
 
@@ -118,7 +120,7 @@ def check_argv(argv: list[str] | tuple[str, ...]) -> tuple[str, ...]:
                 "so the job could never start; pass large data in a file"
             )
         total += size + 1 + 8  # the string, its NUL and its pointer
-    if total > arg_max():
+    if total > MIN_ARG_MAX and total > arg_max():  # arg_max() asks the C library each time
         raise BadInput(
             f"the arguments take {total - ENV_RESERVE} bytes: with the job's environment that is over the kernel's limit "
             f"of {arg_max()} bytes for one program (ARG_MAX), so the job could never start; pass large data in a file"

@@ -160,10 +160,8 @@ def _batch(obj: Context, name: str, args: tuple[str, ...], limits: Limits, sched
     if not items:
         return
     results = enqueue_batch(obj.queue, name, items, limits, schedule)
-    out = sys.stdout
-    for job_id, _ in results:
-        out.write(job_id + "\n")
-    out.flush()
+    sys.stdout.write("".join(f"{job_id}\n" for job_id, _ in results))  # one write, even unbuffered
+    sys.stdout.flush()
     _warn_unprocessed(obj)
     skipped = sum(1 for _, added in results if not added)
     if skipped:

@@ -7,7 +7,8 @@
 It stages N small JSON files in ``ROOT/tmp`` (names as long as miniq's),
 flushes them with one syncfs, renames them into ``ROOT/queue``, flushes that
 directory and prints the ids: what a durable batch must do at least.  Put
-ROOT2 beside ROOT (the same parent directory): creating files costs very
+ROOT2 beside ROOT (the same parent directory), or use ROOT itself (the
+benchmark does, after emptying it): creating files costs very
 different amounts in different places of one ext4 file system.
 """
 

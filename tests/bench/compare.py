@@ -152,7 +152,7 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     seconds = median(blk["seconds"])  # type: ignore[arg-type]
     b.row("`miniq enqueue --stdin`: 10,000 jobs durably queued, ids printed", f"{seconds:.2f} s", "target 2 s", seconds / 2, "< 1x")
     floor = median(blk["floor"])  # type: ignore[arg-type]
-    b.row("same, beside the least a durable batch does (bulk_floor.py, a sibling directory)", f"{seconds:.2f} s",
+    b.row("same, beside the least a durable batch does (bulk_floor.py, in the same root)", f"{seconds:.2f} s",
           f"plain Python {floor:.2f} s", seconds / floor, "(what the file system costs here)")  # fmt: skip
     lg = run(sb, root, "logs", str(samples))
     b.row("`miniq logs ID`", ms(median(lg["miniq"])), f"`journalctl MINIQ_JOB_ID=ID` {ms(median(lg['journalctl']))}",  # type: ignore[arg-type]

@@ -239,9 +239,8 @@ def bulk(root: str, n: int, samples: int) -> dict[str, list[float]]:
     """Seconds for `miniq enqueue --stdin` to queue ``n`` jobs durably and print their ids,
     and for bulk_floor.py (the least a durable batch does, in plain Python) beside it: creating
     files costs very different amounts in different directories of one ext4 file system, so
-    the floor runs in a sibling of the root, sample for sample."""
+    the floor runs in the same root, in a fresh tmp/ and queue/ as miniq's, sample for sample."""
     lines = "".join(f"{i}\n" for i in range(n)).encode()
-    floor_root = str(Path(root).parent / "bulk-floor")
     floor = str(Path(__file__).resolve().parent / "bulk_floor.py")
     out: dict[str, list[float]] = {"seconds": [], "floor": []}
     units("stop")
@@ -252,13 +251,13 @@ def bulk(root: str, n: int, samples: int) -> dict[str, list[float]]:
             proc = subprocess.run([MINIQ, "--root", root, "enqueue", "--stdin", "true"], input=lines, check=True, capture_output=True)
             out["seconds"].append(time.perf_counter() - t)
             assert len(proc.stdout.split()) == n
+            fresh(root)
             t = time.perf_counter()
-            proc = subprocess.run([PY, floor, floor_root, str(n)], check=True, capture_output=True)
+            proc = subprocess.run([PY, floor, root, str(n)], check=True, capture_output=True)
             out["floor"].append(time.perf_counter() - t)
             assert len(proc.stdout.split()) == n
     finally:
         fresh(root)
-        shutil.rmtree(floor_root, ignore_errors=True)
         units("start")
     return out
 
