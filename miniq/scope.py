@@ -144,10 +144,9 @@ class ScopeRunner:
         Returns once systemd has unloaded the unit (True), or at once if it
         was not loaded (False), so no scope outlives its job's record.
         """
-        stop_job = self.systemd.stop_unit(unit)
-        if stop_job is None:
+        if not self.systemd.stop_unit(unit):
             return False
-        if self.systemd.wait_unloaded(unit, STOP_GRACE, stop_job):
+        if self.systemd.wait_unloaded(unit, STOP_GRACE):
             return True
         self.systemd.kill_unit(unit, signal.SIGKILL)
         if not self.systemd.wait_unloaded(unit, PLACEMENT_TIMEOUT):

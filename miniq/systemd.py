@@ -17,11 +17,8 @@ match is added once per connection that asks (``watch_jobs``).
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 import time
-import types
 from typing import Any
 
 from .errors import MiniqError, SystemdUnavailable
@@ -61,44 +58,9 @@ def no_such_unit(e: BaseException) -> bool:
     return "NoSuchUnit" in type(e).__name__ or "NoSuchUnit" in name or "not loaded" in str(e)
 
 
-def dbuslib() -> Any:
-    """``pystemd.dbuslib``, without the rest of pystemd.
-
-    pystemd's package ``__init__`` imports all of pystemd (its unit classes,
-    and lxml to parse introspection data): about 12 ms of a cold processor's
-    start, for nothing miniq uses.  So the package is registered with its
-    ``__path__`` only, and its ``__init__`` runs when something first asks
-    the package for a name it defines (``_Package``): a caller of the library
-    that imports pystemd afterwards gets the whole package.  ``ImportError``
-    if pystemd is not installed.
-    """
-    if "pystemd" not in sys.modules:
-        from importlib.util import find_spec, module_from_spec
-
-        spec = find_spec("pystemd")
-        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-            raise ImportError("No module named 'pystemd'", name="pystemd")
-        package = module_from_spec(spec)  # __name__, __path__, __spec__: not its code
-        package.__class__ = _Package
-        sys.modules["pystemd"] = package
-    return importlib.import_module("pystemd.dbuslib")
-
-
-class _Package(types.ModuleType):
-    """A package whose ``__init__`` runs on the first lookup of a name it
-    has not got (``dbuslib``); its submodules import without it."""
-
-    def __getattr__(self, name: str) -> Any:
-        # a plain module from now on
-        self.__class__ = types.ModuleType  # type: ignore[assignment]
-        spec = self.__spec__
-        assert spec is not None and spec.loader is not None
-        spec.loader.exec_module(self)
-        return getattr(self, name)
-
-
 def _encode(props: list[Property]) -> list[Any]:
-    apply_signature = dbuslib().apply_signature
+    from pystemd.dbuslib import apply_signature
+
     args: list[Any] = [(ord(b"a"), b"(sv)")]
     for name, signature, value in props:
         args += [(ord(b"r"), b"sv"), (ord(b"s"), name), (ord(b"v"), signature)]
@@ -112,13 +74,11 @@ class Systemd:
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
-        #: Object paths of this connection's jobs that systemd said are done,
-        #: collected while ``signals`` is True (``watch_jobs``).
-        self.removed: set[bytes] = set()
-        self.signals = False
-        self._watch_asked = False
+        #: Object paths of this connection's jobs that systemd said are done;
+        #: None until the match is added, False if pystemd cannot add it.
+        self.removed: set[bytes] | None | bool = None
         try:
-            DBus = dbuslib().DBus
+            from pystemd.dbuslib import DBus
         except ImportError as e:
             raise SystemdUnavailable(
                 f"pystemd is not installed: {e}", hint="pip install pystemd, or apt-get install python3-pystemd"
@@ -138,7 +98,9 @@ class Systemd:
             raise SystemdUnavailable(f"cannot reach {where} over D-Bus: {explain(e)}") from None
 
     def call(self, method: bytes, signature: bytes, values: list[Any], quiet: bool = False) -> Any:
-        return self.call_raw(method, dbuslib().apply_signature(signature, values) if signature else [], quiet)
+        from pystemd.dbuslib import apply_signature
+
+        return self.call_raw(method, apply_signature(signature, values) if signature else [], quiet)
 
     def call_raw(self, method: bytes, args: list[Any], quiet: bool = False) -> Any:
         try:
@@ -157,7 +119,8 @@ class Systemd:
         properties (``PIDs`` in 0.15, more in Debian's 0.11), so the message
         is built here from (name, D-Bus signature, value) triples.
         """
-        apply_signature = dbuslib().apply_signature
+        from pystemd.dbuslib import apply_signature
+
         args = apply_signature(b"ss", [unit.encode(), mode]) + _encode(props)
         args += [(ord(b"a"), b"(sa(sv))")]
         for aux_name, aux_props in aux:
@@ -167,12 +130,10 @@ class Systemd:
         return bytes(body[0] if isinstance(body, list) else body)
 
     def watch_jobs(self) -> None:
-        """Collect the ``JobRemoved`` signals of this connection's jobs (once);
-        without them (an old pystemd or libsystemd) callers poll instead."""
-        if self._watch_asked:
+        """Collect the ``JobRemoved`` signals of this connection's jobs (once)."""
+        if self.removed is not None:
             return
-        self._watch_asked = True
-        removed = self.removed
+        removed: set[bytes] = set()
 
         def on_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
             try:
@@ -186,14 +147,15 @@ class Systemd:
         try:
             self.bus.match_signal(_DEST, _PATH, _IFACE, b"JobRemoved", on_removed)
         except Exception:  # noqa: BLE001 - an old pystemd or libsystemd: callers poll instead
+            self.removed = False
             return
-        self.signals = True
+        self.removed = removed
 
     def wait_job(self, job: bytes, timeout: float) -> bool:
         """Wait until systemd says ``job`` (queued through this connection) is
         done; False after ``timeout`` seconds or if signals are unavailable."""
         removed = self.removed
-        if not self.signals:
+        if not isinstance(removed, set):
             return False
         if len(removed) > 1000:
             removed.clear()  # jobs nobody waited for (a StopUnit's)
@@ -211,13 +173,13 @@ class Systemd:
         removed.discard(job)
         return found
 
-    def stop_unit(self, unit: str) -> bytes | None:
-        """Stop a unit; the stop job's object path, or None if it was not loaded."""
+    def stop_unit(self, unit: str) -> bool:
+        """Stop a unit; False if it was not loaded."""
         try:
-            body = self.call(b"StopUnit", b"ss", [unit.encode(), b"replace"])
+            self.call(b"StopUnit", b"ss", [unit.encode(), b"replace"])
         except NoSuchUnit:
-            return None
-        return bytes(body[0] if isinstance(body, list) else body)
+            return False
+        return True
 
     def kill_unit(self, unit: str, signal: int) -> bool:
         try:
@@ -233,29 +195,18 @@ class Systemd:
             return False
         return True
 
-    def wait_unloaded(self, unit: str, timeout: float, stop_job: bytes | None = None) -> bool:
-        """Wait until ``unit`` is unloaded; False after ``timeout`` seconds.
-
-        With the ``stop_job`` that stops it (queued through this connection),
-        the wait is for that job's end (a signal, ``wait_job``); systemd then
-        collects the inactive unit, which is looked up again after 1, 2, 4 ...
-        ms (no more than 50), as is the whole wait without signals.
-        """
+    def wait_unloaded(self, unit: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        if stop_job is not None:
-            self.wait_job(stop_job, timeout)
-        delay = 0.001
-        while self.loaded(unit):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 0.05)
-        return True
+        while time.monotonic() < deadline:
+            if not self.loaded(unit):
+                return True
+            time.sleep(0.002)
+        return False
 
     def units(self, pattern: str) -> list[str]:
         """Names of loaded units matching a glob."""
-        apply_signature = dbuslib().apply_signature
+        from pystemd.dbuslib import apply_signature
+
         args = apply_signature(b"as", [[]]) + apply_signature(b"as", [[pattern.encode()]])
         body = self.call_raw(b"ListUnitsByPatterns", args)
         rows = body[0] if body and isinstance(body[0], list) else body

@@ -107,7 +107,12 @@ def test_a_type_cap_holds_over_two_machines_and_a_dead_machines_slot_is_freed(cl
     record = cluster.record(victim)
     assert record is not None and record["state"] == "done"
     assert [a["outcome"] for a in record["attempts"]] == ["interrupted", "exited"]  # type: ignore[index,union-attr]
-    assert all(cluster.record(i)["state"] == "done" for i in ones + counts)  # type: ignore[index]
+    not_done = {i: cluster.record(i) for i in ones + counts if cluster.record(i)["state"] != "done"}  # type: ignore[index]
+    if not_done:
+        for m in cluster.machines.values():
+            if m.sandbox.pid1:
+                print("JOURNAL", m.name, m.flow.run(["journalctl", "--no-pager", "-o", "short-precise", "-n", "400"], check=False).stdout)
+    assert not_done == {}, [(i, r["result"]) for i, r in not_done.items()]  # type: ignore[index]
     slots = sorted(p.name for p in (cluster.shared / "root" / "slots" / "1-one").iterdir())
     assert slots == ["0"], f"the slot is free at the end: {slots}"
     assert survivor.flow.failed_units() == []
