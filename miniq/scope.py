@@ -34,18 +34,11 @@ from .cgroup import STOP_GRACE
 from .manager import Manager
 from .runner import Running
 from .spawn import ExecSpec, StartDelayed, StartFailed, abort, release, spawn_gated
-from .systemd import Property, Systemd, SystemdError
+from .systemd import NoAnswer, Property, Systemd, SystemdError
 
 KEEPER = ("/bin/sleep", "infinity")
 STOP_TIMEOUT_USEC = 10 * 1_000_000  # systemd's own SIGKILL after SIGTERM
 PLACEMENT_TIMEOUT = 10.0  # seconds to wait for systemd to move the PID
-
-
-def no_answer(e: SystemdError) -> bool:
-    """Whether the call failed because systemd left the bus or never replied
-    (a daemon-reload, a busy manager), not because it refused."""
-    text = str(e)
-    return "NoReply" in text or "without replying" in text or "Connection timed out" in text
 
 
 class ScopeRunner:
@@ -85,13 +78,10 @@ class ScopeRunner:
         except StartDelayed as e:
             report = abort(gated, keeper)
             raise StartDelayed(report or str(e)) from None
-        except SystemdError as e:
+        except (SystemdError, StartFailed) as e:
             report = abort(gated, keeper)
-            if not report and no_answer(e):  # systemd did not refuse: it never answered; the job runs later
-                raise StartDelayed(f"systemd did not answer for the scope {spec.unit}: {e}") from None
-            raise StartFailed(report or f"systemd refused the scope {spec.unit}: {e}") from None
-        except StartFailed as e:
-            report = abort(gated, keeper)
+            if isinstance(e, NoAnswer) and not report:  # not refused, never answered: the job runs later
+                raise StartDelayed(f"{e} (scope {spec.unit})") from None
             raise StartFailed(report or f"systemd refused the scope {spec.unit}: {e}") from None
         except BaseException:
             abort(gated, keeper)

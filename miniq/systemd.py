@@ -58,6 +58,16 @@ def no_such_unit(e: BaseException) -> bool:
     return "NoSuchUnit" in type(e).__name__ or "NoSuchUnit" in name or "not loaded" in str(e)
 
 
+def no_answer(e: BaseException) -> bool:
+    """Whether a pystemd error means systemd never replied (it left the bus
+    during the call: a daemon-reload, a busy manager), not that it refused."""
+    name = getattr(e, "err_name", b"") or b""
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    text = explain(e)
+    return "NoReply" in name or "without replying" in text or "Connection timed out" in text
+
+
 def _encode(props: list[Property]) -> list[Any]:
     from pystemd.dbuslib import apply_signature
 
@@ -110,6 +120,8 @@ class Systemd:
                 raise
             if no_such_unit(e):
                 raise NoSuchUnit(explain(e)) from None
+            if no_answer(e):
+                raise NoAnswer(f"systemd did not answer {method.decode()}: {explain(e)}") from None
             raise SystemdError(f"systemd refused {method.decode()}: {explain(e)}") from None
 
     def start_transient(self, unit: str, props: list[Property], mode: bytes = b"fail", aux: list[tuple[str, list[Property]]] = ()) -> bytes:  # type: ignore[assignment]
@@ -221,3 +233,7 @@ class Systemd:
 
 class NoSuchUnit(SystemdError):
     """The unit is not loaded."""
+
+
+class NoAnswer(SystemdError):
+    """systemd did not reply: it neither did nor refused what was asked."""

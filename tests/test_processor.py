@@ -268,3 +268,32 @@ def test_a_full_disk_at_a_jobs_end_keeps_its_result_and_records_it_once(root: Pa
     assert os.listdir(root / "running") == []
     said = sink.text()
     assert said.count(f"cannot record job {job.id} ({os.strerror(error)}); keeping its result and trying again") == 2
+
+
+def test_a_call_systemd_never_answered_is_told_from_a_refusal() -> None:
+    """systemd.NoAnswer: the scope's start is then delayed, not failed (scope.py)."""
+    from miniq.systemd import NoAnswer, Systemd, SystemdError
+
+    class Gone(Exception):
+        err_name = b"org.freedesktop.DBus.Error.NoReply"
+        err_message = b"Message recipient disconnected from message bus without replying"
+
+    class Refused(Exception):
+        err_name = b"org.freedesktop.systemd1.UnitExists"
+        err_message = b"Unit x.scope already exists."
+
+    class Bus:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def call_method(self, *args: object) -> object:
+            raise self.error
+
+    systemd = Systemd.__new__(Systemd)
+    systemd.bus = Bus(Gone())
+    with pytest.raises(NoAnswer, match="did not answer StartTransientUnit: Message recipient disconnected"):
+        systemd.call_raw(b"StartTransientUnit", [])
+    systemd.bus = Bus(Refused())
+    with pytest.raises(SystemdError, match="refused StartTransientUnit: Unit x.scope already exists") as refused:
+        systemd.call_raw(b"StartTransientUnit", [])
+    assert not isinstance(refused.value, NoAnswer)
