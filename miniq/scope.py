@@ -146,9 +146,10 @@ class ScopeRunner:
         Returns once systemd has unloaded the unit (True), or at once if it
         was not loaded (False), so no scope outlives its job's record.
         """
-        if not self.systemd.stop_unit(unit):
+        stop_job = self.systemd.stop_unit(unit)
+        if stop_job is None:
             return False
-        if self.systemd.wait_unloaded(unit, STOP_GRACE):
+        if self.systemd.wait_unloaded(unit, STOP_GRACE, stop_job):
             return True
         self.systemd.kill_unit(unit, signal.SIGKILL)
         if not self.systemd.wait_unloaded(unit, PLACEMENT_TIMEOUT):

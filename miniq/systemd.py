@@ -17,8 +17,11 @@ match is added once per connection that asks (``watch_jobs``).
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import time
+import types
 from typing import Any
 
 from .errors import MiniqError, SystemdUnavailable
@@ -68,9 +71,44 @@ def no_answer(e: BaseException) -> bool:
     return "NoReply" in name or "without replying" in text or "Connection timed out" in text
 
 
-def _encode(props: list[Property]) -> list[Any]:
-    from pystemd.dbuslib import apply_signature
+def dbuslib() -> Any:
+    """``pystemd.dbuslib``, without the rest of pystemd.
 
+    pystemd's package ``__init__`` imports all of pystemd (its unit classes,
+    and lxml to parse introspection data): about 12 ms of a cold processor's
+    start, for nothing miniq uses.  So the package is registered with its
+    ``__path__`` only, and its ``__init__`` runs when something first asks
+    the package for a name it defines (``_Package``): a caller of the library
+    that imports pystemd afterwards gets the whole package.  ``ImportError``
+    if pystemd is not installed.
+    """
+    if "pystemd" not in sys.modules:
+        from importlib.util import find_spec, module_from_spec
+
+        spec = find_spec("pystemd")
+        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+            raise ImportError("No module named 'pystemd'", name="pystemd")
+        package = module_from_spec(spec)  # __name__, __path__, __spec__: not its code
+        package.__class__ = _Package
+        sys.modules["pystemd"] = package
+    return importlib.import_module("pystemd.dbuslib")
+
+
+class _Package(types.ModuleType):
+    """A package whose ``__init__`` runs on the first lookup of a name it
+    has not got (``dbuslib``); its submodules import without it."""
+
+    def __getattr__(self, name: str) -> Any:
+        # a plain module from now on
+        self.__class__ = types.ModuleType  # type: ignore[assignment]
+        spec = self.__spec__
+        assert spec is not None and spec.loader is not None
+        spec.loader.exec_module(self)
+        return getattr(self, name)
+
+
+def _encode(props: list[Property]) -> list[Any]:
+    apply_signature = dbuslib().apply_signature
     args: list[Any] = [(ord(b"a"), b"(sv)")]
     for name, signature, value in props:
         args += [(ord(b"r"), b"sv"), (ord(b"s"), name), (ord(b"v"), signature)]
@@ -84,11 +122,13 @@ class Systemd:
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
-        #: Object paths of this connection's jobs that systemd said are done;
-        #: None until the match is added, False if pystemd cannot add it.
-        self.removed: set[bytes] | None | bool = None
+        #: Object paths of this connection's jobs that systemd said are done,
+        #: collected while ``signals`` is True (``watch_jobs``).
+        self.removed: set[bytes] = set()
+        self.signals = False
+        self._watch_asked = False
         try:
-            from pystemd.dbuslib import DBus
+            DBus = dbuslib().DBus
         except ImportError as e:
             raise SystemdUnavailable(
                 f"pystemd is not installed: {e}", hint="pip install pystemd, or apt-get install python3-pystemd"
@@ -108,9 +148,7 @@ class Systemd:
             raise SystemdUnavailable(f"cannot reach {where} over D-Bus: {explain(e)}") from None
 
     def call(self, method: bytes, signature: bytes, values: list[Any], quiet: bool = False) -> Any:
-        from pystemd.dbuslib import apply_signature
-
-        return self.call_raw(method, apply_signature(signature, values) if signature else [], quiet)
+        return self.call_raw(method, dbuslib().apply_signature(signature, values) if signature else [], quiet)
 
     def call_raw(self, method: bytes, args: list[Any], quiet: bool = False) -> Any:
         try:
@@ -131,8 +169,7 @@ class Systemd:
         properties (``PIDs`` in 0.15, more in Debian's 0.11), so the message
         is built here from (name, D-Bus signature, value) triples.
         """
-        from pystemd.dbuslib import apply_signature
-
+        apply_signature = dbuslib().apply_signature
         args = apply_signature(b"ss", [unit.encode(), mode]) + _encode(props)
         args += [(ord(b"a"), b"(sa(sv))")]
         for aux_name, aux_props in aux:
@@ -142,10 +179,12 @@ class Systemd:
         return bytes(body[0] if isinstance(body, list) else body)
 
     def watch_jobs(self) -> None:
-        """Collect the ``JobRemoved`` signals of this connection's jobs (once)."""
-        if self.removed is not None:
+        """Collect the ``JobRemoved`` signals of this connection's jobs (once);
+        without them (an old pystemd or libsystemd) callers poll instead."""
+        if self._watch_asked:
             return
-        removed: set[bytes] = set()
+        self._watch_asked = True
+        removed = self.removed
 
         def on_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
             try:
@@ -159,15 +198,14 @@ class Systemd:
         try:
             self.bus.match_signal(_DEST, _PATH, _IFACE, b"JobRemoved", on_removed)
         except Exception:  # noqa: BLE001 - an old pystemd or libsystemd: callers poll instead
-            self.removed = False
             return
-        self.removed = removed
+        self.signals = True
 
     def wait_job(self, job: bytes, timeout: float) -> bool:
         """Wait until systemd says ``job`` (queued through this connection) is
         done; False after ``timeout`` seconds or if signals are unavailable."""
         removed = self.removed
-        if not isinstance(removed, set):
+        if not self.signals:
             return False
         if len(removed) > 1000:
             removed.clear()  # jobs nobody waited for (a StopUnit's)
@@ -185,13 +223,13 @@ class Systemd:
         removed.discard(job)
         return found
 
-    def stop_unit(self, unit: str) -> bool:
-        """Stop a unit; False if it was not loaded."""
+    def stop_unit(self, unit: str) -> bytes | None:
+        """Stop a unit; the stop job's object path, or None if it was not loaded."""
         try:
-            self.call(b"StopUnit", b"ss", [unit.encode(), b"replace"])
+            body = self.call(b"StopUnit", b"ss", [unit.encode(), b"replace"])
         except NoSuchUnit:
-            return False
-        return True
+            return None
+        return bytes(body[0] if isinstance(body, list) else body)
 
     def kill_unit(self, unit: str, signal: int) -> bool:
         try:
@@ -207,18 +245,29 @@ class Systemd:
             return False
         return True
 
-    def wait_unloaded(self, unit: str, timeout: float) -> bool:
+    def wait_unloaded(self, unit: str, timeout: float, stop_job: bytes | None = None) -> bool:
+        """Wait until ``unit`` is unloaded; False after ``timeout`` seconds.
+
+        With the ``stop_job`` that stops it (queued through this connection),
+        the wait is for that job's end (a signal, ``wait_job``); systemd then
+        collects the inactive unit, which is looked up again after 1, 2, 4 ...
+        ms (no more than 50), as is the whole wait without signals.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.loaded(unit):
-                return True
-            time.sleep(0.002)
-        return False
+        if stop_job is not None:
+            self.wait_job(stop_job, timeout)
+        delay = 0.001
+        while self.loaded(unit):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+        return True
 
     def units(self, pattern: str) -> list[str]:
         """Names of loaded units matching a glob."""
-        from pystemd.dbuslib import apply_signature
-
+        apply_signature = dbuslib().apply_signature
         args = apply_signature(b"as", [[]]) + apply_signature(b"as", [[pattern.encode()]])
         body = self.call_raw(b"ListUnitsByPatterns", args)
         rows = body[0] if body and isinstance(body[0], list) else body

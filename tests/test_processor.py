@@ -149,6 +149,25 @@ def test_pystemd_missing_fails_jobs_with_a_reason(root: Path, monkeypatch: pytes
     assert reason.startswith("pystemd is not installed") and "allow-unconfined = yes" in reason
 
 
+def test_the_processor_loads_pystemds_bus_alone_and_leaves_the_package_whole() -> None:
+    """systemd.dbuslib: a processor does not import the rest of pystemd (lxml
+    among it), and whoever imports pystemd afterwards still gets all of it."""
+    import subprocess
+
+    code = (
+        "import sys\nfrom miniq.systemd import dbuslib\n"
+        "bus = dbuslib().DBus\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pystemd', 'lxml')))\n"
+        "import pystemd\nprint(bool(pystemd.__version__), 'DBus' in pystemd.__all__)\n"
+        "import pystemd.systemd1\n"
+        "print(pystemd.systemd1.Unit.__name__, pystemd.DBus.__name__, pystemd.dbuslib.DBus is bus, 'lxml' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "['pystemd', 'pystemd.dbusexc', 'pystemd.dbuslib', 'pystemd.utils']"
+    assert out[1] == "True True"  # the package's own __init__ ran
+    assert out[2] == "Unit pystemd.DBus True True"
+
+
 def test_unconfined_only_when_opted_in(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
