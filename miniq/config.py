@@ -25,15 +25,18 @@ write it (users.py).
 
 from __future__ import annotations
 
-import configparser
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BadInput
 from .files import Unusable, read_untrusted
 from .limits import Limits
 from .timeparse import parse_duration
+
+if TYPE_CHECKING:
+    import configparser
 
 MAX_PARALLEL = 256
 
@@ -181,6 +184,8 @@ class Config:
             raise BadInput(f"cannot use {path}: {e.reason}") from None
         except UnicodeDecodeError:
             raise BadInput(f"cannot use {path}: it is not UTF-8") from None
+        import configparser  # only for a queue that has a miniq.conf: a cold processor's start
+
         parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read_string(text, str(path))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +60,8 @@ def _ensure(layout: Layout, name: str, count: int) -> Path:
                 raise
         files.fsync_dir(layout.slots)
     finally:
+        import shutil  # with bz2 and lzma: not for every cold processor's start
+
         shutil.rmtree(staging, ignore_errors=True)
     return target
 

@@ -14,7 +14,6 @@ processor, which promotes every job whose time has passed.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from .systemd import Systemd
@@ -29,6 +28,8 @@ def arm(systemd: Systemd, when: float) -> str:
         systemd.stop_unit(unit)
     delay_usec = max(int((when - time.time()) * 1_000_000), 1000)
     base = f"{PREFIX}{int(when * 1000)}"
+    import shutil  # with bz2 and lzma: only when a timer is armed, not at every processor's start
+
     systemctl = shutil.which("systemctl") or "/usr/bin/systemctl"
     argv = systemd.manager.systemctl("start", "--no-block", SERVICE)
     argv[0] = systemctl

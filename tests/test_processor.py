@@ -265,7 +265,7 @@ def test_a_scope_systemd_was_too_busy_to_start_is_run_later(root: Path) -> None:
 
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
 def test_a_full_disk_at_a_jobs_end_keeps_its_result_and_records_it_once(root: Path, monkeypatch: pytest.MonkeyPatch, error: int) -> None:
-    write_job(root, "three", "#!/bin/sh\necho ran >> \"$MINIQ_ROOT/runs\"\nexit 3\n")
+    write_job(root, "three", '#!/bin/sh\necho ran >> "$MINIQ_ROOT/runs"\nexit 3\n')
     job = Queue(root).enqueue("three", [])
     real_stage = files.stage
     failures: list[str] = []
