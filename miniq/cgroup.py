@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -46,13 +45,15 @@ def _stat_value(text: str | None, key: str) -> int | None:
     return None
 
 
-@dataclass
 class Accounting:
     """What the kernel accounted for a scope; None where it could not say."""
 
-    cpu_usec: int | None = None
-    memory_peak: int | None = None
-    oom_kills: int | None = None
+    __slots__ = ("cpu_usec", "memory_peak", "oom_kills")
+
+    def __init__(self, cpu_usec: int | None = None, memory_peak: int | None = None, oom_kills: int | None = None) -> None:
+        self.cpu_usec = cpu_usec
+        self.memory_peak = memory_peak
+        self.oom_kills = oom_kills
 
 
 def accounting(cgroups: dict[str, str], unit: str) -> Accounting:

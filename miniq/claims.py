@@ -53,6 +53,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from . import cgroup, ending, files
 from .files import Unusable, dump, read_untrusted
@@ -68,8 +69,7 @@ class LeaseLost(Exception):
     """The claim was taken over by another processor; publish nothing."""
 
 
-@dataclass(frozen=True)
-class Claimer:
+class Claimer(NamedTuple):
     """Who holds a claim; see the module comment."""
 
     host: str
@@ -405,8 +405,7 @@ class Claim:
 # -- finding claims whose holder is gone ------------------------------------------
 
 
-@dataclass(frozen=True)
-class Stale:
+class Stale(NamedTuple):
     """A claim (or fenced run) in ``running/`` whose holder is gone."""
 
     path: Path

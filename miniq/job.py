@@ -22,7 +22,7 @@ import pwd
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BadInput
 from .limits import Limits
@@ -140,8 +140,7 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-@dataclass(frozen=True)
-class Submitter:
+class Submitter(NamedTuple):
     """Who queued the job, as the enqueuing process saw itself.
 
     Informational: where it matters (the system queue), the job runs as the
@@ -176,8 +175,7 @@ class Submitter:
         return cls(uid, user, host, pid)
 
 
-@dataclass(frozen=True)
-class Follows:
+class Follows(NamedTuple):
     """What a follow-up job follows (``--on-failure``/``--on-success``): the
     finished job's id, type, outcome and the status ``miniq wait`` gives it."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import BadInput
 
@@ -74,8 +74,7 @@ def parse_nice(text: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class LimitSpec:
+class LimitSpec(NamedTuple):
     """One limit: everything miniq knows about it, in one place."""
 
     key: str  # option name: --memory-max on the command line, memory-max in miniq.conf

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import files
 from .job import check_name, hostname, user_name
@@ -30,8 +30,7 @@ from .timeparse import now_iso
 ALL = "@all"
 
 
-@dataclass(frozen=True)
-class Pause:
+class Pause(NamedTuple):
     """One pause: of everything (``name`` None) or of one job type."""
 
     name: str | None

@@ -13,24 +13,25 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from .cgroup import Accounting
 from .spawn import ExecSpec, release, spawn_gated
 
 
-@dataclass
 class Running:
     """A started job process and what belongs to it."""
 
-    pid: int
-    stdout: int
-    stderr: int
-    unit: str | None = None
-    keeper: int | None = None
-    started: float = field(default_factory=time.monotonic)
-    cgroups: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("cgroups", "keeper", "pid", "started", "stderr", "stdout", "unit")
+
+    def __init__(self, pid: int, stdout: int, stderr: int, unit: str | None = None, keeper: int | None = None) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.unit = unit
+        self.keeper = keeper
+        self.started = time.monotonic()
+        self.cgroups: dict[str, str] = {}
 
 
 class Runner(Protocol):

@@ -9,8 +9,7 @@ there for its backoff: 1 s, 2 s, 4 s... doubling, at most an hour.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .timeparse import iso, timestamp
 
@@ -33,8 +32,7 @@ def _whole(data: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Schedule:
+class Schedule(NamedTuple):
     """When a job may run."""
 
     priority: int = 0  # higher runs first; submission order within a priority

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import files
 from .layout import Layout, claim_name
@@ -98,8 +98,7 @@ def _scan(layout: Layout, where: Path) -> list[str]:
     return sorted(set(free), key=int)
 
 
-@dataclass
-class Slot:
+class Slot(NamedTuple):
     """A slot this processor holds for one claim."""
 
     path: Path

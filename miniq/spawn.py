@@ -22,8 +22,8 @@ import grp
 import os
 import pwd
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from . import files
 from .limits import Limits
@@ -42,8 +42,7 @@ class StartDelayed(StartFailed):
     the job ran, and it may run later; not the job's failure."""
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """A user to run a job as: from the password and group databases."""
 
     uid: int
@@ -106,8 +105,7 @@ def clean_environment(identity: Identity | None, extra: dict[str, str]) -> dict[
     return env
 
 
-@dataclass(frozen=True)
-class ExecSpec:
+class ExecSpec(NamedTuple):
     """What to run, with what, as whom; passed to a runner."""
 
     exe: str
@@ -119,11 +117,10 @@ class ExecSpec:
     identity: Identity | None = None
     unit: str = ""
     description: str = ""
-    extra_props: tuple[tuple[bytes, bytes, object], ...] = field(default=())
+    extra_props: tuple[tuple[bytes, bytes, object], ...] = ()
 
 
-@dataclass
-class Gated:
+class Gated(NamedTuple):
     """A forked child waiting at its gate."""
 
     pid: int

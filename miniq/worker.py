@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import files, journal
 from .cgroup import scope_name
@@ -43,13 +42,15 @@ def classify(exit_code: int | None, sig: str | None, limits: Limits, duration: f
     return Outcome.SIGNALED if sig else Outcome.EXITED
 
 
-@dataclass
 class Stop:
     """Why a running job was stopped early, if it was."""
 
-    cancelled: bool = False
-    lost: bool = False
-    interrupted: bool = False  # the processor itself is being stopped
+    __slots__ = ("cancelled", "interrupted", "lost")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.lost = False
+        self.interrupted = False  # the processor itself is being stopped
 
 
 class Worker:

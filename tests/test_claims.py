@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from miniq.schedule import Schedule
 
 def other(me: Claimer, **changes: object) -> Claimer:
     """Another processor: by default on this host, alive (this process's start time), another PID."""
-    return replace(me, **{"pid": me.pid + 100000, **changes})  # type: ignore[arg-type]
+    return me._replace(**{"pid": me.pid + 100000, **changes})  # type: ignore[arg-type]
 
 
 def take_next(q: Queue, who: Claimer) -> Claim | None:
