@@ -143,6 +143,9 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
         if spacing > 1:
             start = median(lat["processor"])  # type: ignore[arg-type]
             b.row("cold processor: service start -> first job's first instruction, p50", ms(start), "target 100 ms", start / 0.1, "<= 1x")
+            ref = median(run(sb, root, "cold_reference", str(10 if b.quick else 25), str(spacing))["reference"])  # type: ignore[arg-type]
+            b.row("same, beside the least a cold pystemd client does (driver.py COLD_REFERENCE, a service too)", ms(start),
+                  f"import pystemd's bus, connect, one gated scope: {ms(ref)}", start / ref, "(what miniq adds)")  # fmt: skip
     ew = run(sb, root, "enqueue_wait", str(samples))
     b.row("enqueue + `miniq wait` of a trivial job", ms(median(ew["miniq"])), f"`systemd-run --wait true` {ms(median(ew['systemd-run']))}",  # type: ignore[arg-type]
           median(ew["miniq"]) / median(ew["systemd-run"]), "<= 5x")  # type: ignore[arg-type]  # fmt: skip

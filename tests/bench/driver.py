@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 PY = sys.executable
@@ -102,6 +103,39 @@ for i in range(n):
     os.write(w, b"g"); os.close(w)
     os.waitpid(pid, 0)
 print(f"{time.perf_counter() - t:.4f} {n}")
+"""
+
+
+# The least a cold processor could do, started as a service as miniq's is:
+# import pystemd's bus module alone (as miniq does, without the package's
+# lxml), connect, fork a gated child, StartTransientUnit with its PID, wait
+# until /proc shows it in the scope, release it to exec the job
+# (``stamp.job PATH``).  No queue, no claim, no limits, no journal.
+COLD_REFERENCE = """
+import importlib.util, os, sys, time
+spec = importlib.util.find_spec("pystemd")
+sys.modules["pystemd"] = importlib.util.module_from_spec(spec)
+from pystemd.dbuslib import DBus, apply_signature
+job, path = sys.argv[1], sys.argv[2]
+bus = DBus(); bus.open()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(w); os.read(r, 1); os.execv(job, [job, path])
+os.close(r)
+unit = f"cold-ref-{os.getpid()}.scope"
+args = apply_signature(b"ss", [unit.encode(), b"fail"])
+args += [(ord(b"a"), b"(sv)"), (ord(b"r"), b"sv"), (ord(b"s"), b"PIDs"), (ord(b"v"), b"au")]
+args += apply_signature(b"au", [[pid]]) + [(-1, None), (-1, None), (-1, None), (ord(b"a"), b"(sa(sv))"), (-1, None)]
+bus.call_method(b"org.freedesktop.systemd1", b"/org/freedesktop/systemd1", b"org.freedesktop.systemd1.Manager",
+                b"StartTransientUnit", args)
+while True:
+    with open(f"/proc/{pid}/cgroup") as f:
+        if f.read().rstrip().endswith("/" + unit):
+            break
+    time.sleep(0.0005)
+os.write(w, b"g"); os.close(w)
+os.waitpid(pid, 0)
 """
 
 
@@ -208,15 +242,34 @@ def latency(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
     return out
 
 
-def _service_started() -> float:
-    """When miniq-process.service last left "inactive" (its process was
-    started), in seconds since the epoch: the path unit fired just before."""
-    out = subprocess.run(
-        ["busctl", "get-property", "org.freedesktop.systemd1", "/org/freedesktop/systemd1/unit/miniq_2dprocess_2eservice",
-         "org.freedesktop.systemd1.Unit", "InactiveExitTimestamp"],
+def cold_reference(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
+    """COLD_REFERENCE as a oneshot service, from the service's start to the
+    job's first instruction, ``spacing`` seconds apart (as latency's cold row)."""
+    out: dict[str, list[float]] = {"reference": []}
+    stamps = f"{root}/../stamps-cold-ref"
+    os.makedirs(stamps, exist_ok=True)
+    for i in range(samples):
+        path, unit = f"{stamps}/{i}", f"bench-cold-ref-{i}.service"
+        subprocess.run(
+            ["systemd-run", "--unit", unit, "--remain-after-exit", "--quiet", "-p", "Type=oneshot",
+             PY, "-c", COLD_REFERENCE, f"{root}/jobs/stamp.job", path],
+            check=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        stamp = _wait_stamp(path)
+        out["reference"].append(stamp - _service_started(unit))
+        subprocess.run(["systemctl", "stop", unit], check=True)
+        time.sleep(spacing)
+    return out
+
+
+def _service_started(unit: str = "miniq-process.service") -> float:
+    """When ``unit`` last left "inactive" (its process was started), in
+    seconds since the epoch; for miniq's, the path unit fired just before."""
+    text = subprocess.run(
+        ["systemctl", "show", "--property=InactiveExitTimestamp", "--timestamp=us+utc", "--value", unit],
         check=True, capture_output=True, text=True,
-    ).stdout.split()  # fmt: skip
-    return int(out[1]) / 1e6
+    ).stdout.strip()  # fmt: skip
+    return datetime.strptime(text, "%a %Y-%m-%d %H:%M:%S.%f %Z").replace(tzinfo=timezone.utc).timestamp()
 
 
 def enqueue_wait(root: str, samples: int) -> dict[str, list[float]]:
@@ -298,8 +351,6 @@ def _scale(root: str, queued: int, drained: int) -> dict[str, float]:
 
 
 def _first_start(root: str) -> float:
-    from datetime import datetime
-
     starts = [json.loads(Path(f"{root}/done/{n}").read_text())["result"]["started"] for n in os.listdir(f"{root}/done")]
     return datetime.fromisoformat(min(starts)).timestamp()
 
@@ -315,8 +366,6 @@ def _steady_per_job(root: str) -> float:
         result = json.loads(Path(f"{root}/done/{name}").read_text())["result"]
         starts.append(result["started"])
         ends.append(result["ended"])
-    from datetime import datetime
-
     span = datetime.fromisoformat(max(ends)).timestamp() - datetime.fromisoformat(min(starts)).timestamp()
     return span / max(len(ends) - 1, 1)
 
@@ -354,6 +403,7 @@ def main() -> None:
         "drain": lambda: drain(root, int(args[0]), int(args[1])),
         "reference": lambda: reference(int(args[0]), int(args[1]) if len(args) > 1 else 1),
         "latency": lambda: latency(root, int(args[0]), float(args[1])),
+        "cold_reference": lambda: cold_reference(root, int(args[0]), float(args[1])),
         "enqueue_wait": lambda: enqueue_wait(root, int(args[0])),
         "bulk": lambda: bulk(root, int(args[0]), int(args[1])),
         "scale": lambda: scale(root, int(args[0]), int(args[1])),
