@@ -3,8 +3,9 @@
 Against the real systemd test bed, with root's system queue installed the
 README way (and alice's and bob's user queues for privacy): every kind of
 planted entry; a refused scope; a job that kills its processor; kill -9 of
-the processor; a full disk while results are recorded; a million lines of
-output; another user; and `miniq wait` on a busy queue.
+the processor; daemon-reloads while jobs run; a full disk while results are
+recorded; a million lines of output; another user; and `miniq wait` on a
+busy queue.
 """
 
 from __future__ import annotations
@@ -145,6 +146,26 @@ def test_kill_9_of_the_processor_mid_job(flow: Flow) -> None:
     assert record["state"] == "done"
     assert [a["outcome"] for a in record["attempts"]] == ["interrupted", "exited"]  # type: ignore[index]
     assert record["attempts"][0]["reason"].startswith("its processor (PID ")  # type: ignore[index]
+    assert flow.failed_units() == [] and flow.leftover_scopes() == []
+
+
+def test_daemon_reloads_while_jobs_run_lose_nothing(flow: Flow) -> None:
+    """An administrator's `systemctl daemon-reload`s, back to back, while jobs
+    are queued and run: systemd reloads under every scope start and job
+    signal; every job runs once and succeeds, no unit fails."""
+    reloader = flow.sb.popen(["sh", "-c", "end=$(($(date +%s) + 12)); n=0; while [ $(date +%s) -lt $end ]; do"
+                              " systemctl daemon-reload; n=$((n + 1)); done; echo $n"])  # fmt: skip
+    ids = []
+    while reloader.poll() is None:
+        ids.append(flow.cli("enqueue", "ok", "reload", str(len(ids))).stdout.strip())
+        time.sleep(0.1)
+    reloads = int(reloader.communicate()[0])
+    print(f"{reloads} daemon-reloads while {len(ids)} jobs were queued")
+    assert reloads >= 10 and len(ids) >= 20
+    flow.wait_final(ids, timeout=120)
+    records = [flow.record(i) for i in ids]
+    assert [r["state"] for r in records] == ["done"] * len(ids), [r.get("result") for r in records if r["state"] != "done"]
+    assert all(len(r["attempts"]) == 1 for r in records), [r["attempts"] for r in records if len(r["attempts"]) != 1]
     assert flow.failed_units() == [] and flow.leftover_scopes() == []
 
 
