@@ -72,14 +72,10 @@ dt = time.perf_counter() - t
 print(f"{dt:.4f} {len(s.succeeded)} {wall:.6f}")
 """
 
-# The minimal loop of the speed issue: fork a gated child, StartTransientUnit
-# with its PID, wait until /proc shows it in the scope (polled every 0.5 ms),
-# release it to exec true, reap.  ``tag`` keeps two loops' scope names apart.
-REFERENCE = """
-import os, sys, time
-from pystemd.dbuslib import DBus, apply_signature
-n, tag = int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "a"
-bus = DBus(); bus.open()
+# What both references do per job, after ``bus = DBus(); bus.open()``:
+# StartTransientUnit of a scope holding ``pid``, and whether /proc shows the
+# PID in it.
+SCOPE = """
 def start(unit, pid):
     args = apply_signature(b"ss", [unit.encode(), b"fail"])
     args += [(ord(b"a"), b"(sv)"), (ord(b"r"), b"sv"), (ord(b"s"), b"PIDs"), (ord(b"v"), b"au")]
@@ -89,6 +85,20 @@ def start(unit, pid):
 def placed(pid, unit):
     with open(f"/proc/{pid}/cgroup") as f:
         return f.read().rstrip().endswith("/" + unit)
+"""
+
+# The minimal loop of the speed issue: fork a gated child, StartTransientUnit
+# with its PID, wait until /proc shows it in the scope (polled every 0.5 ms),
+# release it to exec true, reap.  ``tag`` keeps two loops' scope names apart.
+REFERENCE = (
+    """
+import os, sys, time
+from pystemd.dbuslib import DBus, apply_signature
+n, tag = int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "a"
+bus = DBus(); bus.open()
+"""
+    + SCOPE
+    + """
 t = time.perf_counter()
 for i in range(n):
     r, w = os.pipe()
@@ -104,39 +114,37 @@ for i in range(n):
     os.waitpid(pid, 0)
 print(f"{time.perf_counter() - t:.4f} {n}")
 """
-
+)
 
 # The least a cold processor could do, started as a service as miniq's is:
 # import pystemd's bus module alone (as miniq does, without the package's
 # lxml), connect, fork a gated child, StartTransientUnit with its PID, wait
 # until /proc shows it in the scope, release it to exec the job
 # (``stamp.job PATH``).  No queue, no claim, no limits, no journal.
-COLD_REFERENCE = """
+COLD_REFERENCE = (
+    """
 import importlib.util, os, sys, time
 spec = importlib.util.find_spec("pystemd")
 sys.modules["pystemd"] = importlib.util.module_from_spec(spec)
 from pystemd.dbuslib import DBus, apply_signature
 job, path = sys.argv[1], sys.argv[2]
 bus = DBus(); bus.open()
+"""
+    + SCOPE
+    + """
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
     os.close(w); os.read(r, 1); os.execv(job, [job, path])
 os.close(r)
 unit = f"cold-ref-{os.getpid()}.scope"
-args = apply_signature(b"ss", [unit.encode(), b"fail"])
-args += [(ord(b"a"), b"(sv)"), (ord(b"r"), b"sv"), (ord(b"s"), b"PIDs"), (ord(b"v"), b"au")]
-args += apply_signature(b"au", [[pid]]) + [(-1, None), (-1, None), (-1, None), (ord(b"a"), b"(sa(sv))"), (-1, None)]
-bus.call_method(b"org.freedesktop.systemd1", b"/org/freedesktop/systemd1", b"org.freedesktop.systemd1.Manager",
-                b"StartTransientUnit", args)
-while True:
-    with open(f"/proc/{pid}/cgroup") as f:
-        if f.read().rstrip().endswith("/" + unit):
-            break
+start(unit, pid)
+while not placed(pid, unit):
     time.sleep(0.0005)
 os.write(w, b"g"); os.close(w)
 os.waitpid(pid, 0)
 """
+)
 
 
 def units(action: str) -> None:
