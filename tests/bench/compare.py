@@ -1,6 +1,6 @@
 """Benchmark: miniq beside nq, task-spooler and systemd-run, in one run.
 
-    sudo .venv/bin/python tests/bench/compare.py [--quick]
+    sudo .venv/bin/python tests/bench/compare.py [--quick] [--only cold]
 
 Boots the sandbox systemd (tests/testbed) with the queue root on this
 machine's disk (not a tmpfs: fsync costs what it costs), installs nq and
@@ -13,6 +13,7 @@ timings on shared machines are noisy, so nothing here asserts a time.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -44,8 +45,9 @@ def p99(values: list[float]) -> float:
 
 
 class Bench:
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, only: str | None = None) -> None:
         self.quick = quick
+        self.only = only
         self.rows: list[tuple[str, str, str, str, str]] = []
         self.notes: list[str] = []
 
@@ -65,7 +67,10 @@ def ms(seconds: float) -> str:
 
 
 def main() -> None:
-    quick = "--quick" in sys.argv
+    parser = argparse.ArgumentParser(description="miniq beside nq, task-spooler and systemd-run, in one run (about 17 min).")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, 10,000 queued instead of 100,000 (about 8 min)")
+    parser.add_argument("--only", choices=["cold"], help="only these rows: cold = the cold processor beside its reference")
+    options = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the benchmark boots the sandbox systemd and needs root")
     subprocess.run(["bash", str(REPO / "packaging" / "need-debs.sh"), "nq", "task-spooler"], check=True)
@@ -80,7 +85,7 @@ def main() -> None:
     (shared / "root" / "jobs" / "stamp.job").write_text('#!/bin/sh\ndate +%s.%N > "$1"\n')
     (shared / "root" / "jobs" / "stamp.job").chmod(0o755)
     sb = Sandbox(scratch / "sb", "bench", binds=[REPO], shared=[shared])
-    b = Bench(quick)
+    b = Bench(options.quick, options.only)
     try:
         sb.boot()
         sb.run([MINIQ, "--system", "install-units", "--now"], env={"MINIQ_ROOT": root})
@@ -119,8 +124,21 @@ def reference_runs(root: str, jobs: int, loops: int) -> list[dict[str, object]]:
         sb.close()
 
 
+def cold(sb: Sandbox, root: str, b: Bench, processor: list[float], spacing: float) -> None:
+    """The cold processor's rows: its start, and the least a cold pystemd client does."""
+    start = median(processor)
+    b.row("cold processor: service start -> first job's first instruction, p50", ms(start), "target 100 ms", start / 0.1, "<= 1x")
+    ref = median(run(sb, root, "cold_reference", str(10 if b.quick else 25), str(spacing))["reference"])  # type: ignore[arg-type]
+    b.row("same, beside the least a cold pystemd client does (driver.py COLD_REFERENCE, a service too)", ms(start),
+          f"import pystemd's bus, connect, one gated scope: {ms(ref)}", start / ref, "(what miniq adds)")  # fmt: skip
+
+
 def measure(sb: Sandbox, root: str, b: Bench) -> None:
     samples = 10 if b.quick else 30
+    if b.only == "cold":
+        lat = run(sb, root, "latency", str(10 if b.quick else 25), "3.0")
+        cold(sb, root, b, lat["processor"], 3.0)  # type: ignore[arg-type]
+        return
     enq = run(sb, root, "enqueue", str(samples))
     m, ref = median(enq["miniq"]), median(enq["import"])  # type: ignore[arg-type]
     b.row("`miniq enqueue` wall", ms(m), f'`python -c "import click, json"` {ms(ref)}', m / ref, "<= 1.25x")
@@ -141,11 +159,7 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
         b.row(f"same, p99 ({label})", ms(p99(mq)), f"`systemd-run --no-block` {ms(p99(sr))}", p99(mq) / p99(sr), "<= 8x")  # type: ignore[arg-type]
         b.notes.append(f"Start latency p50 of the peers ({label}): nq {ms(median(lat['nq']))}, tsp {ms(median(lat['tsp']))}")  # type: ignore[arg-type]
         if spacing > 1:
-            start = median(lat["processor"])  # type: ignore[arg-type]
-            b.row("cold processor: service start -> first job's first instruction, p50", ms(start), "target 100 ms", start / 0.1, "<= 1x")
-            ref = median(run(sb, root, "cold_reference", str(10 if b.quick else 25), str(spacing))["reference"])  # type: ignore[arg-type]
-            b.row("same, beside the least a cold pystemd client does (driver.py COLD_REFERENCE, a service too)", ms(start),
-                  f"import pystemd's bus, connect, one gated scope: {ms(ref)}", start / ref, "(what miniq adds)")  # fmt: skip
+            cold(sb, root, b, lat["processor"], spacing)  # type: ignore[arg-type]
     ew = run(sb, root, "enqueue_wait", str(samples))
     b.row("enqueue + `miniq wait` of a trivial job", ms(median(ew["miniq"])), f"`systemd-run --wait true` {ms(median(ew['systemd-run']))}",  # type: ignore[arg-type]
           median(ew["miniq"]) / median(ew["systemd-run"]), "<= 5x")  # type: ignore[arg-type]  # fmt: skip
