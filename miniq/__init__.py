@@ -16,7 +16,10 @@ before its first job could run (six now).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.3.0"
 __all__ = ["MiniqError", "Queue", "__version__"]

@@ -8,22 +8,40 @@ cli.py (the same manager and root, the same one-line errors and exit codes,
 the same summary line); every other command line goes through cli.py,
 including ``process`` with options and a user's ``process`` on the system
 queue (which goes to the helper).
+
+A command imports 50 to 90 modules before it does its work.  Python's cyclic
+garbage collector would run about 25 times meanwhile (4 to 7 ms here) and
+free nothing: modules, classes and functions live as long as the process.
+So the collector is off while a command starts, and on again (``started``)
+once its modules are imported; ``gc.freeze`` keeps what startup created out of
+every later collection.  A processor and a ``miniq wait`` run for hours, with
+the collector on.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
 
 def run() -> None:
+    gc.disable()
     if sys.argv[1:] == ["process"]:
         code = process()
         if code is not None:
             sys.exit(code)
     from .cli import run as cli_run
 
+    started()
     cli_run()
+
+
+def started() -> None:
+    """The command's modules are imported: collect garbage again (module comment)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def process() -> int | None:
@@ -35,9 +53,11 @@ def process() -> int | None:
         root = resolve_root(manager)
         if manager is Manager.SYSTEM and os.geteuid() != 0 and root == SYSTEM_ROOT:
             return None  # through the helper, as cli.py does it
-        from .processor import Processor
+        from .processor import Processor, preload
         from .queue import Queue
 
+        preload()
+        started()
         print(Processor(Queue(root), manager).run().describe(), flush=True)
     except KeyboardInterrupt:
         return 130

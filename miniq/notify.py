@@ -10,8 +10,8 @@ recovers the jobs it held (README, "When things go wrong").
 
 from __future__ import annotations
 
+import _socket  # not socket.py: journal.py says why
 import os
-import socket
 import time
 
 #: How far each sign of life pushes the timeout; matches the unit's TimeoutStartSec.
@@ -26,10 +26,15 @@ def notify(message: bytes) -> None:
         return
     address = "\0" + path[1:] if path.startswith("@") else path
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(message, address)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    except OSError:
+        return
+    try:
+        sock.sendto(message, address)
     except OSError:
         pass
+    finally:
+        sock.close()
 
 
 def alive() -> None:

@@ -29,7 +29,6 @@ import errno
 import os
 import select
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -108,10 +107,12 @@ class Processor:
 
     def run(self) -> Summary:
         """Process until the queue is empty (see the module comment)."""
-        _preload()
-        if threading.current_thread() is threading.main_thread():
+        preload()
+        try:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._stop)
+        except ValueError:
+            pass  # not the main thread (an embedding program, a test): it stops by its own means
         self.queue.ensure_layout()
         self._load_config()
         summary = Summary()
@@ -466,15 +467,17 @@ class Processor:
             self.log(f"could not arm the wake timer ({e}); the minutely timer will start delayed jobs", journal.WARNING)
 
 
-def _preload() -> None:
-    """Import now every module a run may need later.  A package upgrade
-    replaces miniq's files while a processor runs (it is left to finish its
-    jobs: packaging/debian/rules); a module first read half-way through the
-    run would be of another version than the rest."""
+def preload() -> None:
+    """Import now every module a run may need later, pystemd's bus module
+    too.  A package upgrade replaces miniq's files while a processor runs (it
+    is left to finish its jobs: packaging/debian/rules); a module first read
+    half-way through the run would be of another version than the rest."""
     from . import supervisor, systemd, wake, worker  # noqa: F401
 
     try:
         from . import scope  # noqa: F401
+
+        systemd.dbuslib()
     except ImportError:
         pass  # no pystemd: the run says so when it needs a scope
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -253,23 +254,41 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(root: Path) -> None:
 def test_process_starts_without_the_cli_and_answers_as_it(root: Path, tmp_path: Path, case: str) -> None:
     """`miniq process` (what the service runs) imports no click, nor what a
     queue without miniq.conf and type caps does not use (configparser,
-    shutil), nor pystemd's lxml; and it says and exits exactly what the same
-    command through cli.py does."""
+    shutil), nor pystemd's lxml, nor threading and socket.py (cold start,
+    journal.py); and it says and exits exactly what the same command through
+    cli.py does; and the garbage collector, off while it starts (entry.py),
+    is on again."""
     target = root if case == "empty queue" else tmp_path / "a-file"
     if case == "root is a file":
         target.write_text("not a directory\n")
     env = dict(os.environ, MINIQ_ROOT=str(target))
     fast = (
         "import sys; from miniq.entry import run\nsys.argv = ['miniq', 'process']\n"
-        "try:\n    run()\nfinally:\n    print([m for m in ('click', 'configparser', 'shutil', 'lxml') if m in sys.modules])"
+        "try:\n    run()\nfinally:\n"
+        "    import gc\n"
+        "    print([m for m in ('click', 'configparser', 'shutil', 'lxml', 'threading', 'socket') if m in sys.modules]\n"
+        "          + ([] if gc.isenabled() else ['gc off']))"
     )
     slow = "import sys; from miniq.cli import main\nmain(['process'], prog_name='miniq')"
     a = subprocess.run([sys.executable, "-c", fast], capture_output=True, text=True, env=env)
     b = subprocess.run([sys.executable, "-c", slow], capture_output=True, text=True, env=env)
     *lines, imported = a.stdout.splitlines()
-    assert imported == ("['click']" if case == "root is a file" else "[]")  # click only to explain an error
+    # click (with what it imports) only to explain an error
+    assert ast.literal_eval(imported) == (["click", "threading"] if case == "root is a file" else [])
     assert (a.returncode, "\n".join(lines), a.stderr) == (b.returncode, b.stdout.rstrip("\n"), b.stderr)
     assert (a.returncode == 0) == (case == "empty queue") and (a.stderr == "") == (case == "empty queue")
+
+
+def test_every_other_command_runs_with_the_garbage_collector_on() -> None:
+    """entry.py turns the collector off while a command starts; a command
+    such as `miniq wait` or `miniq logs -f` runs for hours, so it must be on
+    again when cli.py runs the command."""
+    code = (
+        "import gc, sys\nimport miniq.cli\nminiq.cli.run = lambda: print(gc.isenabled(), 'click' in sys.modules)\n"
+        "sys.argv = ['miniq', 'wait', '20990101-000000-000000-00000000']\nfrom miniq.entry import run\nrun()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "True True\n"
 
 
 def test_a_command_ends_without_teardown_and_with_every_line_written(root: Path) -> None:
