@@ -68,6 +68,21 @@ class Inotify:
                 elif wd in self.watches and name:
                     found.append((self.watches[wd], os.fsdecode(name)))
 
+    def unwatch(self) -> None:
+        """Remove every watch, well before ``close``.
+
+        Closing an inotify descriptor that still has watches, or had them
+        removed just before, waits for the kernel to reclaim them: 13.7 ms
+        median here (30 closes; fsnotify waits for its mark reaper).  Removed
+        half a millisecond or more before the close, they cost the close
+        0.1 ms.  A ``miniq wait`` pays that wait in its exit, which a script
+        waits for, so it removes its watches as soon as its jobs are done
+        and closes after reading their records (waiting.py).
+        """
+        for wd in list(self.watches):
+            libc().inotify_rm_watch(self.fd, wd)
+        self.watches.clear()
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

@@ -6,7 +6,10 @@ records written by other machines over NFS (which inotify does not see), and
 every few seconds checks that each job still exists.  Looking a job up
 tolerates it moving between states (queue.py), so a busy queue never makes
 ``wait`` fail spuriously.  In the system queue's helper, a client that hangs
-up ends its wait within ``POLL`` seconds (hangup.py).
+up ends its wait within ``POLL`` seconds (hangup.py).  Once its jobs are
+done it removes its watches at once, before reading their records: closing an
+inotify descriptor right after (or without) that costs the exit 14 ms here
+(inotify.py).
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ def wait(queue: Queue, job_ids: list[str], timeout: float | None = None) -> list
                 time.sleep(pause)
             files.revalidate(queue.dir(State.DONE))
             files.revalidate(queue.dir(State.FAILED))
+        if watch is not None:
+            watch.unwatch()  # now, so that closing it after the reads is cheap (inotify.py)
+        return [queue.read(j) for j in job_ids]
     finally:
         if watch is not None:
             watch.close()
-    return [queue.read(j) for j in job_ids]

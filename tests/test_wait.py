@@ -49,3 +49,45 @@ def test_wait_for_many_jobs_while_they_move(root: Path) -> None:
     for t in threads:
         t.join(timeout=60)
     assert results == [0] * 6
+
+
+def test_a_waiter_unwatches_before_it_reads_and_closes(root: Path, tmp_path: Path) -> None:
+    """inotify: after ``unwatch`` a directory's changes no longer arrive (the
+    close that follows is then cheap: inotify.py); and ``wait`` leaves no
+    inotify descriptor open, whether its jobs were done or unknown."""
+    import os
+
+    from miniq.errors import UnknownJob
+    from miniq.inotify import open_watch
+    from miniq.waiting import wait
+
+    (tmp_path / "d").mkdir()
+    watch = open_watch(tmp_path / "d")
+    assert watch is not None
+    (tmp_path / "d" / "one").touch()
+    assert watch.events() == ([(tmp_path / "d", "one")], False)
+    watch.unwatch()
+    (tmp_path / "d" / "two").touch()
+    assert watch.events() == ([], False) and watch.watches == {}
+    watch.close()
+
+    def inotify_fds() -> int:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:
+                pass  # the descriptor listdir itself used
+        return links.count("anon_inode:inotify")
+
+    before = inotify_fds()
+    q = Queue(root)
+    job = q.enqueue("echo", [])
+    processor(root)[0].run()
+    assert [(r.id, r.state.value) for r in wait(q, [job.id])] == [(job.id, "done")]
+    try:
+        wait(q, [job.id, "20990101-000000-000000-00000000"])
+        raise AssertionError("an unknown id must fail the wait")
+    except UnknownJob:
+        pass
+    assert inotify_fds() == before
