@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples, 10,000 queued instead of 100,000 (about 8 min)")
     parser.add_argument("--only", choices=["cold"], help="only these rows: cold = the cold processor beside its reference")
     options = parser.parse_args()
+    # Killed (timeout, kill): unwind, so that `finally` stops the sandbox's
+    # systemd and removes its cgroups instead of leaving them behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if os.geteuid() != 0:
         sys.exit("the benchmark boots the sandbox systemd and needs root")
     subprocess.run(["bash", str(REPO / "packaging" / "need-debs.sh"), "nq", "task-spooler"], check=True)
