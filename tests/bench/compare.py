@@ -34,6 +34,7 @@ from testbed.sandbox import Sandbox  # noqa: E402
 PY = str(REPO / ".venv" / "bin" / "python")
 MINIQ = str(REPO / ".venv" / "bin" / "miniq")
 DRIVER = str(REPO / "tests" / "bench" / "driver.py")
+COLD_SPACING = 3.0  # seconds between samples: the processor has exited before the next
 
 
 def median(values: list[float]) -> float:
@@ -49,6 +50,8 @@ class Bench:
     def __init__(self, quick: bool, only: str | None = None) -> None:
         self.quick = quick
         self.only = only
+        #: Samples of each start-latency row (warm, cold, the cold reference).
+        self.latency_samples = 10 if quick else 25
         self.rows: list[tuple[str, str, str, str, str]] = []
         self.notes: list[str] = []
 
@@ -132,7 +135,7 @@ def cold(sb: Sandbox, root: str, b: Bench, processor: list[float], spacing: floa
     """The cold processor's rows: its start, and the least a cold pystemd client does."""
     start = median(processor)
     b.row("cold processor: service start -> first job's first instruction, p50", ms(start), "target 100 ms", start / 0.1, "<= 1x")
-    ref = median(run(sb, root, "cold_reference", str(10 if b.quick else 25), str(spacing))["reference"])  # type: ignore[arg-type]
+    ref = median(run(sb, root, "cold_reference", str(b.latency_samples), str(spacing))["reference"])  # type: ignore[arg-type]
     b.row("same, beside the least a cold pystemd client does (driver.py COLD_REFERENCE, a service too)", ms(start),
           f"import pystemd's bus, connect, one gated scope: {ms(ref)}", start / ref, "(what miniq adds)")  # fmt: skip
 
@@ -140,8 +143,8 @@ def cold(sb: Sandbox, root: str, b: Bench, processor: list[float], spacing: floa
 def measure(sb: Sandbox, root: str, b: Bench) -> None:
     samples = 10 if b.quick else 30
     if b.only == "cold":
-        lat = run(sb, root, "latency", str(10 if b.quick else 25), "3.0")
-        cold(sb, root, b, lat["processor"], 3.0)  # type: ignore[arg-type]
+        lat = run(sb, root, "latency", str(b.latency_samples), str(COLD_SPACING))
+        cold(sb, root, b, lat["processor"], COLD_SPACING)  # type: ignore[arg-type]
         return
     enq = run(sb, root, "enqueue", str(samples))
     m, ref = median(enq["miniq"]), median(enq["import"])  # type: ignore[arg-type]
@@ -155,8 +158,8 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     drains2 = [run(sb, root, "drain", str(jobs), "2") for _ in range(3)]
     rate2 = median([d["jobs"] / d["seconds"] for d in drains2])  # type: ignore[operator]
     b.row("same, parallel 2", f"{rate2:.0f} jobs/s", f"miniq parallel 1 {rate1:.0f}/s", rate2 / rate1, ">= 1.6x")
-    for label, spacing in (("warm: the processor still lingers", 0.5), ("cold: the processor had exited", 3.0)):
-        lat = run(sb, root, "latency", str(10 if b.quick else 25), str(spacing))
+    for label, spacing in (("warm: the processor still lingers", 0.5), ("cold: the processor had exited", COLD_SPACING)):
+        lat = run(sb, root, "latency", str(b.latency_samples), str(spacing))
         mq, sr = lat["miniq"], lat["systemd-run"]
         b.row(f"enqueue -> job start, p50 ({label})", ms(median(mq)), f"`systemd-run --no-block` {ms(median(sr))}",  # type: ignore[arg-type]
               median(mq) / median(sr), "<= 5x")  # type: ignore[arg-type]  # fmt: skip
