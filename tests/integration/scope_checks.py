@@ -58,6 +58,19 @@ def test_limits_are_on_the_scope_while_it_runs(flow: Flow) -> None:
     assert flow.leftover_scopes() == []
 
 
+def test_cpu_time_is_the_scopes_not_the_main_process(flow: Flow) -> None:
+    """The recorded CPU time is the scope's cgroup's (cpu.stat), so it counts a
+    process the job started and never waited for; rusage would not."""
+    flow.add_job("spin", "#!/bin/sh\n( timeout 0.6 sh -c 'while :; do :; done' & )\nsleep 1\n")
+    job_id = flow.cli("enqueue", "spin").stdout.strip()
+    flow.wait_final([job_id], timeout=60)
+    result = flow.record(job_id)["result"]
+    print(f"a detached 0.6 s spin: {result['cpu_usec'] / 1e6:.2f} s of CPU recorded in {result['duration']:.2f} s")
+    assert result["exit_code"] == 0, result
+    assert 0.3e6 <= result["cpu_usec"] <= 2 * result["duration"] * 1e6 + 0.1e6, result
+    assert flow.leftover_scopes() == []
+
+
 def test_memory_hog(flow: Flow) -> None:
     flow.add_job("hog", HOG)
     job_id = flow.cli("enqueue", "--memory-max", "64M", "hog").stdout.strip()
