@@ -12,7 +12,7 @@ Leases.  The holder renews each claim every quarter of the lease by setting
 the claim file's modification time to "now" as the file server sees it
 (utime with no time: NFS sends SET_TO_SERVER_TIME).  Another processor
 judges expiry by comparing that time with the server's "now", read from the
-mtime of a probe file it just touched itself (``ServerClock``).  Both times
+mtime of a probe file it just touched itself (clock.py).  Both times
 come from the file server's clock, so clocks of the machines may disagree
 freely.  A claim whose lease expired is taken over by any processor.
 
@@ -50,12 +50,13 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from . import cgroup, ending, files
+from .clock import ServerClock
 from .files import Unusable, dump, read_untrusted
 from .job import SCHEMA, Job, State, hostname, new_id
 from .layout import Layout, is_id, parse_claim_name
@@ -99,43 +100,6 @@ class Claimer(NamedTuple):
         if (self.boot, self.pidns) != (judge.boot, judge.pidns):
             return False
         return process_start(self.pid) != self.start
-
-
-class ServerClock:
-    """The file server's idea of "now", read from a probe file's mtime.
-
-    The probe (``tmp/clock@CLAIMER``) exists only while it is read: it is
-    removed at once, so no reader leaves one behind; one left by a process
-    killed in between is removed by ``clean_tmp``.  The server's time is
-    kept as an offset from this machine's monotonic clock for ``REUSE``
-    seconds, so a step of this machine's wall clock never skews it.
-    """
-
-    REUSE = 1.0
-
-    def __init__(self, layout: Layout, me: Claimer) -> None:
-        self.path = layout.clock_probe(me.name)
-        self._offset: float | None = None
-        self._read = 0.0
-
-    def now(self) -> float:
-        if self._offset is not None and time.monotonic() - self._read < self.REUSE:
-            return time.monotonic() + self._offset
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
-        try:
-            os.utime(self.path, None)  # "now" as the server sees it
-            mtime = files.fresh_mtime(self.path)
-        finally:
-            self.path.unlink(missing_ok=True)
-        if mtime is None:
-            raise FileNotFoundError(self.path)
-        self._read = time.monotonic()
-        self._offset = mtime - self._read
-        return mtime
-
-    def close(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _touch_if_ours(source: Path) -> bool | None:
@@ -484,10 +448,20 @@ def take_over(layout: Layout, stale: Stale, me: Claimer) -> Claim | None:
     return claim
 
 
-def clean_tmp(layout: Layout, me: Claimer | None = None, older_than: float = 3600.0) -> None:
+def clean_tmp(layout: Layout, me: Claimer | None = None, now: Callable[[], float] = time.time, older_than: float = 3600.0) -> None:
     """Remove what crashes left in ``tmp/``: clock probes and staging files
-    of processes that are provably dead, or older than ``older_than``."""
-    cutoff = time.time() - older_than
+    of processes that are provably dead, or older than ``older_than`` by the
+    clock ``now`` (a processor passes its ``ServerClock``'s, asked only when
+    there is something to judge).
+
+    Age is the file's ctime, never its mtime.  Over NFSv4 a file created with
+    O_EXCL carries the client's create verifier as its mtime until the
+    client's SETATTR that completes the open(2); the Linux client's verifier
+    is its jiffies, which read as a time in 1970 from five minutes after boot.
+    A processor on another machine looking in that moment would take a live
+    writer's file for an old one.  The ctime is set by the file server alone.
+    """
+    current: float | None = None
     try:
         entries = list(os.scandir(layout.tmp))
     except OSError:
@@ -501,8 +475,12 @@ def clean_tmp(layout: Layout, me: Claimer | None = None, older_than: float = 360
             if holder is not None and me is not None and holder != me and holder.provably_dead(me):
                 os.unlink(entry.path)
                 continue
+            if not entry.name.startswith(("clock@", ".")):
+                continue
             st = entry.stat(follow_symlinks=False)
-            if st.st_mtime < cutoff and entry.name.startswith(("clock@", ".")):
+            if current is None:
+                current = now()
+            if st.st_ctime < current - older_than:
                 if entry.is_dir(follow_symlinks=False):
                     import shutil  # (with its compression modules) only here
 

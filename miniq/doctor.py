@@ -196,7 +196,8 @@ def _proc_visibility(manager: Manager) -> Iterator[Finding]:
 
 
 def _claims(queue: Queue) -> Iterator[Finding]:
-    from .claims import Claimer, ServerClock, stale_claims
+    from .claims import Claimer, stale_claims
+    from .clock import ServerClock
     from .config import Config
 
     try:
@@ -207,7 +208,7 @@ def _claims(queue: Queue) -> Iterator[Finding]:
     if not os.access(queue.layout.tmp, os.W_OK):
         return
     me = Claimer.current()
-    clock = ServerClock(queue.layout, me)
+    clock = ServerClock(queue.layout, me.name)
     try:
         for stale in stale_claims(queue.layout, me, lease, clock):
             yield Finding(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import records
-from .claims import ServerClock
+from .clock import ServerClock
 from .job import State
 from .layout import WAKE
 from .queue import Queue, _id_of

@@ -34,7 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import journal, notify
-from .claims import Claim, Claimer, LeaseLost, ServerClock, clean_tmp, stale_claims, take_over
+from .claims import Claim, Claimer, LeaseLost, clean_tmp, stale_claims, take_over
+from .clock import ServerClock
 from .config import Config
 from .errors import MiniqError, SystemdUnavailable
 from .job import Job, hostname
@@ -116,7 +117,7 @@ class Processor:
         self.queue.ensure_layout()
         self._load_config()
         summary = Summary()
-        clean_tmp(self.layout, self.me)
+        clean_tmp(self.layout, self.me, ServerClock(self.layout, self.me.name).now)
         self.layout.wake.unlink(missing_ok=True)
         parallel = self.parallel or self.config.parallel
         linger = self.config.linger if self.linger is None else self.linger
@@ -144,7 +145,7 @@ class Processor:
                 pending.close()
         if summary.wake_at is not None:
             self._arm(summary.wake_at)
-        ServerClock(self.layout, self.me).close()
+        ServerClock(self.layout, self.me.name).close()
         self._write_metrics()
         return summary
 
@@ -194,7 +195,7 @@ class Processor:
 
     def recover(self, summary: Summary) -> None:
         """Take over every claim whose holder died or lost its lease (claims.py)."""
-        clock = ServerClock(self.layout, self.me)
+        clock = ServerClock(self.layout, self.me.name)
         try:
             for stale in list(stale_claims(self.layout, self.me, self.config.lease, clock)):
                 try:

@@ -331,9 +331,10 @@ class Queue:
 
     def stale(self, job_id: str, me: Claimer) -> Stale | None:
         """The claim of running job ``job_id`` if its holder is gone, else None."""
-        from .claims import ServerClock, stale_claims
+        from .claims import stale_claims
+        from .clock import ServerClock
 
-        clock = ServerClock(self.layout, me)
+        clock = ServerClock(self.layout, me.name)
         try:
             return next((s for s in stale_claims(self.layout, me, self.lease, clock) if s.id == job_id), None)
         finally:

@@ -20,7 +20,7 @@ from .layout import Layout, parse_claim_name
 from .result import Result
 
 if TYPE_CHECKING:
-    from .claims import ServerClock
+    from .clock import ServerClock
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,9 @@ def _lease(path: Path, clock: ServerClock | None, lease: float) -> Lease | None:
 
 def server_clock(layout: Layout) -> ServerClock | None:
     """A clock for lease ages, if this caller may write ``tmp/``."""
-    from .claims import Claimer, ServerClock
+    from .clock import ServerClock
+    from .proc import tag
 
     if os.access(layout.tmp, os.W_OK):
-        return ServerClock(layout, Claimer.current())
+        return ServerClock(layout, tag())
     return None

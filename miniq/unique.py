@@ -72,19 +72,31 @@ def key_path(layout: Layout, key: str, owner: int) -> Path:
 
 
 def _holder(path: Path) -> tuple[str, float] | None:
-    """(job id, age in seconds) of a key file; None if it is gone or unreadable."""
+    """(job id, ctime) of a key file; None if it is gone.  The id is "" for a
+    key miniq did not write (a FIFO, a link, garbage): stale once GRACE has passed.
+
+    The ctime, not the mtime: only the file system sets it (see claims.py's
+    ``clean_tmp`` for what NFS shows as the mtime of a file being created)."""
     try:
         data, st = read_untrusted(path, cap=256, single_link=False)
     except FileNotFoundError:
         return None
     except Unusable:
-        # Not a key miniq wrote (a FIFO, a link, garbage): stale once GRACE has passed.
         try:
-            return ("", time.time() - os.lstat(path).st_mtime)
+            return ("", os.lstat(path).st_ctime)
         except FileNotFoundError:
             return None
     text = data.decode("ascii", "replace").strip()
-    return (text if is_id(text) else "", time.time() - st.st_mtime)
+    return (text if is_id(text) else "", st.st_ctime)
+
+
+def _server_now(layout: Layout) -> float:
+    """The time by the file server's clock, which set the key's ctime: another
+    machine sharing the root over NFS may run minutes ahead or behind."""
+    from .clock import ServerClock
+    from .proc import tag
+
+    return ServerClock(layout, tag()).now()
 
 
 def unfinished(layout: Layout, job_id: str) -> bool | None:
@@ -112,10 +124,11 @@ def take(layout: Layout, key: str, owner: int, job_id: str, chown: tuple[int, in
         found = _holder(path)
         if found is None:
             continue  # removed meanwhile: try again
-        holder, age = found
+        holder, changed = found
         if holder == job_id:
             return
         state = unfinished(layout, holder) if holder else None
+        age = _server_now(layout) - changed if state is None else 0.0
         if state or (state is None and holder and age < GRACE):
             raise AlreadyQueued(holder, key)  # unfinished, or being published
         if state is None and age < GRACE:

@@ -13,7 +13,8 @@ import pytest
 from helpers import ListSink, processor
 
 from miniq import ending
-from miniq.claims import Claim, Claimer, LeaseLost, ServerClock, clean_tmp, stale_claims, take_over
+from miniq.claims import Claim, Claimer, LeaseLost, clean_tmp, stale_claims, take_over
+from miniq.clock import ServerClock
 from miniq.files import dump
 from miniq.job import State
 from miniq.layout import parse_queue_name
@@ -100,7 +101,7 @@ def test_dead_processor_claims_are_recovered_and_others_left_alone(root: Path) -
     far = q.enqueue("echo", ["y"])
     elsewhere = other(me, host="elsewhere", boot="e" * 32)
     assert take_next(q, elsewhere)
-    clock = ServerClock(q.layout, me)
+    clock = ServerClock(q.layout, me.name)
     stale = list(stale_claims(q.layout, me, 60.0, clock))
     assert [(s.id, s.host) for s in stale] == [(job.id, me.host)]
     assert stale[0].why == f"its processor (PID {dead.pid} on {me.host}) died"
@@ -118,7 +119,7 @@ def test_an_expired_lease_is_judged_by_the_file_servers_clock(root: Path) -> Non
     elsewhere = other(me, host="lost", boot="a" * 32)
     claim = take_next(q, elsewhere)
     assert claim is not None
-    clock = ServerClock(q.layout, me)
+    clock = ServerClock(q.layout, me.name)
     assert list(stale_claims(q.layout, me, 60.0, clock)) == []
     # The holder stopped renewing 100 s ago (as the server saw it).
     past = clock.now() - 100
@@ -140,7 +141,7 @@ def test_a_takeover_fences_the_old_holder(root: Path) -> None:
     frozen = other(me, host="frozen", boot="b" * 32)
     old = take_next(q, frozen)
     assert old is not None and old.job is not None
-    clock = ServerClock(q.layout, me)
+    clock = ServerClock(q.layout, me.name)
     past = clock.now() - 1000
     os.utime(old.path, (past, past))
     [stale] = stale_claims(q.layout, me, 60.0, clock)
@@ -171,7 +172,7 @@ def _stall_after_the_fence(q: Queue, root: Path, me: Claimer, target: str) -> tu
     else:
         old._stage_and_fence(q.layout.delayed_entry(job.id, 2e9), dump(old.job.to_json()))
     assert [n for n in os.listdir(root / "tmp") if n.startswith(".end~")]
-    clock = ServerClock(q.layout, me)
+    clock = ServerClock(q.layout, me.name)
     past = clock.now() - 1000
     os.utime(old.path, (past, past))
     [stale] = stale_claims(q.layout, me, 60.0, clock)
@@ -258,7 +259,7 @@ def test_a_stage_made_before_a_fence_never_passed_is_removed_at_takeover(root: P
     old = take_next(q, other(me, host="frozen", boot="b" * 32))
     assert old is not None
     stage = ending.stage(q.layout, q.layout.record(State.DONE, job.id), old.me.name, b"{}\n", None)
-    clock = ServerClock(q.layout, me)
+    clock = ServerClock(q.layout, me.name)
     past = clock.now() - 1000
     os.utime(old.path, (past, past))
     [stale] = stale_claims(q.layout, me, 60.0, clock)
@@ -279,11 +280,11 @@ def test_a_stage_is_kept_while_its_fenced_claim_is(root: Path) -> None:
     assert claim is not None and claim.job is not None
     claim._stage_and_fence(q.layout.record(State.DONE, job.id), b"{}\n")
     assert claim.stage is not None
-    os.utime(claim.stage, (946684800, 946684800))
-    clean_tmp(q.layout, me)
+    later = lambda: time.time() + 7200  # noqa: E731
+    clean_tmp(q.layout, me, later)
     assert claim.stage.exists()
     claim.path.unlink()
-    clean_tmp(q.layout, me)
+    clean_tmp(q.layout, me, later)
     assert not claim.stage.exists()
 
 
@@ -371,7 +372,7 @@ def test_live_claims_are_not_recovered(root: Path) -> None:
     q.enqueue("echo", [])
     assert take_next(q, Claimer.current())
     me = other(Claimer.current())
-    assert list(stale_claims(q.layout, me, 60.0, ServerClock(q.layout, me))) == []
+    assert list(stale_claims(q.layout, me, 60.0, ServerClock(q.layout, me.name))) == []
     assert len(os.listdir(root / "running")) == 1
 
 
@@ -398,7 +399,7 @@ def test_a_new_claim_never_shows_the_old_time_of_its_file(root: Path) -> None:
     me = Claimer.current()
     assert take_next(q, other(me, host="holder", boot="d" * 32))
     judge = other(me, host="judge")
-    assert list(stale_claims(q.layout, judge, 60.0, ServerClock(q.layout, judge))) == []
+    assert list(stale_claims(q.layout, judge, 60.0, ServerClock(q.layout, judge.name))) == []
 
 
 def test_file_system_type_is_read_from_statfs(tmp_path: Path) -> None:

@@ -214,7 +214,7 @@ def test_racing_unique_enqueues_make_one_job(root: Path) -> None:
         process(root)
 
 
-def test_a_stale_key_is_taken_over(root: Path) -> None:
+def test_a_stale_key_is_taken_over(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     q = Queue(root)
     job = q.enqueue("echo", [], unique="k")
     process(root)
@@ -228,8 +228,17 @@ def test_a_stale_key_is_taken_over(root: Path) -> None:
     path2.write_text(ghost + "\n")
     with pytest.raises(unique.AlreadyQueued):
         q.enqueue("echo", [], unique="g")
-    old = time.time() - unique.GRACE - 1
-    os.utime(path2, (old, old))
+    # This machine's clock ten minutes ahead of the file server's changes nothing (NFS).
+    clock = time.time
+    monkeypatch.setattr(time, "time", lambda: clock() + 600)
+    with pytest.raises(unique.AlreadyQueued):
+        q.enqueue("echo", [], unique="g")
+    monkeypatch.undo()
+    os.utime(path2, (0, 0))  # an mtime in 1970 (what NFS shows of a file being created) neither
+    with pytest.raises(unique.AlreadyQueued):
+        q.enqueue("echo", [], unique="g")
+    later = time.time() + unique.GRACE + 1
+    monkeypatch.setattr(unique, "_server_now", lambda layout: later)
     assert q.enqueue("echo", [], unique="g").id != ghost
 
 
@@ -389,7 +398,7 @@ def test_schedule_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "miniq-every" not in proc.stderr, proc.stderr
 
 
-def test_a_fifo_where_a_key_should_be_is_stale_after_the_grace_time(root: Path) -> None:
+def test_a_fifo_where_a_key_should_be_is_stale_after_the_grace_time(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     q = Queue(root)
     q.ensure_layout()
     path = unique.key_path(q.layout, "k", os.geteuid())
@@ -398,7 +407,7 @@ def test_a_fifo_where_a_key_should_be_is_stale_after_the_grace_time(root: Path) 
 
     with pytest.raises(MiniqError, match="could not take the unique key 'k'"):
         q.enqueue("echo", [], unique="k")  # it may be a key being written: nothing is added
-    old = time.time() - unique.GRACE - 1
-    os.utime(path, (old, old))
+    later = time.time() + unique.GRACE + 1
+    monkeypatch.setattr(unique, "_server_now", lambda layout: later)
     job = q.enqueue("echo", [], unique="k")
     assert path.read_text() == job.id + "\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,11 @@ def test_a_clock_file_of_a_dead_process_is_removed(root: Path) -> None:
     mine.write_text("{}\n")
     clean_tmp(Layout(root), me)
     assert sorted(os.listdir(root / "tmp")) == sorted([f"clock@{live.name}", f".1000-x.json~{live.name}~0a1b2c3d.tmp", mine.name])
+    # What NFSv4 shows of a file another machine is creating with O_EXCL, until its
+    # SETATTR: the create verifier (that client's jiffies) as the mtime, here 1970.
     for name in os.listdir(root / "tmp"):
-        os.utime(root / "tmp" / name, (946684800, 946684800))
+        os.utime(root / "tmp" / name, (75000, 75000))
     clean_tmp(Layout(root), me)
+    assert len(os.listdir(root / "tmp")) == 3
+    clean_tmp(Layout(root), me, now=lambda: time.time() + 3700)  # an hour after their ctime
     assert os.listdir(root / "tmp") == []

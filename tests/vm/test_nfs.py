@@ -159,6 +159,117 @@ def test_exactly_once_over_nfs_with_the_same_hostname(pair: dict[str, VM]) -> No
     exactly_once(pair)
 
 
+STAGE_WRITER = """
+import errno, os, sys, time
+from pathlib import Path
+from miniq import files
+from miniq.layout import Layout
+
+layout = Layout(Path(sys.argv[1]))
+probe = Path(sys.argv[1]) / "probe-staging"
+probe.mkdir(exist_ok=True)
+end = time.monotonic() + float(sys.argv[2])
+written = lost = 0
+while time.monotonic() < end:
+    try:
+        files.write_durably(layout.tmp, probe / str(written), b"x" * 200)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ESTALE):
+            raise
+        lost += 1
+    written += 1
+for f in probe.iterdir():
+    f.unlink()
+probe.rmdir()
+print(written, lost)
+"""
+
+TMP_CLEANER = """
+import os, sys, time
+from pathlib import Path
+from miniq import claims
+from miniq.claims import Claimer, clean_tmp
+from miniq.layout import Layout
+
+removed = []
+unlink = os.unlink
+def logged_unlink(path, *args, **kwargs):
+    st = os.lstat(path)
+    removed.append(f"{os.path.basename(path)} mtime {st.st_mtime:.0f} ctime {st.st_ctime:.0f}")
+    unlink(path, *args, **kwargs)
+claims.os.unlink = logged_unlink
+layout, me = Layout(Path(sys.argv[1])), Claimer.current()
+end = time.monotonic() + float(sys.argv[2])
+passes = 0
+while time.monotonic() < end:
+    clean_tmp(layout, me)
+    passes += 1
+print(passes, len(removed))
+print("\\n".join(removed[:10]))
+"""
+
+
+def test_a_live_writers_staging_files_survive_the_other_machines_cleaning(pair: dict[str, VM]) -> None:
+    """A processor removes staging files in tmp/ that are over an hour old.  NFSv4
+    creates a file with O_EXCL as an exclusive create: until the client's SETATTR that
+    follows in the same open(2), the server keeps the create verifier in the file's
+    mtime, and the Linux client's verifier is its jiffies.  Five minutes after boot
+    jiffies wraps to small numbers, so that mtime reads as 1970.  Another machine's
+    processor that looked in that moment took a live writer's file for an old one,
+    and an enqueue failed with ENOENT (a CI rehearsal, 37 jobs into 50)."""
+    a, b = pair["a"], pair["b"]
+    # The verifier reads as 1970 only once a's 32-bit jiffies has wrapped (300 s after boot).
+    deadline = time.monotonic() + 600
+    while float(a.run("cut -d' ' -f1 /proc/uptime", check=True).stdout) < 330:
+        assert time.monotonic() < deadline
+        time.sleep(10)
+    seconds = 60
+    with ThreadPoolExecutor(2) as pool:
+        writing = pool.submit(a.run, f"python3 - {ROOT} {seconds}", input=STAGE_WRITER.encode(), check=True, timeout=600)
+        cleaning = pool.submit(b.run, f"python3 - {ROOT} {seconds}", input=TMP_CLEANER.encode(), check=True, timeout=600)
+        written, lost = map(int, writing.result().stdout.split())
+        report = cleaning.result().stdout.splitlines()
+    passes, removed = map(int, report[0].split())
+    print(f"a staged {written} files in {seconds} s while b cleaned tmp/ {passes} times; a lost {lost}; b removed {removed}:")
+    print("\n".join(report[1:]))
+    assert written > 100 and passes > 100  # both really ran, side by side
+    assert lost == 0
+    assert removed == 0
+
+
+UNIQUE_RACE = """
+import sys, time
+from pathlib import Path
+from miniq import unique
+from miniq.job import new_id
+from miniq.layout import Layout
+
+layout, key = Layout(Path(sys.argv[1])), "mark:in-flight"
+publishing = new_id()  # an enqueue that holds the key and is about to publish its job
+unique.take(layout, key, 0, publishing)
+start = time.monotonic()
+try:
+    unique.take(layout, key, 0, new_id())
+    print("taken", time.monotonic() - start)
+except unique.AlreadyQueued as e:
+    print("held", time.monotonic() - start, e.job_id == publishing)
+time.sleep(unique.GRACE + 1)
+last = new_id()
+unique.take(layout, key, 0, last)  # the grace is over: a job never published frees its key
+unique.release(layout, unique.key_path(layout, key, 0), last)
+"""
+
+
+def test_a_unique_key_being_published_holds_on_a_machine_whose_clock_runs_ahead(pair: dict[str, VM]) -> None:
+    """A key whose job is not yet visible anywhere is someone's enqueue between taking the
+    key and publishing the job, for GRACE seconds of the file server's clock.  Guest a runs
+    10 minutes ahead: by its own clock every key is 600 s old, and it took the key."""
+    out = pair["a"].run(f"python3 - {ROOT}", input=UNIQUE_RACE.encode(), check=True).stdout.split()
+    print(f"guest a, 600 s ahead, asked for a key in flight: {out}")
+    assert out[0] == "held" and out[2] == "True"
+    assert float(out[1]) < 10  # asked within the grace (10 s), so "held" is the only right answer
+
+
 def test_a_machine_that_loses_power_has_its_job_taken_over(pair: dict[str, VM]) -> None:
     a, b = pair["a"], pair["b"]
     stop_processing(b)
