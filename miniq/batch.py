@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import files
-from .errors import BadInput, MiniqError
+from .errors import BadInput, os_failure
 from .files import MAX_FILE, dump
 from .job import Job
 from .layout import delayed_name, queue_name
@@ -150,7 +150,7 @@ def enqueue_batch(
         result = _publish(queue, tmp_fd, jobs, staged, owner)
         published = True
     except OSError as e:
-        raise MiniqError(f"cannot write to the queue under {queue.root}: {e.strerror}") from None
+        raise os_failure(f"cannot write to the queue under {queue.root}", e) from None
     finally:
         if not published:
             for name_, _ in staged:

@@ -50,3 +50,10 @@ class Busy(MiniqError):
     """Too many requests open at once: the caller's own, or the helper's; try again later."""
 
     exit_code = 6
+
+
+def os_failure(what: str, e: OSError) -> MiniqError:
+    """``what`` failed with ``e``: a ``MiniqError`` naming the file, and the
+    second one of a rename or link, so that a report says which call failed."""
+    names = " -> ".join(str(n) for n in (e.filename, e.filename2) if n is not None)
+    return MiniqError(f"{what}: {e.strerror or e}" + (f" ({names})" if names else ""))

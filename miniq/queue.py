@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import files
-from .errors import BadInput, MiniqError, NotPermitted, UnknownJob
+from .errors import BadInput, MiniqError, NotPermitted, UnknownJob, os_failure
 from .files import MAX_FILE, dump
 from .job import Job, State, check_name, hostname
 from .layout import Layout, is_id, parse_claim_name
@@ -130,7 +130,7 @@ class Queue:
         except OSError as e:
             if unique is not None:
                 keys.give_back(self.layout, unique, key_owner, job.id)
-            raise MiniqError(f"cannot write to the queue under {self.root}: {e.strerror}") from None
+            raise os_failure(f"cannot write to the queue under {self.root}", e) from None
         return job
 
     def _check_options(self, name: str, schedule: Schedule, unique: str | None, *follow_ups: str | None) -> None:

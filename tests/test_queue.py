@@ -193,3 +193,15 @@ def test_no_name_ever_holds_a_partial_file(root: Path, monkeypatch: pytest.Monke
     with pytest.raises(MiniqError):
         Queue(root).enqueue("echo", ["y"])
     assert os.listdir(root / "tmp") == [] and len(os.listdir(root / "queue")) == 1
+
+
+def test_a_failed_write_names_the_files_it_failed_on(root: Path) -> None:
+    q = Queue(root)
+    q.enqueue("echo", [])
+    (root / "queue").rename(root / "queue-gone")  # taken away under a queue in use
+    with pytest.raises(MiniqError) as e:
+        q.enqueue("echo", ["x"])
+    message = e.value.message
+    assert message.startswith(f"cannot write to the queue under {root}: No such file or directory (")
+    assert f"{root}/tmp/." in message and f" -> {root}/queue/" in message
+    assert os.listdir(root / "tmp") == []  # the staging file went with the failure
