@@ -451,8 +451,8 @@ def take_over(layout: Layout, stale: Stale, me: Claimer) -> Claim | None:
 def clean_tmp(layout: Layout, me: Claimer | None = None, now: Callable[[], float] = time.time, older_than: float = 3600.0) -> None:
     """Remove what crashes left in ``tmp/``: clock probes and staging files
     of processes that are provably dead, or older than ``older_than`` by the
-    clock ``now`` (a processor passes its ``ServerClock``'s, asked only when
-    there is something to judge).
+    clock ``now`` (a processor passes its ``ServerClock``'s, which reads the
+    server once a second at most; it is asked only when there is something to judge).
 
     Age is the file's ctime, never its mtime.  Over NFSv4 a file created with
     O_EXCL carries the client's create verifier as its mtime until the
@@ -461,7 +461,6 @@ def clean_tmp(layout: Layout, me: Claimer | None = None, now: Callable[[], float
     A processor on another machine looking in that moment would take a live
     writer's file for an old one.  The ctime is set by the file server alone.
     """
-    current: float | None = None
     try:
         entries = list(os.scandir(layout.tmp))
     except OSError:
@@ -477,10 +476,7 @@ def clean_tmp(layout: Layout, me: Claimer | None = None, now: Callable[[], float
                 continue
             if not entry.name.startswith(("clock@", ".")):
                 continue
-            st = entry.stat(follow_symlinks=False)
-            if current is None:
-                current = now()
-            if st.st_ctime < current - older_than:
+            if entry.stat(follow_symlinks=False).st_ctime < now() - older_than:
                 if entry.is_dir(follow_symlinks=False):
                     import shutil  # (with its compression modules) only here
 

@@ -12,13 +12,14 @@ import time
 
 from . import files
 from .layout import Layout
+from .proc import tag
 
 
 class ServerClock:
     """The file server's idea of "now", read from a probe file's mtime.
 
-    The probe (``tmp/clock@WHO``, WHO the reader's ``Claimer.name`` or
-    ``proc.tag()``, which are the same) exists only while it is read: it is
+    The probe (``tmp/clock@WHO``, WHO the reader's ``Claimer.name``, by
+    default this process's ``proc.tag()``: the same) exists only while it is read: it is
     removed at once, so no reader leaves one behind; one left by a process
     killed in between is removed by ``clean_tmp``.  The server's time is
     kept as an offset from this machine's monotonic clock for ``REUSE``
@@ -27,8 +28,8 @@ class ServerClock:
 
     REUSE = 1.0
 
-    def __init__(self, layout: Layout, who: str) -> None:
-        self.path = layout.clock_probe(who)
+    def __init__(self, layout: Layout, who: str | None = None) -> None:
+        self.path = layout.clock_probe(who if who is not None else tag())
         self._offset: float | None = None
         self._read = 0.0
 

@@ -110,8 +110,7 @@ def _lease(path: Path, clock: ServerClock | None, lease: float) -> Lease | None:
 def server_clock(layout: Layout) -> ServerClock | None:
     """A clock for lease ages, if this caller may write ``tmp/``."""
     from .clock import ServerClock
-    from .proc import tag
 
     if os.access(layout.tmp, os.W_OK):
-        return ServerClock(layout, tag())
+        return ServerClock(layout)
     return None

@@ -94,9 +94,8 @@ def _server_now(layout: Layout) -> float:
     """The time by the file server's clock, which set the key's ctime: another
     machine sharing the root over NFS may run minutes ahead or behind."""
     from .clock import ServerClock
-    from .proc import tag
 
-    return ServerClock(layout, tag()).now()
+    return ServerClock(layout).now()
 
 
 def unfinished(layout: Layout, job_id: str) -> bool | None:
