@@ -88,3 +88,28 @@ def test_a_clock_file_of_a_dead_process_is_removed(root: Path) -> None:
     assert len(os.listdir(root / "tmp")) == 3
     clean_tmp(Layout(root), me, now=lambda: time.time() + 3700)  # an hour after their ctime
     assert os.listdir(root / "tmp") == []
+
+
+def test_cleaning_tmp_on_a_full_disk_keeps_what_it_cannot_judge(root: Path) -> None:
+    """The server clock is a probe file in tmp/: on a full disk it cannot be made.
+    A processor's start then removes only what is provably dead, and goes on."""
+    import errno
+    import subprocess
+
+    from miniq.claims import Claimer, clean_tmp
+    from miniq.layout import Layout
+
+    Queue(root).ensure_layout()
+    me = Claimer.current()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = Claimer(me.host, me.boot, me.pidns, dead.pid, 1)
+    other = Claimer(me.host, "f" * 32, me.pidns, 1, 1)
+    for claimer in (gone, other):
+        (root / "tmp" / f".1000-x.json~{claimer.name}~0a1b2c3d.tmp").write_text("{}\n")
+
+    def full() -> float:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / "tmp" / "clock@x"))
+
+    clean_tmp(Layout(root), me, full)
+    assert os.listdir(root / "tmp") == [f".1000-x.json~{other.name}~0a1b2c3d.tmp"]
