@@ -51,7 +51,6 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -141,27 +140,29 @@ def _rename_to_own(src: Path, dst: Path) -> bool:
     return files.lstat(dst) is not None
 
 
-@dataclass
 class Claim:
     """A job (or an unusable entry) this processor holds in ``running/``."""
 
-    layout: Layout
-    me: Claimer
-    id: str
-    path: Path
-    #: Where it came from, for messages: "queue/NAME", "delayed/NAME"...
-    source: str
-    job: Job | None = None
-    unusable: Unusable | None = None
-    #: (uid, gid) owning the file: who submitted it (README, "Shared servers").
-    owner: tuple[int, int] = (0, 0)
-    fenced: bool = False
-    lost: bool = False
-    #: The follow-up job the end of this claim's job queued (followup.py).
-    follow_up: Job | None = None
-    #: What this claim's end publishes, staged before the fence (ending.py).
-    stage: Path | None = None
-    renewed: float = field(default_factory=time.monotonic)
+    __slots__ = ("fenced", "follow_up", "id", "job", "layout", "lost", "me", "owner", "path", "renewed", "source", "stage", "unusable")
+
+    def __init__(self, layout: Layout, me: Claimer, id: str, path: Path, source: str) -> None:  # noqa: A002 - the job's id
+        self.layout, self.me, self.id, self.path = layout, me, id, path
+        #: Where it came from, for messages: "queue/NAME", "delayed/NAME"...
+        self.source = source
+        self.job: Job | None = None
+        self.unusable: Unusable | None = None
+        #: (uid, gid) owning the file: who submitted it (README, "Shared servers").
+        self.owner: tuple[int, int] = (0, 0)
+        self.fenced = False
+        self.lost = False
+        #: The follow-up job the end of this claim's job queued (followup.py).
+        self.follow_up: Job | None = None
+        #: What this claim's end publishes, staged before the fence (ending.py).
+        self.stage: Path | None = None
+        self.renewed = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"Claim({self.id!r}, {self.source!r}, path={str(self.path)!r})"
 
     # -- taking ---------------------------------------------------------------
 

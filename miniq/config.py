@@ -26,9 +26,10 @@ write it (users.py).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BadInput
 from .files import Unusable, read_untrusted
@@ -100,18 +101,21 @@ def _bool(parser: configparser.ConfigParser, section: str, key: str, where: str)
         raise BadInput(f"invalid value {parser.get(section, key)!r} for {key}{where}: expected yes or no") from None
 
 
-@dataclass(frozen=True)
-class Config:
-    """The contents of ``ROOT/miniq.conf``."""
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
+class Config(NamedTuple):
+    """The contents of ``ROOT/miniq.conf`` (a ``NamedTuple``, not a dataclass:
+    see miniq/__init__.py)."""
 
     limits: Limits = Limits()
-    per_job: dict[str, Limits] = field(default_factory=dict)
-    per_user: dict[str, Limits] = field(default_factory=dict)
-    per_group: dict[str, Limits] = field(default_factory=dict)
+    per_job: Mapping[str, Limits] = _NONE
+    per_user: Mapping[str, Limits] = _NONE
+    per_group: Mapping[str, Limits] = _NONE
     #: How many jobs one processor runs at once; 1 keeps submission order strict.
     parallel: int = 1
     #: Job type -> how many of its jobs run at once over all processors and machines.
-    type_parallel: dict[str, int] = field(default_factory=dict)
+    type_parallel: Mapping[str, int] = _NONE
     #: Seconds a claim stays valid without renewal (README, "Several machines").
     lease: float = 60.0
     #: Runs that may end with their processor's death before the job is failed.
@@ -130,14 +134,14 @@ class Config:
     access_group: str | None = None
     #: System queue: queued, delayed and running jobs per user (None: no cap).
     max_queued: int | None = None
-    max_queued_per_user: dict[str, int] = field(default_factory=dict)
+    max_queued_per_user: Mapping[str, int] = _NONE
     #: System queue: requests a user may have open with the helper at once (None: the helper's default).
     max_connections: int | None = None
-    max_connections_per_user: dict[str, int] = field(default_factory=dict)
+    max_connections_per_user: Mapping[str, int] = _NONE
     #: System queue: the highest priority a user may give (root: any).
     max_priority: int = 0
-    max_priority_per_user: dict[str, int] = field(default_factory=dict)
-    max_priority_per_group: dict[str, int] = field(default_factory=dict)
+    max_priority_per_user: Mapping[str, int] = _NONE
+    max_priority_per_group: Mapping[str, int] = _NONE
 
     def limits_for(self, name: str, user: str | None = None, groups: tuple[str, ...] = ()) -> Limits:
         """The default limits of job type ``name`` submitted by ``user``."""

@@ -21,7 +21,8 @@ import os
 import pwd
 import re
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BadInput
@@ -215,9 +216,9 @@ def _field(data: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class Job:
-    """One queued unit of work: run ``jobs/NAME.job ARGV...``."""
+class Job(NamedTuple):
+    """One queued unit of work: run ``jobs/NAME.job ARGV...`` (a ``NamedTuple``,
+    not a dataclass: see miniq/__init__.py)."""
 
     id: str
     name: str
@@ -236,7 +237,7 @@ class Job:
     #: Set on a follow-up job: the job it follows.
     follows: Follows | None = None
     #: Keys this version does not know, kept so that rewriting loses nothing.
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = MappingProxyType({})
 
     @classmethod
     def new(
@@ -314,7 +315,7 @@ class Job:
         )
 
     def but(self, **changes: Any) -> Job:
-        return replace(self, **changes)
+        return self._replace(**changes)
 
     def argv_bytes(self) -> list[bytes]:
         """The arguments as the bytes the submitter gave (non-UTF-8 survives)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
 from .errors import BadInput
@@ -117,9 +116,9 @@ LIMITS: tuple[LimitSpec, ...] = (
 BY_KEY = {spec.key: spec for spec in LIMITS}
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Per-job resource limits; ``None`` means unset at this layer."""
+class Limits(NamedTuple):
+    """Per-job resource limits; ``None`` means unset at this layer (a
+    ``NamedTuple``, not a dataclass: see miniq/__init__.py)."""
 
     memory_max: int | None = None
     cpu_quota: int | None = None
@@ -145,10 +144,11 @@ class Limits:
 
     def over(self, fallback: Limits) -> Limits:
         """These limits, with unset ones taken from ``fallback``."""
-        return replace(fallback, **{k: v for k, v in asdict(self).items() if v is not None})
+        changes: dict[str, Any] = {k: v for k, v in zip(self._fields, self) if v is not None}
+        return fallback._replace(**changes)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in zip(self._fields, self) if v is not None}
 
     @classmethod
     def from_json(cls, data: Any) -> Limits:
@@ -178,4 +178,4 @@ class Limits:
         return not self.to_json()
 
 
-assert {spec.attr for spec in LIMITS} == {f.name for f in fields(Limits)}
+assert {spec.attr for spec in LIMITS} == set(Limits._fields)

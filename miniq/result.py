@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 import signal
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from .timeparse import now_iso
 
@@ -49,9 +50,9 @@ _INT_FIELDS = ("exit_code", "pid", "cpu_usec", "memory_peak", "max_rss", "oom_ki
 _STR_FIELDS = ("signal", "reason", "started", "ended", "host", "unit", "run", "lost_host")
 
 
-@dataclass(frozen=True)
-class Result:
-    """One run's end.  Only ``outcome`` is always set."""
+class Result(NamedTuple):
+    """One run's end.  Only ``outcome`` is always set (a ``NamedTuple``, not a
+    dataclass: see miniq/__init__.py)."""
 
     outcome: Outcome
     exit_code: int | None = None
@@ -77,7 +78,7 @@ class Result:
     #: For an interrupted run: the host that held the job when it was lost.
     lost_host: str | None = None
     #: Keys this version does not know, kept so that rewriting loses nothing.
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = MappingProxyType({})
 
     @classmethod
     def unrun(cls, outcome: Outcome, reason: str, host: str, **more: Any) -> Result:
@@ -138,14 +139,10 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = dict(self.extra)
-        for f in fields(self):
-            if f.name == "extra":
-                continue
-            value = getattr(self, f.name)
-            if f.name == "outcome":
-                data["outcome"] = value.value
-            elif value is not None:
-                data[f.name] = value
+        data["outcome"] = self.outcome.value
+        for name, value in zip(self._fields[1:-1], self[1:-1]):  # between outcome and extra
+            if value is not None:
+                data[name] = value
         return data
 
     @classmethod
@@ -178,9 +175,12 @@ class Result:
             if not isinstance(data["limits"], dict):
                 raise ValueError("result field 'limits' must be an object")
             values["limits"] = data["limits"]
-        known = {f.name for f in fields(cls)}
+        known = set(cls._fields)
         values["extra"] = {k: v for k, v in data.items() if k not in known}
         return cls(**values)
 
     def but(self, **changes: Any) -> Result:
-        return replace(self, **changes)
+        return self._replace(**changes)
+
+
+assert Result._fields[0] == "outcome" and Result._fields[-1] == "extra"  # to_json relies on it

@@ -6,25 +6,32 @@ merges them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
 class Summary:
     """What one ``miniq process`` run did, by job id."""
 
-    succeeded: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    recovered: list[str] = field(default_factory=list)
-    retrying: list[str] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)
-    #: Set aside because their job type was paused or at its cap (pause.py, slots.py).
-    held: list[str] = field(default_factory=list)
-    #: Follow-up jobs queued (followup.py).
-    followups: list[str] = field(default_factory=list)
-    wake_at: float | None = None
+    __slots__ = ("failed", "followups", "held", "lost", "recovered", "rejected", "retrying", "succeeded", "wake_at")
+
+    def __init__(self) -> None:
+        self.succeeded: list[str] = []
+        self.failed: list[str] = []
+        self.rejected: list[str] = []
+        self.recovered: list[str] = []
+        self.retrying: list[str] = []
+        self.lost: list[str] = []
+        #: Set aside because their job type was paused or at its cap (pause.py, slots.py).
+        self.held: list[str] = []
+        #: Follow-up jobs queued (followup.py).
+        self.followups: list[str] = []
+        self.wake_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Summary({self.to_json()})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.__slots__}
 
     def describe(self) -> str:
         """The line ``miniq process`` prints at its end."""

@@ -18,7 +18,6 @@ import os
 import select
 import signal
 import time
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from . import journal, notify
@@ -57,7 +56,7 @@ def fork_worker(processor: Processor, linger: float) -> tuple[int, int]:
         code = 1
     finally:
         try:
-            os.write(write_end, b"\n" + json.dumps(asdict(mine)).encode() + b"\n")
+            os.write(write_end, b"\n" + json.dumps(mine.to_json()).encode() + b"\n")
         finally:
             os._exit(code)
 

@@ -78,33 +78,62 @@ def dbuslib() -> Any:
     and lxml to parse introspection data): about 12 ms of a cold processor's
     start, for nothing miniq uses.  So the package is registered with its
     ``__path__`` only, and its ``__init__`` runs when something first asks
-    the package for a name it defines (``_Package``): a caller of the library
+    the package for a name it defines (``_Deferred``): a caller of the library
     that imports pystemd afterwards gets the whole package.  ``ImportError``
     if pystemd is not installed.
+
+    The bus module itself imports two standard modules for things miniq
+    never asks of it: ``pprint`` (for ``pformat`` in a ``repr``), which on
+    Python 3.10+ imports ``dataclasses`` and with it ``inspect``, ``ast``,
+    ``dis`` and ``tokenize``; and ``uuid`` (for pystemd's random unit names),
+    which imports ``platform``.  About 10 ms of a cold processor's start
+    here; so they are deferred the same way, unless something imported them
+    already: they run when first used, by pystemd or by anyone else.
     """
     if "pystemd" not in sys.modules:
-        from importlib.util import find_spec, module_from_spec
-
-        spec = find_spec("pystemd")
-        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        package = _deferred("pystemd")
+        if package is None or package.__spec__.submodule_search_locations is None:  # type: ignore[union-attr]
             raise ImportError("No module named 'pystemd'", name="pystemd")
-        package = module_from_spec(spec)  # __name__, __path__, __spec__: not its code
-        package.__class__ = _Package
-        sys.modules["pystemd"] = package
+        pprint = _deferred("pprint")
+        if pprint is not None:
+            # Taken by ``from pprint import pformat`` without loading the module.
+            setattr(pprint, "pformat", lambda *args, **kwargs: _load(pprint).pformat(*args, **kwargs))  # noqa: B010
+        _deferred("uuid")
     return importlib.import_module("pystemd.dbuslib")
 
 
-class _Package(types.ModuleType):
-    """A package whose ``__init__`` runs on the first lookup of a name it
-    has not got (``dbuslib``); its submodules import without it."""
+def _deferred(name: str) -> types.ModuleType | None:
+    """Register module ``name`` in ``sys.modules`` without running its code
+    (``_Deferred``); None if it was imported already or cannot be found."""
+    if name in sys.modules:
+        return None
+    from importlib.util import find_spec, module_from_spec
+
+    spec = find_spec(name)
+    if spec is None or spec.loader is None:
+        return None
+    module = module_from_spec(spec)  # __name__, __path__, __spec__: not its code
+    module.__class__ = _Deferred
+    sys.modules[name] = module
+    return module
+
+
+def _load(module: types.ModuleType) -> types.ModuleType:
+    """Run a deferred module's code (once); the module, whole."""
+    if type(module) is _Deferred:
+        module.__class__ = types.ModuleType  # type: ignore[assignment]  # a plain module from now on
+        spec = module.__spec__
+        assert spec is not None and spec.loader is not None
+        spec.loader.exec_module(module)
+    return module
+
+
+class _Deferred(types.ModuleType):
+    """A module (or package) whose code runs on the first lookup of a name
+    it has not got; a package's submodules import without it."""
 
     def __getattr__(self, name: str) -> Any:
-        # a plain module from now on
-        self.__class__ = types.ModuleType  # type: ignore[assignment]
-        spec = self.__spec__
-        assert spec is not None and spec.loader is not None
-        spec.loader.exec_module(self)
-        return getattr(self, name)
+        return getattr(_load(self), name)
 
 
 def _encode(props: list[Property]) -> list[Any]:

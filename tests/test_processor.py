@@ -168,6 +168,26 @@ def test_the_processor_loads_pystemds_bus_alone_and_leaves_the_package_whole() -
     assert out[2] == "Unit pystemd.DBus True True"
 
 
+def test_a_cold_processor_defers_the_standard_modules_pystemd_imports_and_they_still_work() -> None:
+    """systemd.dbuslib: what a cold ``miniq process`` imports leaves out
+    dataclasses (through pprint) and platform (through uuid); a caller who
+    uses pprint, uuid or pystemd's own pformat afterwards gets them whole."""
+    import subprocess
+
+    code = (
+        "import sys\nfrom miniq.processor import Processor, preload\nfrom miniq.queue import Queue\n"
+        "preload()\n"
+        "print(sorted(m for m in ('dataclasses', 'inspect', 'platform') if m in sys.modules))\n"
+        "import pprint, uuid\nfrom pystemd import dbuslib\n"
+        "print(dbuslib.pformat({'a': [1]}), pprint.pformat((2,)), pprint.PrettyPrinter.__name__, uuid.UUID(int=5).int)\n"
+        "print(type(pprint).__name__, type(uuid).__name__, 'dataclasses' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "[]"
+    assert out[1] == "{'a': [1]} (2,) PrettyPrinter 5"
+    assert out[2] == "module module True"  # loaded whole on first use
+
+
 def test_unconfined_only_when_opted_in(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
