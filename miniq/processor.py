@@ -262,6 +262,8 @@ class Processor:
                     return
                 path = pending.next()
                 if path is None:
+                    if runner is not None:
+                        runner.idle()  # scope.py: the last job's scope goes now
                     if self._idle(pending, linger):
                         continue
                     return

@@ -40,6 +40,7 @@ class Runner(Protocol):
     def start(self, spec: ExecSpec) -> Running: ...
     def accounting(self, running: Running) -> Accounting: ...
     def stop(self, running: Running) -> None: ...
+    def idle(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -61,6 +62,9 @@ class PlainRunner:
             os.killpg(running.pid, signal.SIGKILL)  # leftovers of the job's session
         except (ProcessLookupError, PermissionError):
             pass
+
+    def idle(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -7,20 +7,27 @@ No instruction of a job ever runs outside its scope.  The wait is an event:
 systemd's ``JobRemoved`` signal for the scope's start job (systemd.py).  A
 refused scope fails the job at once with systemd's reason.
 
-A second process, the keeper (``sleep infinity``), joins the scope.  It
-keeps the scope's cgroups alive after the job's main process exits, so miniq
-can read what the kernel accounted (cgroup.py) before the scope goes.
-``TasksMax=`` counts it: a job gets one task fewer than the limit says.
+A second process, the keeper, joins the scope.  It keeps the scope's
+cgroups alive after the job's main process exits, so miniq can read what the
+kernel accounted (cgroup.py) before the scope goes.  ``TasksMax=`` counts it:
+a job gets one task fewer than the limit says.  One keeper serves a runner's
+jobs one after another: when a job's scope holds nothing but the keeper any
+more, the keeper stays there until the next job's scope is started with it
+among its PIDs, and systemd collects the old scope once it is empty.  The
+runner ends the keeper when the queue is empty (``idle``) and when it closes.
+The keeper is ``cat`` reading a pipe that only this runner holds open for
+writing, so it also ends when its processor dies, whatever kills it.
 
 A scope is not bound to the processor's service: a processor that is
 stopped stops its jobs itself and puts them back (processor.py), and one that
 dies is restarted a second later and stops the leftover scopes of its jobs
 while it recovers them (README, "When things go wrong").
 
-``stop`` reaps the keeper.  A scope the job left empty is stopped and
-unloaded by systemd itself (``CollectMode=inactive-or-failed``).  If the job
-left processes behind, ``stop`` stops the scope (SIGTERM, then SIGKILL after
-``STOP_GRACE``) and returns once systemd has unloaded it.
+``stop`` keeps the keeper for the next job if the job left nothing else in
+its scope, which systemd then stops and unloads itself once the keeper has
+moved on or ended (``CollectMode=inactive-or-failed``).  If the job left
+processes behind, ``stop`` ends the keeper and stops the scope (SIGTERM, then
+SIGKILL after ``STOP_GRACE``), and returns once systemd has unloaded it.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from .runner import Running
 from .spawn import ExecSpec, StartDelayed, StartFailed, abort, release, spawn_gated
 from .systemd import NoAnswer, Property, Systemd, SystemdError
 
-KEEPER = ("/bin/sleep", "infinity")
+KEEPER = "/bin/cat"  # reads the runner's lifeline pipe; never gets a byte
 STOP_TIMEOUT_USEC = 10 * 1_000_000  # systemd's own SIGKILL after SIGTERM
 PLACEMENT_TIMEOUT = 10.0  # seconds to wait for systemd to move the PID
 
@@ -50,6 +57,9 @@ class ScopeRunner:
         self.systemd = systemd or Systemd(manager)
         self.systemd.watch_jobs()
         self.slice = slice_
+        #: The keeper between two jobs, still in the last job's scope (module comment).
+        self.spare: int | None = None
+        self._lifeline: tuple[int, int] | None = None  # (read, write): the keepers' stdin
 
     def properties(self, spec: ExecSpec, pids: list[int]) -> list[Property]:
         props: list[Property] = [
@@ -74,24 +84,25 @@ class ScopeRunner:
         return props + spec.limits.properties()
 
     def start(self, spec: ExecSpec) -> Running:
-        keeper = os.posix_spawn(KEEPER[0], list(KEEPER), {}, setsid=True)
+        keeper = self._keeper()
         gated = spawn_gated(spec)
+        pids = [gated.pid, keeper]  # _start_scope may replace an ended keeper
         try:
-            job = self._start_scope(spec, [gated.pid, keeper])
+            job = self._start_scope(spec, pids)
             self.systemd.wait_job(job, PLACEMENT_TIMEOUT)
-            self._wait_placed(spec.unit, gated.pid, keeper)
+            self._wait_placed(spec.unit, *pids)
         except StartDelayed as e:
-            report = abort(gated, keeper)
+            report = abort(gated, pids[-1])
             raise StartDelayed(report or str(e)) from None
         except (SystemdError, StartFailed) as e:
-            report = abort(gated, keeper)
+            report = abort(gated, pids[-1])
             if isinstance(e, NoAnswer) and not report:  # not refused, never answered: the job runs later
                 raise StartDelayed(f"{e} (scope {spec.unit})") from None
             raise StartFailed(report or f"systemd refused the scope {spec.unit}: {e}") from None
         except BaseException:
-            abort(gated, keeper)
+            abort(gated, pids[-1])
             raise
-        running = Running(pid=gated.pid, stdout=gated.stdout, stderr=gated.stderr, unit=spec.unit, keeper=keeper)
+        running = Running(pid=gated.pid, stdout=gated.stdout, stderr=gated.stderr, unit=spec.unit, keeper=pids[-1])
         running.cgroups = cgroup.paths(gated.pid)
         try:
             release(gated)
@@ -100,11 +111,31 @@ class ScopeRunner:
             raise
         return running
 
+    def _keeper(self) -> int:
+        """The spare keeper if it is still there, else a new one."""
+        if self.spare is not None:
+            keeper, self.spare = self.spare, None
+            if _alive(keeper):
+                return keeper
+        if self._lifeline is None:
+            self._lifeline = os.pipe()  # close-on-exec: no job inherits the write end
+        actions = [
+            (os.POSIX_SPAWN_DUP2, self._lifeline[0], 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        return os.posix_spawn(KEEPER, [KEEPER], {}, file_actions=actions, setsid=True)
+
     def _start_scope(self, spec: ExecSpec, pids: list[int]) -> bytes:
         """Queue the scope's start job; returns its object path."""
         try:
             return self.systemd.start_transient(spec.unit, self.properties(spec, pids))
         except SystemdError as e:
+            if not _alive(pids[-1]):
+                # The keeper ended between two jobs (someone stopped the last
+                # job's scope, or killed it): the job is not to blame.
+                pids[-1] = self._keeper()
+                return self.systemd.start_transient(spec.unit, self.properties(spec, pids))
             if "already exists" not in e.message and "UnitExists" not in e.message:
                 raise
             # A scope of a lost run of this job on this host: stop it, then retry.
@@ -131,19 +162,38 @@ class ScopeRunner:
         return cgroup.accounting(running.cgroups, running.unit or "")
 
     def stop(self, running: Running) -> None:
-        """Reap the keeper; stop the scope if the job left processes in it."""
-        if running.keeper is not None:
-            try:
-                os.kill(running.keeper, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(running.keeper, 0)
-            running.keeper = None
+        """Keep the keeper for the next job if the job left nothing else in
+        its scope; else end it and stop the scope (module comment)."""
+        keeper, running.keeper = running.keeper, None
+        if keeper is not None and running.unit and cgroup.holds_only(running.cgroups, running.unit, keeper):
+            self._end(self.spare)
+            self.spare = keeper
+            return
+        self._end(keeper)
         # A scope without processes is stopped and unloaded by systemd itself
         # (CollectMode=inactive-or-failed); only leftovers need a StopUnit,
         # which costs a few milliseconds per job.
         if running.unit and not cgroup.empty(running.cgroups, running.unit):
             self.stop_leftover_unit(running.unit)
+
+    def idle(self) -> None:
+        """No job to run now: end the spare keeper, so that systemd collects
+        the last job's scope instead of keeping it while the queue is empty."""
+        spare, self.spare = self.spare, None
+        self._end(spare)
+
+    @staticmethod
+    def _end(keeper: int | None) -> None:
+        if keeper is None:
+            return
+        try:
+            os.kill(keeper, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(keeper, 0)
+        except ChildProcessError:
+            pass
 
     def stop_leftover_unit(self, unit: str) -> bool:
         """Stop a scope: SIGTERM to what is left, SIGKILL after a grace period.
@@ -162,4 +212,17 @@ class ScopeRunner:
         return True
 
     def close(self) -> None:
+        self.idle()
+        if self._lifeline is not None:
+            for fd in self._lifeline:
+                os.close(fd)
+            self._lifeline = None
         self.systemd.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether our child ``pid`` has not ended (an ended one is reaped)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False

@@ -14,6 +14,7 @@ timings on shared machines are noisy, so nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -113,20 +115,23 @@ def main() -> None:
         print(note)
 
 
-def reference_runs(root: str, jobs: int, loops: int) -> list[dict[str, object]]:
-    """The minimal pystemd loop (``loops`` side by side), three times, in a sandbox systemd of its own.
+@contextlib.contextmanager
+def reference_sandbox(root: str) -> Iterator[Sandbox]:
+    """A sandbox systemd of its own for the minimal pystemd loop.
 
     systemd's cost per scope depends on what it ran before: run in the main
     sandbox after the rest of the benchmark, the loop took 9.1, 11.8 and 18.6 s
     for 500 scopes (21 ms of PID 1's CPU per scope), and miniq's drain fell from
     100 to 31 jobs/s right after the loop had run; in a fresh sandbox the loop
-    runs 300 scopes in 0.84-1.0 s, three times alike.  So it gets one of its own.
+    runs 300 scopes in 0.84-1.0 s, three times alike.  So it gets one of its
+    own, booted beside the main one, which has run only the enqueue rows when
+    the drains run.
     """
     shared = Path(root).parent
     sb = Sandbox(shared.parent / "sb-reference", "bench-ref", binds=[REPO], shared=[shared])
     try:
         sb.boot()
-        return [run(sb, root, "reference", str(jobs), str(loops)) for _ in range(3)]
+        yield sb
     finally:
         sb.close()
 
@@ -153,11 +158,25 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
         "Submit commands of the peers (median): " + ", ".join(f"{k} {ms(median(enq[k]))}" for k in ("nq", "tsp", "systemd-run"))  # type: ignore[arg-type]
     )
     jobs = 100 if b.quick else 500
-    drains = [run(sb, root, "drain", str(jobs), "1") for _ in range(3)]
+    # Each drain beside a run of its reference right after it, three times:
+    # the machine's load moves over minutes, and both sides see the same.
+    drains, refs, drains2, refs2 = [], [], [], []
+    with reference_sandbox(root) as ref_sb:
+        for _ in range(3):
+            drains.append(run(sb, root, "drain", str(jobs), "1"))
+            refs.append(run(ref_sb, root, "reference", str(jobs), "1"))
+        for _ in range(3):
+            drains2.append(run(sb, root, "drain", str(jobs), "2"))
+            refs2.append(run(ref_sb, root, "reference", str(jobs // 2), "2"))
     rate1 = median([d["jobs"] / d["seconds"] for d in drains])  # type: ignore[operator]
-    drains2 = [run(sb, root, "drain", str(jobs), "2") for _ in range(3)]
     rate2 = median([d["jobs"] / d["seconds"] for d in drains2])  # type: ignore[operator]
+    rate_ref = median([r["jobs"] / r["seconds"] for r in refs])  # type: ignore[operator]
+    rate_ref2 = median([r["jobs"] / r["seconds"] for r in refs2])  # type: ignore[operator]
+    b.row(f"drain {jobs} trivial jobs, parallel 1, scope per job", f"{rate1:.0f} jobs/s",
+          f"minimal pystemd loop {rate_ref:.0f}/s", rate1 / rate_ref, ">= 0.6x")  # fmt: skip
     b.row("same, parallel 2", f"{rate2:.0f} jobs/s", f"miniq parallel 1 {rate1:.0f}/s", rate2 / rate1, ">= 1.6x")
+    b.row(f"drain {jobs} trivial jobs, parallel 2", f"{rate2:.0f} jobs/s",
+          f"two minimal loops side by side {rate_ref2:.0f}/s", rate2 / rate_ref2, ">= 0.6x")  # fmt: skip
     for label, spacing in (("warm: the processor still lingers", 0.5), ("cold: the processor had exited", COLD_SPACING)):
         lat = run(sb, root, "latency", str(b.latency_samples), str(spacing))
         mq, sr = lat["miniq"], lat["systemd-run"]
@@ -202,14 +221,6 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     b.row(f"processor start to first job, {large_n:,} queued vs 100", ms(float(large["start_s"])), f"{ms(float(small['start_s']))} at 100",  # type: ignore[arg-type]
           float(large["start_s"]) / float(small["start_s"]), "(once per processor run)")  # type: ignore[arg-type]  # fmt: skip
     b.notes.append(f"Durable enqueue while filling {large_n:,}: {float(large['enqueue_per_s']):.0f} jobs/s")  # type: ignore[arg-type]
-    refs = reference_runs(root, jobs, 1)
-    rate_ref = median([r["jobs"] / r["seconds"] for r in refs])  # type: ignore[operator]
-    b.row(f"drain {jobs} trivial jobs, parallel 1, scope per job", f"{rate1:.0f} jobs/s",
-          f"minimal pystemd loop {rate_ref:.0f}/s", rate1 / rate_ref, ">= 0.6x", at=1)  # fmt: skip
-    refs2 = reference_runs(root, jobs // 2, 2)
-    rate_ref2 = median([r["jobs"] / r["seconds"] for r in refs2])  # type: ignore[operator]
-    b.row(f"drain {jobs} trivial jobs, parallel 2", f"{rate2:.0f} jobs/s",
-          f"two minimal loops side by side {rate_ref2:.0f}/s", rate2 / rate_ref2, ">= 0.6x", at=2)  # fmt: skip
     pid1 = {label: median([d["pid1_cpu"] / d["jobs"] for d in runs]) for label, runs in  # type: ignore[operator]
             (("reference", refs), ("two references", refs2), ("parallel 1", drains), ("parallel 2", drains2))}  # fmt: skip
     b.notes.append("CPU time of systemd (PID 1) per job: " + ", ".join(f"{k} {ms(v)}" for k, v in pid1.items()))

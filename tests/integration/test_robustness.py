@@ -149,6 +149,78 @@ def test_kill_9_of_the_processor_mid_job(flow: Flow) -> None:
     assert flow.failed_units() == [] and flow.leftover_scopes() == []
 
 
+# The processes of scope $0 (PID, name, start time): systemd's own hierarchy
+# on a hybrid host, else the unified one.
+SCOPE_PROCESSES = """
+cg=$(systemctl show -P ControlGroup "$0")
+for m in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+  [ -e "$m$cg/cgroup.procs" ] && break
+done
+for p in $(cat "$m$cg/cgroup.procs"); do
+  stat=$(cat /proc/$p/stat 2>/dev/null) || continue
+  set -- $stat
+  name=${2#?}
+  echo "$p ${name%?} ${22}"
+done
+"""
+# Writes the other processes of its own scope (not itself, its shells and grep) to a file.
+SCOPE_MATES = f"""#!/bin/sh
+sh -c '{SCOPE_PROCESSES}' "miniq-job-$MINIQ_JOB_ID.scope" | grep -v -e "^$$ " -e " sh " -e " grep " > "$MINIQ_ROOT/mates-$MINIQ_JOB_ID"
+"""
+
+
+def test_one_keeper_serves_jobs_in_a_row_and_goes_with_the_queue(flow: Flow) -> None:
+    """scope.py: the keeper moves from each job's scope to the next one's;
+    it ends, and the last scope goes, once the queue is empty."""
+    flow.add_job("mates", SCOPE_MATES)
+    flow.pause()
+    try:
+        ids = flow.cli("enqueue", "--stdin", "mates", input="1\n2\n3\n4\n").stdout.split()
+        flow.run(["systemctl", "start", "miniq-process.service"], timeout=120)  # one run, all four
+    finally:
+        flow.resume()
+    flow.wait_final(ids, timeout=60)
+    mates = [flow.sb.path(f"{flow.root}/mates-{i}").read_text().splitlines() for i in ids]
+    assert all(len(m) == 1 for m in mates), mates  # the job's one scope mate: the keeper
+    assert len({m[0] for m in mates}) == 1, mates  # the same process (PID and start time) each time
+    pid, name, _ = mates[0][0].split()
+    assert name == "cat"
+    assert flow.run(["test", "-e", f"/proc/{pid}"], check=False).returncode == 1, "the keeper outlived its processor's run"
+    assert flow.leftover_scopes() == [] and flow.failed_units() == []
+
+
+def test_the_keeper_ends_with_its_processor_however_it_dies(flow: Flow) -> None:
+    """The keeper reads a pipe only its processor holds: a kill -9 of the
+    processor ends it at once, before the restarted processor recovers the
+    job (so a processor killed between two jobs leaves no scope behind)."""
+    flow.add_job("long", "#!/bin/sh\necho start\nsleep 4\necho end\n")
+    job_id = flow.cli("enqueue", "long").stdout.strip()
+    flow.wait_running(job_id)
+
+    def names() -> dict[str, str]:
+        """The scope's processes: name by PID."""
+        out = flow.run(["sh", "-c", SCOPE_PROCESSES, f"miniq-job-{job_id}.scope"]).stdout
+        return {line.split()[0]: line.split()[1] for line in out.splitlines()}
+
+    keepers = [pid for pid, name in names().items() if name == "cat"]
+    assert len(keepers) == 1, names()
+    main_pid = flow.run(["systemctl", "show", "-P", "MainPID", "miniq-process.service"]).stdout.strip()
+    flow.run(["kill", "-9", main_pid])
+    killed = time.monotonic()
+    while keepers[0] in names() and time.monotonic() - killed < 5:
+        time.sleep(0.01)
+    gone = time.monotonic() - killed
+    left = names()
+    print(f"the keeper ended {gone:.3f} s after its processor; the scope then held {sorted(left.values())}")
+    assert keepers[0] not in left
+    # Sooner than the restart (RestartSec=1s) could have recovered the job: the job still runs.
+    assert "sleep" in left.values(), left
+    record = final_record(flow, job_id)
+    assert record["state"] == "done"
+    assert [a["outcome"] for a in record["attempts"]] == ["interrupted", "exited"]  # type: ignore[index]
+    assert flow.failed_units() == [] and flow.leftover_scopes() == []
+
+
 def test_daemon_reloads_while_jobs_run_lose_nothing(flow: Flow) -> None:
     """An administrator's `systemctl daemon-reload`s, back to back, while jobs
     are queued and run: systemd reloads under every scope start and job
