@@ -99,6 +99,16 @@ def empty(cgroups: dict[str, str], unit: str) -> bool:
     return False
 
 
+def holds_only(cgroups: dict[str, str], unit: str, pid: int) -> bool:
+    """Whether ``unit``'s cgroup holds ``pid`` and no other process."""
+    for hierarchy, mount in (("", unified_mount()), ("name=systemd", Path("/sys/fs/cgroup/systemd"))):
+        path = cgroups.get(hierarchy, "")
+        if path.endswith("/" + unit):
+            procs = _read(mount / path.lstrip("/") / "cgroup.procs")
+            return procs is not None and procs.split() == [str(pid)]
+    return False
+
+
 def placed(pid: int, unit: str) -> bool:
     """Whether systemd has moved ``pid`` into ``unit``."""
     found = paths(pid)

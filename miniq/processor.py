@@ -263,7 +263,7 @@ class Processor:
                 path = pending.next()
                 if path is None:
                     if runner is not None:
-                        runner.idle()  # scope.py: no spare keeper waits meanwhile
+                        runner.idle()  # scope.py: the last job's scope goes now
                     if self._idle(pending, linger):
                         continue
                     return

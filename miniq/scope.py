@@ -10,23 +10,24 @@ refused scope fails the job at once with systemd's reason.
 A second process, the keeper, joins the scope.  It keeps the scope's
 cgroups alive after the job's main process exits, so miniq can read what the
 kernel accounted (cgroup.py) before the scope goes.  ``TasksMax=`` counts it:
-a job gets one task fewer than the limit says.  The next job's keeper is
-started while a job execs (``release``), off the path from one job to the
-next; the runner ends the spare keeper when the queue is empty (``idle``)
-and when it closes.  The keeper is ``cat`` reading a pipe that only this
-runner holds open for writing, so it also ends when its processor dies,
-whatever kills it.
+a job gets one task fewer than the limit says.  One keeper serves a runner's
+jobs one after another: when a job's scope holds nothing but the keeper any
+more, the keeper stays there until the next job's scope is started with it
+among its PIDs, and systemd collects the old scope once it is empty.  The
+runner ends the keeper when the queue is empty (``idle``) and when it closes.
+The keeper is ``cat`` reading a pipe that only this runner holds open for
+writing, so it also ends when its processor dies, whatever kills it.
 
 A scope is not bound to the processor's service: a processor that is
 stopped stops its jobs itself and puts them back (processor.py), and one that
 dies is restarted a second later and stops the leftover scopes of its jobs
 while it recovers them (README, "When things go wrong").
 
-``stop`` ends the keeper.  A scope the job left empty is stopped and
-unloaded by systemd itself (``CollectMode=inactive-or-failed``), while the
-processor records the job.  If the job left processes behind, ``stop`` stops
-the scope (SIGTERM, then SIGKILL after ``STOP_GRACE``) and returns once
-systemd has unloaded it.
+``stop`` keeps the keeper for the next job if the job left nothing else in
+its scope, which systemd then stops and unloads itself once the keeper has
+moved on or ended (``CollectMode=inactive-or-failed``).  If the job left
+processes behind, ``stop`` ends the keeper and stops the scope (SIGTERM, then
+SIGKILL after ``STOP_GRACE``), and returns once systemd has unloaded it.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ScopeRunner:
         self.systemd = systemd or Systemd(manager)
         self.systemd.watch_jobs()
         self.slice = slice_
-        #: The next job's keeper, started while a job execs (module comment).
+        #: The keeper between two jobs, still in the last job's scope (module comment).
         self.spare: int | None = None
         self._lifeline: tuple[int, int] | None = None  # (read, write): the keepers' stdin
 
@@ -104,7 +105,7 @@ class ScopeRunner:
         running = Running(pid=gated.pid, stdout=gated.stdout, stderr=gated.stderr, unit=spec.unit, keeper=pids[-1])
         running.cgroups = cgroup.paths(gated.pid)
         try:
-            release(gated, meanwhile=self._prepare_spare)
+            release(gated)
         except StartFailed:
             self.stop(running)
             raise
@@ -116,13 +117,6 @@ class ScopeRunner:
             keeper, self.spare = self.spare, None
             if _alive(keeper):
                 return keeper
-        return self._spawn_keeper()
-
-    def _prepare_spare(self) -> None:
-        if self.spare is None:
-            self.spare = self._spawn_keeper()
-
-    def _spawn_keeper(self) -> int:
         if self._lifeline is None:
             self._lifeline = os.pipe()  # close-on-exec: no job inherits the write end
         actions = [
@@ -138,8 +132,8 @@ class ScopeRunner:
             return self.systemd.start_transient(spec.unit, self.properties(spec, pids))
         except SystemdError as e:
             if not _alive(pids[-1]):
-                # The spare keeper ended while it waited (someone killed it):
-                # the job is not to blame.
+                # The keeper ended between two jobs (someone stopped the last
+                # job's scope, or killed it): the job is not to blame.
                 pids[-1] = self._keeper()
                 return self.systemd.start_transient(spec.unit, self.properties(spec, pids))
             if "already exists" not in e.message and "UnitExists" not in e.message:
@@ -168,8 +162,13 @@ class ScopeRunner:
         return cgroup.accounting(running.cgroups, running.unit or "")
 
     def stop(self, running: Running) -> None:
-        """End the keeper; stop the scope if the job left processes in it."""
+        """Keep the keeper for the next job if the job left nothing else in
+        its scope; else end it and stop the scope (module comment)."""
         keeper, running.keeper = running.keeper, None
+        if keeper is not None and running.unit and cgroup.holds_only(running.cgroups, running.unit, keeper):
+            self._end(self.spare)
+            self.spare = keeper
+            return
         self._end(keeper)
         # A scope without processes is stopped and unloaded by systemd itself
         # (CollectMode=inactive-or-failed); only leftovers need a StopUnit,
@@ -178,7 +177,8 @@ class ScopeRunner:
             self.stop_leftover_unit(running.unit)
 
     def idle(self) -> None:
-        """No job to run now: end the spare keeper, which would wait idle."""
+        """No job to run now: end the spare keeper, so that systemd collects
+        the last job's scope instead of keeping it while the queue is empty."""
         spare, self.spare = self.spare, None
         self._end(spare)
 

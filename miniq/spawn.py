@@ -22,7 +22,6 @@ import grp
 import os
 import pwd
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -197,16 +196,13 @@ def _read_report(fd: int) -> str:
         return rep.read().decode("utf-8", "replace")
 
 
-def release(gated: Gated, meanwhile: Callable[[], None] | None = None) -> None:
-    """Let the gated child exec; ``StartFailed`` if exec failed.
-    ``meanwhile`` runs while the child execs."""
+def release(gated: Gated) -> None:
+    """Let the gated child exec; ``StartFailed`` if exec failed."""
     try:
         os.write(gated.gate, b"g")
     except BrokenPipeError:
         pass
     os.close(gated.gate)
-    if meanwhile is not None:
-        meanwhile()
     report = _read_report(gated.report)
     if report:
         os.waitpid(gated.pid, 0)
