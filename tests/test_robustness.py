@@ -113,3 +113,32 @@ def test_cleaning_tmp_on_a_full_disk_keeps_what_it_cannot_judge(root: Path) -> N
 
     clean_tmp(Layout(root), me, full)
     assert os.listdir(root / "tmp") == [f".1000-x.json~{other.name}~0a1b2c3d.tmp"]
+
+
+def test_a_spare_keeper_that_died_is_replaced_and_every_keeper_ends_with_its_lifeline() -> None:
+    """scope.py, without systemd: a spare keeper killed between two jobs is
+    not handed to the next scope; a keeper is a child reading the runner's
+    lifeline pipe, which ends it once the runner's write end is closed (as
+    when its processor dies, however)."""
+    import signal
+
+    from miniq.scope import ScopeRunner
+
+    runner = ScopeRunner.__new__(ScopeRunner)  # no bus: only the keeper's part
+    runner.spare, runner._lifeline = None, None
+    first = runner._keeper()
+    runner.spare = first
+    os.kill(first, signal.SIGKILL)
+    time.sleep(0.05)
+    second = runner._keeper()
+    assert second != first and runner.spare is None
+    with open(f"/proc/{second}/comm") as f:
+        assert f.read().strip() == "cat"
+    assert os.waitpid(second, os.WNOHANG) == (0, 0)  # waits on the pipe
+    assert runner._lifeline is not None
+    for fd in runner._lifeline:
+        os.close(fd)
+    deadline = time.monotonic() + 10
+    while os.waitpid(second, os.WNOHANG) == (0, 0):
+        assert time.monotonic() < deadline, "the keeper outlived its lifeline"
+        time.sleep(0.01)
