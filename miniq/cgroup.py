@@ -89,24 +89,31 @@ def accounting(cgroups: dict[str, str], unit: str) -> Accounting:
     return acct
 
 
-def empty(cgroups: dict[str, str], unit: str) -> bool:
-    """Whether ``unit``'s cgroup holds no process any more."""
+def _procs_file(cgroups: dict[str, str], unit: str) -> Path | None:
+    """``cgroup.procs`` of ``unit``'s cgroup, if ``cgroups`` has it in a hierarchy miniq reads."""
     for hierarchy, mount in (("", unified_mount()), ("name=systemd", Path("/sys/fs/cgroup/systemd"))):
         path = cgroups.get(hierarchy, "")
         if path.endswith("/" + unit):
-            procs = _read(mount / path.lstrip("/") / "cgroup.procs")
-            return not procs or not procs.strip()
-    return False
+            return mount / path.lstrip("/") / "cgroup.procs"
+    return None
+
+
+def empty(cgroups: dict[str, str], unit: str) -> bool:
+    """Whether ``unit``'s cgroup holds no process any more."""
+    where = _procs_file(cgroups, unit)
+    if where is None:
+        return False
+    procs = _read(where)
+    return not procs or not procs.strip()
 
 
 def holds_only(cgroups: dict[str, str], unit: str, pid: int) -> bool:
     """Whether ``unit``'s cgroup holds ``pid`` and no other process."""
-    for hierarchy, mount in (("", unified_mount()), ("name=systemd", Path("/sys/fs/cgroup/systemd"))):
-        path = cgroups.get(hierarchy, "")
-        if path.endswith("/" + unit):
-            procs = _read(mount / path.lstrip("/") / "cgroup.procs")
-            return procs is not None and procs.split() == [str(pid)]
-    return False
+    where = _procs_file(cgroups, unit)
+    if where is None:
+        return False
+    procs = _read(where)
+    return procs is not None and procs.split() == [str(pid)]
 
 
 def placed(pid: int, unit: str) -> bool:

@@ -91,8 +91,7 @@ def dbuslib() -> Any:
     already: they run when first used, by pystemd or by anyone else.
     """
     if "pystemd" not in sys.modules:
-        package = _deferred("pystemd")
-        if package is None or package.__spec__.submodule_search_locations is None:  # type: ignore[union-attr]
+        if _deferred("pystemd", package=True) is None:
             raise ImportError("No module named 'pystemd'", name="pystemd")
         pprint = _deferred("pprint")
         if pprint is not None:
@@ -102,15 +101,16 @@ def dbuslib() -> Any:
     return importlib.import_module("pystemd.dbuslib")
 
 
-def _deferred(name: str) -> types.ModuleType | None:
+def _deferred(name: str, package: bool = False) -> types.ModuleType | None:
     """Register module ``name`` in ``sys.modules`` without running its code
-    (``_Deferred``); None if it was imported already or cannot be found."""
+    (``_Deferred``); None if it was imported already or cannot be found (or,
+    asked for a ``package``, is not one)."""
     if name in sys.modules:
         return None
     from importlib.util import find_spec, module_from_spec
 
     spec = find_spec(name)
-    if spec is None or spec.loader is None:
+    if spec is None or spec.loader is None or (package and spec.submodule_search_locations is None):
         return None
     module = module_from_spec(spec)  # __name__, __path__, __spec__: not its code
     module.__class__ = _Deferred

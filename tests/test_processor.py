@@ -149,11 +149,16 @@ def test_pystemd_missing_fails_jobs_with_a_reason(root: Path, monkeypatch: pytes
     assert reason.startswith("pystemd is not installed") and "allow-unconfined = yes" in reason
 
 
+def fresh_interpreter(code: str) -> list[str]:
+    """The lines ``code`` prints in a new interpreter (nothing imported yet)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 def test_the_processor_loads_pystemds_bus_alone_and_leaves_the_package_whole() -> None:
     """systemd.dbuslib: a processor does not import the rest of pystemd (lxml
     among it), and whoever imports pystemd afterwards still gets all of it."""
-    import subprocess
-
     code = (
         "import sys\nfrom miniq.systemd import dbuslib\n"
         "bus = dbuslib().DBus\n"
@@ -162,7 +167,7 @@ def test_the_processor_loads_pystemds_bus_alone_and_leaves_the_package_whole() -
         "import pystemd.systemd1\n"
         "print(pystemd.systemd1.Unit.__name__, pystemd.DBus.__name__, pystemd.dbuslib.DBus is bus, 'lxml' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    out = fresh_interpreter(code)
     assert out[0] == "['pystemd', 'pystemd.dbusexc', 'pystemd.dbuslib', 'pystemd.utils']"
     assert out[1] == "True True"  # the package's own __init__ ran
     assert out[2] == "Unit pystemd.DBus True True"
@@ -172,8 +177,6 @@ def test_a_cold_processor_defers_the_standard_modules_pystemd_imports_and_they_s
     """systemd.dbuslib: what a cold ``miniq process`` imports leaves out
     dataclasses (through pprint) and platform (through uuid); a caller who
     uses pprint, uuid or pystemd's own pformat afterwards gets them whole."""
-    import subprocess
-
     code = (
         "import sys\nfrom miniq.processor import Processor, preload\nfrom miniq.queue import Queue\n"
         "preload()\n"
@@ -182,7 +185,7 @@ def test_a_cold_processor_defers_the_standard_modules_pystemd_imports_and_they_s
         "print(dbuslib.pformat({'a': [1]}), pprint.pformat((2,)), pprint.PrettyPrinter.__name__, uuid.UUID(int=5).int)\n"
         "print(type(pprint).__name__, type(uuid).__name__, 'dataclasses' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    out = fresh_interpreter(code)
     assert out[0] == "[]"
     assert out[1] == "{'a': [1]} (2,) PrettyPrinter 5"
     assert out[2] == "module module True"  # loaded whole on first use

@@ -57,8 +57,8 @@ class Bench:
         self.rows: list[tuple[str, str, str, str, str]] = []
         self.notes: list[str] = []
 
-    def row(self, figure: str, miniq: str, reference: str, ratio: float, target: str, at: int | None = None) -> None:
-        self.rows.insert(len(self.rows) if at is None else at, (figure, miniq, reference, f"{ratio:.2f}x", target))
+    def row(self, figure: str, miniq: str, reference: str, ratio: float, target: str) -> None:
+        self.rows.append((figure, miniq, reference, f"{ratio:.2f}x", target))
         print(f"  {figure}: miniq {miniq}, reference {reference}, ratio {ratio:.2f}x (target {target})", flush=True)
 
 
