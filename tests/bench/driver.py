@@ -116,6 +116,99 @@ print(f"{time.perf_counter() - t:.4f} {n}")
 """
 )
 
+# The minimal loop plus what miniq's other issues require of every job, with
+# none of miniq's code: the queue's durable claim and record (a rename and a
+# directory fsync before the job starts; the record written, fsynced, renamed
+# and its directory fsynced after it), the scope's properties as
+# scope.py sets them for a job without limits, a keeper (``cat`` on a pipe)
+# moved from scope to scope so that the scope outlives its job, the wait for
+# systemd's JobRemoved signal instead of polling /proc, the job's output
+# through pipes read to the end, and the kernel's accounting read from the
+# scope's cgroup before the keeper moves on.  The gap between it and miniq is
+# what miniq's own bookkeeping costs (validation, leases, fences, journal).
+FLOOR = """
+import os, sys, time
+from pystemd.dbuslib import DBus, apply_signature
+n, root = int(sys.argv[1]), sys.argv[2]
+bus = DBus(); bus.open()
+removed = set()
+def on_removed(msg, error=None, userdata=None):
+    msg.process_reply(False); removed.add(bytes(msg.body[1]))
+bus.match_signal(b"org.freedesktop.systemd1", b"/org/freedesktop/systemd1", b"org.freedesktop.systemd1.Manager", b"JobRemoved", on_removed)
+def start(unit, pids):
+    props = [(b"Description", b"s", b"floor job"), (b"PIDs", b"au", pids), (b"CollectMode", b"s", b"inactive-or-failed"),
+             (b"MemoryAccounting", b"b", True), (b"TasksAccounting", b"b", True), (b"TimeoutStopUSec", b"t", 10_000_000),
+             (b"OOMPolicy", b"s", b"continue")]
+    args = apply_signature(b"ss", [unit.encode(), b"fail"]) + [(ord(b"a"), b"(sv)")]
+    for name, sig, value in props:
+        args += [(ord(b"r"), b"sv"), (ord(b"s"), name), (ord(b"v"), sig)] + apply_signature(sig, [value]) + [(-1, None), (-1, None)]
+    args += [(-1, None), (ord(b"a"), b"(sa(sv))"), (-1, None)]
+    body = bus.call_method(b"org.freedesktop.systemd1", b"/org/freedesktop/systemd1", b"org.freedesktop.systemd1.Manager",
+                           b"StartTransientUnit", args).body
+    return bytes(body[0] if isinstance(body, list) else body)
+def wait_job(job):
+    deadline = time.monotonic() + 10
+    while job not in removed:
+        bus.process()
+        if job not in removed:
+            assert time.monotonic() < deadline, f"no JobRemoved for {job}"
+            bus.wait(1_000_000)
+    removed.discard(job)
+def placed(pid, unit):
+    with open(f"/proc/{pid}/cgroup") as f:
+        return f"/{unit}\\n" in f.read()
+def accounting(pid):
+    unified = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+    found = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            hid, controllers, path = line.rstrip("\\n").split(":", 2)
+            if hid == "0":
+                with open(f"{unified}{path}/cpu.stat") as c:
+                    found["cpu"] = c.read()
+            elif "memory" in controllers.split(","):
+                with open(f"/sys/fs/cgroup/memory{path}/memory.max_usage_in_bytes") as c:
+                    found["memory"] = c.read()
+    return found
+for d in ("queue", "running", "done", "tmp"):
+    os.makedirs(f"{root}/{d}", exist_ok=True)
+dirs = {d: os.open(f"{root}/{d}", os.O_RDONLY) for d in ("running", "done")}
+for i in range(n):
+    with open(f"{root}/queue/{i:06d}.json", "w") as f:
+        f.write('{"name": "true", "args": []}')
+lifeline_r, lifeline_w = os.pipe()
+keeper = os.posix_spawn("/bin/cat", ["cat"], {}, file_actions=[(os.POSIX_SPAWN_DUP2, lifeline_r, 0)], setsid=True)
+t = time.perf_counter()
+for i in range(n):
+    name = f"{i:06d}.json"
+    os.rename(f"{root}/queue/{name}", f"{root}/running/{name}")
+    os.fsync(dirs["running"])
+    with open(f"{root}/running/{name}") as f:
+        f.read()
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w); os.close(out_r); os.dup2(out_w, 1); os.dup2(out_w, 2)
+        os.read(r, 1); os.execv("/bin/true", ["true"])
+    os.close(r); os.close(out_w)
+    unit = f"floor-{os.getpid()}-{i}.scope"
+    wait_job(start(unit, [pid, keeper]))
+    assert placed(pid, unit) and placed(keeper, unit)
+    os.write(w, b"g"); os.close(w)
+    while os.read(out_r, 65536):
+        pass
+    os.close(out_r)
+    status = os.waitpid(pid, 0)[1]
+    used = accounting(keeper)
+    fd = os.open(f"{root}/tmp/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, repr((status, used)).encode()); os.fsync(fd); os.close(fd)
+    os.rename(f"{root}/tmp/{name}", f"{root}/done/{name}")
+    os.fsync(dirs["done"])
+    os.unlink(f"{root}/running/{name}")
+print(f"{time.perf_counter() - t:.4f} {n}")
+"""
+
 # The least a cold processor could do, started as a service as miniq's is:
 # import pystemd's bus module alone (as miniq does, without the package's
 # lxml), connect, fork a gated child, StartTransientUnit with its PID, wait
@@ -200,6 +293,16 @@ def reference(n: int, loops: int = 1) -> dict[str, float]:
     if any(p.returncode for p in procs):
         raise RuntimeError("a reference loop failed")
     return {"seconds": time.perf_counter() - t, "jobs": done, "pid1_cpu": pid1_cpu() - before}
+
+
+def floor(root: str, n: int) -> dict[str, float]:
+    """The FLOOR loop as a service, in a directory of its own beside ``root``."""
+    work = str(Path(root).parent / "floor")
+    shutil.rmtree(work, ignore_errors=True)
+    before = pid1_cpu()
+    seconds, done = in_service(FLOOR, str(n), work).split()
+    shutil.rmtree(work, ignore_errors=True)
+    return {"seconds": float(seconds), "jobs": int(done), "pid1_cpu": pid1_cpu() - before}
 
 
 def _stamp_file(path: str) -> float | None:
@@ -410,6 +513,7 @@ def main() -> None:
         "enqueue": lambda: enqueue(root, int(args[0])),
         "drain": lambda: drain(root, int(args[0]), int(args[1])),
         "reference": lambda: reference(int(args[0]), int(args[1]) if len(args) > 1 else 1),
+        "floor": lambda: floor(root, int(args[0])),
         "latency": lambda: latency(root, int(args[0]), float(args[1])),
         "cold_reference": lambda: cold_reference(root, int(args[0]), float(args[1])),
         "enqueue_wait": lambda: enqueue_wait(root, int(args[0])),
