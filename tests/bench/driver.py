@@ -72,20 +72,27 @@ dt = time.perf_counter() - t
 print(f"{dt:.4f} {len(s.succeeded)} {wall:.6f}")
 """
 
+# Whether /proc shows ``pid`` in the scope ``unit`` (every loop below).
+PLACED = """
+def placed(pid, unit):
+    with open(f"/proc/{pid}/cgroup") as f:
+        return f.read().rstrip().endswith("/" + unit)
+"""
+
 # What both references do per job, after ``bus = DBus(); bus.open()``:
 # StartTransientUnit of a scope holding ``pid``, and whether /proc shows the
 # PID in it.
-SCOPE = """
+SCOPE = (
+    """
 def start(unit, pid):
     args = apply_signature(b"ss", [unit.encode(), b"fail"])
     args += [(ord(b"a"), b"(sv)"), (ord(b"r"), b"sv"), (ord(b"s"), b"PIDs"), (ord(b"v"), b"au")]
     args += apply_signature(b"au", [[pid]]) + [(-1, None), (-1, None), (-1, None), (ord(b"a"), b"(sa(sv))"), (-1, None)]
     bus.call_method(b"org.freedesktop.systemd1", b"/org/freedesktop/systemd1", b"org.freedesktop.systemd1.Manager",
                     b"StartTransientUnit", args)
-def placed(pid, unit):
-    with open(f"/proc/{pid}/cgroup") as f:
-        return f.read().rstrip().endswith("/" + unit)
 """
+    + PLACED
+)
 
 # The minimal loop of the speed issue: fork a gated child, StartTransientUnit
 # with its PID, wait until /proc shows it in the scope (polled every 0.5 ms),
@@ -126,7 +133,8 @@ print(f"{time.perf_counter() - t:.4f} {n}")
 # through pipes read to the end, and the kernel's accounting read from the
 # scope's cgroup before the keeper moves on.  The gap between it and miniq is
 # what miniq's own bookkeeping costs (validation, leases, fences, journal).
-FLOOR = """
+FLOOR = (
+    """
 import os, sys, time
 from pystemd.dbuslib import DBus, apply_signature
 n, root = int(sys.argv[1]), sys.argv[2]
@@ -154,9 +162,9 @@ def wait_job(job):
             assert time.monotonic() < deadline, f"no JobRemoved for {job}"
             bus.wait(1_000_000)
     removed.discard(job)
-def placed(pid, unit):
-    with open(f"/proc/{pid}/cgroup") as f:
-        return f"/{unit}\\n" in f.read()
+"""
+    + PLACED
+    + """
 def accounting(pid):
     unified = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
     found = {}
@@ -208,6 +216,7 @@ for i in range(n):
     os.unlink(f"{root}/running/{name}")
 print(f"{time.perf_counter() - t:.4f} {n}")
 """
+)
 
 # The least a cold processor could do, started as a service as miniq's is:
 # import pystemd's bus module alone (as miniq does, without the package's

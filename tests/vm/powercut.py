@@ -443,8 +443,8 @@ class PowerCuts:
         began = time.monotonic()
         try:
             for n in range(cuts):
-                if budget is not None and n >= at_least and time.monotonic() - began > budget:
-                    took = time.monotonic() - began
+                took = time.monotonic() - began
+                if budget is not None and n >= at_least and took > budget:
                     self.log(f"power cuts: stopping after {n} of {cuts} cuts, which took {took:.0f} s (budget {budget:.0f} s)")
                     break
                 vm = self.boot()
