@@ -7,6 +7,7 @@ host or from cgroup v2.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -16,22 +17,38 @@ from pathlib import Path
 def paths(pid: int) -> dict[str, str]:
     """The cgroup of ``pid`` in each hierarchy: {"memory": "/x.scope", "": ...}."""
     found = {}
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for c in controllers.split(","):
-                found[c] = path
+    text = _read(f"/proc/{pid}/cgroup")
+    if text is None:
+        raise FileNotFoundError(f"/proc/{pid}/cgroup")
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(","):
+            found[c] = path
     return found
 
 
-def _read(path: Path) -> str | None:
+def _read(path: str | Path) -> str | None:
+    """A small kernel file's text (cgroupfs, /proc), or None.  Read without
+    io's buffering layers: several such files are read for every job."""
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
+@functools.cache
 def unified_mount() -> Path:
+    """Where the cgroup v2 hierarchy is mounted (a host's layout does not
+    change while a processor runs)."""
     for candidate in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
         if (candidate / "cgroup.procs").exists():
             return candidate
@@ -62,28 +79,29 @@ def accounting(cgroups: dict[str, str], unit: str) -> Accounting:
     suffix = "/" + unit
     mem = cgroups.get("memory")
     if mem and mem.endswith(suffix):  # cgroup v1 memory controller
-        base = Path("/sys/fs/cgroup/memory") / mem.lstrip("/")
-        peak = _read(base / "memory.max_usage_in_bytes")
+        base = "/sys/fs/cgroup/memory" + mem
+        peak = _read(base + "/memory.max_usage_in_bytes")
         if peak:
             acct.memory_peak = int(peak)
-        kills = _stat_value(_read(base / "memory.oom_control"), "oom_kill")
+        kills = _stat_value(_read(base + "/memory.oom_control"), "oom_kill")
         if kills is not None:
             acct.oom_kills = kills
     cpu = cgroups.get("cpuacct")
     if cpu and cpu.endswith(suffix):
-        nanoseconds = _read(Path("/sys/fs/cgroup/cpuacct") / cpu.lstrip("/") / "cpuacct.usage")
+        nanoseconds = _read("/sys/fs/cgroup/cpuacct" + cpu + "/cpuacct.usage")
         if nanoseconds:
             acct.cpu_usec = int(nanoseconds) // 1000
     unified = cgroups.get("")
     if unified and unified.endswith(suffix):
-        base = unified_mount() / unified.lstrip("/")
-        kills = _stat_value(_read(base / "memory.events"), "oom_kill")
-        if kills is not None:
-            acct.oom_kills = kills
-        peak_v2 = _read(base / "memory.peak")
-        if peak_v2:
-            acct.memory_peak = int(peak_v2)
-        usage = _stat_value(_read(base / "cpu.stat"), "usage_usec")
+        base = f"{unified_mount()}{unified}"
+        if not mem:  # the v2 memory controller (on a hybrid host, v1 has it)
+            kills = _stat_value(_read(base + "/memory.events"), "oom_kill")
+            if kills is not None:
+                acct.oom_kills = kills
+            peak_v2 = _read(base + "/memory.peak")
+            if peak_v2:
+                acct.memory_peak = int(peak_v2)
+        usage = _stat_value(_read(base + "/cpu.stat"), "usage_usec")
         if usage is not None and acct.cpu_usec is None:
             acct.cpu_usec = usage
     return acct
@@ -116,10 +134,10 @@ def holds_only(cgroups: dict[str, str], unit: str, pid: int) -> bool:
     return procs is not None and procs.split() == [str(pid)]
 
 
-def placed(pid: int, unit: str) -> bool:
-    """Whether systemd has moved ``pid`` into ``unit``."""
+def placed(pid: int, unit: str) -> dict[str, str] | None:
+    """The cgroups of ``pid`` (``paths``) once systemd has moved it into ``unit``; else None."""
     found = paths(pid)
-    return any(found.get(h, "").endswith("/" + unit) for h in ("", "name=systemd"))
+    return found if any(found.get(h, "").endswith("/" + unit) for h in ("", "name=systemd")) else None
 
 
 STOP_GRACE = 3.0  # seconds miniq gives a job's leftovers before SIGKILL

@@ -90,7 +90,7 @@ class ScopeRunner:
         try:
             job = self._start_scope(spec, pids)
             self.systemd.wait_job(job, PLACEMENT_TIMEOUT)
-            self._wait_placed(spec.unit, *pids)
+            cgroups = self._wait_placed(spec.unit, *pids)
         except StartDelayed as e:
             report = abort(gated, pids[-1])
             raise StartDelayed(report or str(e)) from None
@@ -103,7 +103,7 @@ class ScopeRunner:
             abort(gated, pids[-1])
             raise
         running = Running(pid=gated.pid, stdout=gated.stdout, stderr=gated.stderr, unit=spec.unit, keeper=pids[-1])
-        running.cgroups = cgroup.paths(gated.pid)
+        running.cgroups = cgroups
         try:
             release(gated)
         except StartFailed:
@@ -142,20 +142,28 @@ class ScopeRunner:
             self.stop_leftover_unit(spec.unit)
             return self.systemd.start_transient(spec.unit, self.properties(spec, pids))
 
-    def _wait_placed(self, unit: str, *pids: int) -> None:
-        # StartTransientUnit returns once the start job is queued; the PIDs
-        # move when it runs, which systemd signals (``wait_job``).  /proc is
-        # the ground truth, cheap to read, and polled only if the signal did
-        # not come (pystemd without signal matches).
+    def _wait_placed(self, unit: str, job: int, *more: int) -> dict[str, str]:
+        """The cgroups of ``job`` once it and ``more`` are in ``unit``.
+
+        StartTransientUnit returns once the start job is queued; the PIDs
+        move when it runs, which systemd signals (``wait_job``).  /proc is
+        the ground truth, cheap to read, and polled only if the signal did
+        not come (pystemd without signal matches)."""
         deadline = time.monotonic() + PLACEMENT_TIMEOUT
-        pending = list(pids)
+        pending = [job, *more]
+        found: dict[str, str] | None = None
         while pending:
-            if cgroup.placed(pending[0], unit):
+            cgroups = cgroup.placed(pending[0], unit)
+            if cgroups is not None:
+                if found is None:
+                    found = cgroups
                 pending.pop(0)
                 continue
             if time.monotonic() > deadline:
                 raise StartDelayed(f"systemd did not move PID {pending[0]} into {unit} within {PLACEMENT_TIMEOUT:.0f} s")
             time.sleep(0.0005)
+        assert found is not None
+        return found
 
     def accounting(self, running: Running) -> cgroup.Accounting:
         """What the kernel accounted for the scope; call while the keeper lives."""

@@ -192,8 +192,14 @@ def spawn_gated(spec: ExecSpec) -> Gated:
 
 
 def _read_report(fd: int) -> str:
-    with os.fdopen(fd, "rb") as rep:
-        return rep.read().decode("utf-8", "replace")
+    """What the child wrote before its exec (nothing once exec closed the pipe)."""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def release(gated: Gated) -> None:

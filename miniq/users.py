@@ -21,10 +21,11 @@ from pathlib import Path
 from .spawn import Identity
 
 
-def untrusted_reason(path: Path) -> str | None:
-    """Why a root processor must not trust ``path``, or None if it may."""
+def untrusted_reason(path: str | Path) -> str | None:
+    """Why a root processor must not trust ``path``, or None if it may.
+    (Strings, not pathlib: a root processor asks this for every job.)"""
     seen = 0
-    current = Path(os.path.abspath(path))
+    current = os.path.abspath(path)
     while True:
         seen += 1
         if seen > 40:
@@ -38,13 +39,13 @@ def untrusted_reason(path: Path) -> str | None:
             return f"{current} does not exist"
         if not stat.S_ISLNK(st.st_mode):
             return None
-        target = Path(os.readlink(current))
-        current = Path(os.path.normpath(current.parent / target))
+        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
 
 
-def _check_chain(path: Path) -> str | None:
+def _check_chain(path: str) -> str | None:
     """Each of ``path`` and its parents: root's and not writable by others."""
-    for part in [path, *path.parents]:
+    part = path
+    while True:
         try:
             st = os.lstat(part)
         except FileNotFoundError:
@@ -55,7 +56,10 @@ def _check_chain(path: Path) -> str | None:
             sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and part != path
             if not sticky_dir:
                 return f"{part} is writable by {'group' if st.st_mode & 0o020 else 'others'}"
-    return None
+        parent = os.path.dirname(part)
+        if parent == part:
+            return None
+        part = parent
 
 
 def identity_for(owner_uid: int, claimed_uid: int) -> Identity | str:
