@@ -102,7 +102,9 @@ def main() -> None:
         memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
         machine = f"{os.cpu_count()} cores, {memory} GiB, {platform.release()}"
         print(f"miniq benchmark, {started}, {machine}; load {os.getloadavg()[0]:.2f}", flush=True)
+        steal = Stolen()
         measure(sb, root, b)
+        b.notes.append(f"CPU time the hypervisor gave to other guests during the whole run (steal): {steal.share():.1%}")
     finally:
         sb.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -113,6 +115,23 @@ def main() -> None:
         print("| " + " | ".join(r) + " |")
     for note in b.notes:
         print(note)
+
+
+class Stolen:
+    """The share of CPU time the hypervisor gave to other guests since this
+    was made (``steal`` in /proc/stat): a noisy neighbour, not miniq."""
+
+    def __init__(self) -> None:
+        self.start = self._ticks()
+
+    @staticmethod
+    def _ticks() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return fields[7], sum(fields[:8])  # steal; user .. steal (guest time is inside user)
+
+    def share(self) -> float:
+        steal, total = self._ticks()
+        return (steal - self.start[0]) / max(total - self.start[1], 1)
 
 
 @contextlib.contextmanager
@@ -161,6 +180,7 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     # Each drain beside a run of its reference right after it, three times:
     # the machine's load moves over minutes, and both sides see the same.
     drains, refs, drains2, refs2, floors = [], [], [], [], []
+    steal = Stolen()
     with reference_sandbox(root) as ref_sb:
         for _ in range(3):
             drains.append(run(sb, root, "drain", str(jobs), "1"))
@@ -169,6 +189,7 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
         for _ in range(3):
             drains2.append(run(sb, root, "drain", str(jobs), "2"))
             refs2.append(run(ref_sb, root, "reference", str(jobs // 2), "2"))
+    b.notes.append(f"CPU time the hypervisor gave to other guests during the drains (steal, /proc/stat): {steal.share():.1%}")
     rate1 = median([d["jobs"] / d["seconds"] for d in drains])  # type: ignore[operator]
     rate2 = median([d["jobs"] / d["seconds"] for d in drains2])  # type: ignore[operator]
     rate_ref = median([r["jobs"] / r["seconds"] for r in refs])  # type: ignore[operator]
