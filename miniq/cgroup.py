@@ -13,36 +13,34 @@ import signal
 import time
 from pathlib import Path
 
+from .files import read_all
+
 
 def paths(pid: int) -> dict[str, str]:
     """The cgroup of ``pid`` in each hierarchy: {"memory": "/x.scope", "": ...}."""
     found = {}
-    text = _read(f"/proc/{pid}/cgroup")
-    if text is None:
-        raise FileNotFoundError(f"/proc/{pid}/cgroup")
-    for line in text.splitlines():
+    for line in _read_text(f"/proc/{pid}/cgroup").splitlines():
         _, controllers, path = line.split(":", 2)
         for c in controllers.split(","):
             found[c] = path
     return found
 
 
-def _read(path: str | Path) -> str | None:
-    """A small kernel file's text (cgroupfs, /proc), or None.  Read without
-    io's buffering layers: several such files are read for every job."""
+def _read_text(path: str | Path) -> str:
+    """A small kernel file's text (cgroupfs, /proc).  Read without io's
+    buffering layers: several such files are read for every job."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8", "replace")
-    except OSError:
-        return None
+        return read_all(fd).decode("utf-8", "replace")
     finally:
         os.close(fd)
+
+
+def _read(path: str | Path) -> str | None:
+    try:
+        return _read_text(path)
+    except OSError:
+        return None
 
 
 @functools.cache

@@ -190,6 +190,15 @@ def move_durably(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
 
 
+def read_all(fd: int) -> bytes:
+    """Everything left to read from ``fd``: a pipe until its writers close it,
+    a small kernel file (cgroupfs, /proc).  The caller closes ``fd``."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def describe_mode(st: os.stat_result) -> str:
     return _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
 

@@ -150,20 +150,10 @@ class ScopeRunner:
         the ground truth, cheap to read, and polled only if the signal did
         not come (pystemd without signal matches)."""
         deadline = time.monotonic() + PLACEMENT_TIMEOUT
-        pending = [job, *more]
-        found: dict[str, str] | None = None
-        while pending:
-            cgroups = cgroup.placed(pending[0], unit)
-            if cgroups is not None:
-                if found is None:
-                    found = cgroups
-                pending.pop(0)
-                continue
-            if time.monotonic() > deadline:
-                raise StartDelayed(f"systemd did not move PID {pending[0]} into {unit} within {PLACEMENT_TIMEOUT:.0f} s")
-            time.sleep(0.0005)
-        assert found is not None
-        return found
+        cgroups = _placed_by(deadline, unit, job)
+        for pid in more:
+            _placed_by(deadline, unit, pid)
+        return cgroups
 
     def accounting(self, running: Running) -> cgroup.Accounting:
         """What the kernel accounted for the scope; call while the keeper lives."""
@@ -226,6 +216,16 @@ class ScopeRunner:
                 os.close(fd)
             self._lifeline = None
         self.systemd.close()
+
+
+def _placed_by(deadline: float, unit: str, pid: int) -> dict[str, str]:
+    """The cgroups of ``pid`` once /proc shows it in ``unit``; ``StartDelayed``
+    if it is not there by ``deadline``."""
+    while (cgroups := cgroup.placed(pid, unit)) is None:
+        if time.monotonic() > deadline:
+            raise StartDelayed(f"systemd did not move PID {pid} into {unit} within {PLACEMENT_TIMEOUT:.0f} s")
+        time.sleep(0.0005)
+    return cgroups
 
 
 def _alive(pid: int) -> bool:

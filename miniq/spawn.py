@@ -194,12 +194,9 @@ def spawn_gated(spec: ExecSpec) -> Gated:
 def _read_report(fd: int) -> str:
     """What the child wrote before its exec (nothing once exec closed the pipe)."""
     try:
-        chunks = []
-        while chunk := os.read(fd, 4096):
-            chunks.append(chunk)
+        return files.read_all(fd).decode("utf-8", "replace")
     finally:
         os.close(fd)
-    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def release(gated: Gated) -> None:
