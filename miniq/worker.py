@@ -22,7 +22,7 @@ from .limits import Limits
 from .output import Budget, OutputPump
 from .result import Outcome, Result
 from .runner import Runner, Running
-from .spawn import ExecSpec, Identity, StartDelayed, StartFailed, clean_environment
+from .spawn import ExecSpec, Identity, StartDelayed, StartFailed, clean_environment, interpreter_problem
 from .timeparse import now_iso
 from .users import untrusted_reason
 
@@ -77,6 +77,9 @@ class Worker:
             problem = untrusted_reason(exe)
             if problem:
                 return f"job type '{job.name}' is not trusted, so root will not run it: {problem}"
+        problem = interpreter_problem(str(exe))
+        if problem:
+            return f"job type '{job.name}' cannot start: {problem}"
         extra = {
             "MINIQ_JOB_ID": job.id,
             "MINIQ_JOB_NAME": job.name,

@@ -132,8 +132,12 @@ def test_a_spare_keeper_that_died_is_replaced_and_every_keeper_ends_with_its_lif
     time.sleep(0.05)
     second = runner._keeper()
     assert second != first and runner.spare is None
-    with open(f"/proc/{second}/comm") as f:
-        assert f.read().strip() == "cat"
+    # posix_spawn returns once the child's exec has begun; the kernel renames
+    # it a moment later.
+    deadline = time.monotonic() + 10
+    while (comm := Path(f"/proc/{second}/comm").read_text().strip()) != "cat":
+        assert time.monotonic() < deadline, comm
+        time.sleep(0.001)
     assert os.waitpid(second, os.WNOHANG) == (0, 0)  # waits on the pipe
     assert runner._lifeline is not None
     for fd in runner._lifeline:
