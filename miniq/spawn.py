@@ -59,8 +59,6 @@ SHELL = "/bin/sh"
 #: The shell gate: $0 is the job's executable, $1 its working directory, then
 #: its arguments; stdin is the gate.  cd sets PWD and OLDPWD, which go again.
 GATE = 'cd -- "$1" && shift && read -r go && [ "$go" = g ] || exit 127; unset PWD OLDPWD; exec "$0" "$@" </dev/null'
-SYS_CLOSE_RANGE = 436  # the same number on every architecture
-CLOSE_RANGE_CLOEXEC = 4
 
 
 class StartFailed(Exception):
@@ -245,11 +243,11 @@ def spawn_gated(spec: ExecSpec) -> Gated:
 
 
 def _shell_gate(spec: ExecSpec) -> Gated:
-    _cloexec_all()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     gate_r, gate_w = os.pipe()
-    actions = [(os.POSIX_SPAWN_DUP2, gate_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, gate_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited()]
     argv = [SHELL.encode(), b"-c", GATE.encode(), os.fsencode(spec.exe), os.fsencode(spec.cwd), *spec.argv]
     try:
         # glibc spawns with vfork; Python's ignored SIGPIPE and SIGXFSZ go back to their defaults.
@@ -257,26 +255,27 @@ def _shell_gate(spec: ExecSpec) -> Gated:
     except OSError as e:
         for fd in (out_r, err_r, gate_w):
             os.close(fd)
-        raise StartFailed(f"{e.strerror or e} ({SHELL})") from None
+        raise StartFailed(f"{e.strerror or e} (starting {spec.exe} through {SHELL})") from None
     finally:
         for fd in (out_w, err_w, gate_r):
             os.close(fd)
     return Gated(pid, out_r, err_r, gate_w, None)
 
 
-def _cloexec_all() -> None:
-    """Mark every descriptor of this process from 3 up close-on-exec, so that
-    none the processor inherited without the flag reaches a job (the fork
-    gate closes them all instead).  miniq's own have it already (PEP 446)."""
-    libc = files.libc()
-    if libc.syscall(ctypes.c_long(SYS_CLOSE_RANGE), ctypes.c_uint(3), ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(CLOSE_RANGE_CLOEXEC)) == 0:
-        return
-    for name in os.listdir("/proc/self/fd"):  # a kernel before 5.11
-        if int(name) > 2:
-            try:
-                os.set_inheritable(int(name), False)
-            except OSError:
-                continue  # the directory's own descriptor, closed by now
+def _inherited() -> list[int]:
+    """This process's descriptors from 3 up that a child would inherit: none
+    of miniq's (PEP 446), but an embedding program's or a careless parent's
+    may be.  The shell gate closes them in the child (the fork gate closes
+    every descriptor from 5 up)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            continue  # the directory's own descriptor, closed by now
+    return found
 
 
 def _fork_gate(spec: ExecSpec) -> Gated:

@@ -47,6 +47,7 @@ def test_no_descriptor_of_the_processor_reaches_the_job(root: Path, limits: Limi
     os.set_inheritable(stray, True)
     try:
         sink, job_id = run_one(root, "fds", "#!/bin/sh\nexec /bin/ls -1 /proc/self/fd\n", limits)
+        assert os.get_inheritable(stray)  # closed in the child only: the embedding program's own
     finally:
         os.close(stray)
     assert result_of(root, job_id)["outcome"] == "exited"
