@@ -13,6 +13,7 @@ import stat
 import subprocess
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import MiniqError, SystemdUnavailable
 from .manager import Manager
@@ -229,16 +230,30 @@ def _job_types(queue: Queue) -> Iterator[Finding]:
     types = sorted(p for p in jobs.iterdir() if p.name.endswith(".job"))
     bad = 0
     for path in types:
-        if not path.is_file() or not os.access(path, os.X_OK):
+        finding = _type_problem(path)
+        if finding is not None:
             bad += 1
-            yield Finding(False, f"job type '{path.name[:-4]}' is not executable", f"chmod +x {path}")
-        elif os.geteuid() == 0:
-            from .users import untrusted_reason
-
-            problem = untrusted_reason(path)
-            if problem:
-                bad += 1
-                yield Finding(False, f"job type '{path.name[:-4]}' will not run: root trusts it not ({problem})",
-                              f"make it root's and writable only by root: chown root: {path} && chmod go-w {path}")  # fmt: skip
+            yield finding
     if types and not bad:
         yield Finding(True, f"{len(types)} job type(s), all usable")
+
+
+def _type_problem(path: Path) -> Finding | None:
+    """Why the job type at ``path`` would not run, as the worker checks it."""
+    name = path.name[:-4]
+    if not path.is_file() or not os.access(path, os.X_OK):
+        return Finding(False, f"job type '{name}' is not executable", f"chmod +x {path}")
+    if os.geteuid() == 0:
+        from .users import untrusted_reason
+
+        problem = untrusted_reason(path)
+        if problem:
+            return Finding(False, f"job type '{name}' will not run: root trusts it not ({problem})",
+                           f"make it root's and writable only by root: chown root: {path} && chmod go-w {path}")  # fmt: skip
+    from .spawn import interpreter_problem
+
+    problem = interpreter_problem(str(path))
+    if problem is None:
+        return None
+    fix = f"sed -i 's/\\r$//' {path}" if "carriage return" in problem else f"install it, or name another in the first line of {path}"
+    return Finding(False, f"job type '{name}' will not start: {problem}", fix)

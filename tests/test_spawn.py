@@ -157,3 +157,22 @@ def test_nothing_runs_before_the_gate_opens_nor_after_an_abort(root: Path, limit
     assert status == 0 and marker.read_text() == f"{opened.pid}\n"  # the gated process became the job
     os.close(opened.stdout)
     os.close(opened.stderr)
+
+
+def test_doctor_names_a_job_type_whose_interpreter_is_missing(root: Path, tmp_path: Path) -> None:
+    from miniq.doctor import _job_types
+
+    write_job(root, "ok", "#!/bin/sh\ntrue\n")
+    write_job(root, "py", f"#!{tmp_path}/python9\nprint('ran')\n")
+    write_job(root, "dos", "#!/bin/sh\r\ntrue\r\n")
+    found = {(f.ok, f.text, f.fix) for f in _job_types(Queue(root))}
+    assert found == {
+        (False, "job type 'dos' will not start: its #! line ends with a carriage return (Windows line ends), so it names "
+                "/bin/sh\\r, which does not exist", f"sed -i 's/\\r$//' {root}/jobs/dos.job"),
+        (False, f"job type 'py' will not start: its #! line names {tmp_path}/python9, which does not exist",
+                f"install it, or name another in the first line of {root}/jobs/py.job"),
+    }  # fmt: skip
+    (root / "jobs" / "py.job").unlink()
+    (root / "jobs" / "dos.job").unlink()
+    types = len(list((root / "jobs").glob("*.job")))  # "ok" and the fixture's own
+    assert [(f.ok, f.text) for f in _job_types(Queue(root))] == [(True, f"{types} job type(s), all usable")]
