@@ -56,6 +56,10 @@ ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
 PR_SET_NO_NEW_PRIVS = 38
 SHELL = "/bin/sh"
+#: A job starts with every signal at its default and none blocked, whatever the
+#: processor ignores (Python: SIGPIPE, SIGXFSZ; nohup: SIGHUP; a shell's
+#: background job: SIGINT, SIGQUIT) or blocks, as systemd starts a service.
+RESET_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 #: The shell gate: $0 is the job's executable, $1 its working directory, then
 #: its arguments; stdin is the gate.  cd sets PWD and OLDPWD, which go again.
 GATE = 'cd -- "$1" && shift && read -r go && [ "$go" = g ] || exit 127; unset PWD OLDPWD; exec "$0" "$@" </dev/null'
@@ -189,11 +193,12 @@ def _child(spec: ExecSpec, out_w: int, err_w: int, gate_r: int, rep_w: int) -> N
             os.setuid(spec.identity.uid)  # from root: drops every capability
             _no_new_privs()
         os.chdir(spec.cwd)
+        for sig in RESET_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         if os.read(3, 1) != b"g":
             os._exit(127)
         os.close(3)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
         argv = [os.fsencode(spec.exe), *spec.argv]
         try:
             os.execve(spec.exe, argv, spec.env)
@@ -250,8 +255,8 @@ def _shell_gate(spec: ExecSpec) -> Gated:
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited()]
     argv = [SHELL.encode(), b"-c", GATE.encode(), os.fsencode(spec.exe), os.fsencode(spec.cwd), *spec.argv]
     try:
-        # glibc spawns with vfork; Python's ignored SIGPIPE and SIGXFSZ go back to their defaults.
-        pid = os.posix_spawn(SHELL, argv, spec.env, file_actions=actions, setsid=True, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        # glibc spawns with vfork.
+        pid = os.posix_spawn(SHELL, argv, spec.env, file_actions=actions, setsid=True, setsigdef=RESET_SIGNALS, setsigmask=())
     except OSError as e:
         for fd in (out_r, err_r, gate_w):
             os.close(fd)

@@ -12,6 +12,7 @@ and that nothing runs before the gate opens, or at all when it is aborted.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -62,7 +63,16 @@ def test_the_job_has_its_own_session_default_signals_and_stdin_from_dev_null(roo
         "grep -E '^Sig(Ign|Blk)' /proc/$$/status\n"
         "readlink /proc/$$/fd/0\n"
     )
-    sink, job_id = run_one(root, "session", body, limits)
+    # What a processor may have been given: ignored signals (nohup, a shell's
+    # background job) and a blocked one.
+    given = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGHUP, signal.SIGQUIT, signal.SIGINT)}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        sink, job_id = run_one(root, "session", body, limits)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for sig, handler in given.items():
+            signal.signal(sig, handler)
     out = lines(sink, job_id)
     pid, session = out[0].split()[1::2]
     assert pid == session  # setsid: the job leads its session
