@@ -231,9 +231,9 @@ def interpreter_problem(exe: str) -> str | None:
     interpreter = os.fsdecode(head[2:].split(b"\n", 1)[0].replace(b"\t", b" ").strip(b" ").split(b" ", 1)[0])
     if not interpreter.startswith("/"):
         return None  # empty, or relative to the working directory: left to the kernel
-    if interpreter.endswith("\r") and not os.path.exists(interpreter):
-        return f"its #! line ends with a carriage return (Windows line ends), so it names {interpreter[:-1]}\\r, which does not exist"
     if not os.path.exists(interpreter):
+        if interpreter.endswith("\r"):
+            return f"its #! line ends with a carriage return (Windows line ends), so it names {interpreter[:-1]}\\r, which does not exist"
         return f"its #! line names {interpreter}, which does not exist"
     if not os.access(interpreter, os.X_OK) or os.path.isdir(interpreter):
         return f"its #! line names {interpreter}, which is not an executable file"
