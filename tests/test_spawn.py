@@ -186,3 +186,16 @@ def test_doctor_names_a_job_type_whose_interpreter_is_missing(root: Path, tmp_pa
     (root / "jobs" / "dos.job").unlink()
     types = len(list((root / "jobs").glob("*.job")))  # "ok" and the fixture's own
     assert [(f.ok, f.text) for f in _job_types(Queue(root))] == [(True, f"{types} job type(s), all usable")]
+
+
+def test_a_gate_its_processor_never_opens_runs_nothing(root: Path, limits: Limits) -> None:
+    """The processor dies (its end of the gate closes unwritten) while the
+    child waits for its scope: the child exits and the job never runs."""
+    marker = root / "ran"
+    exe = write_job(root, "mark", f"#!/bin/sh\necho ran > {marker}\n")
+    gated = spawn_gated(ExecSpec(exe=str(exe), argv=(), env={"PATH": "/bin"}, cwd=str(root), limits=limits))
+    os.close(gated.gate)
+    _, status = os.waitpid(gated.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 127 and not marker.exists()
+    for fd in (gated.stdout, gated.stderr, *([] if gated.report is None else [gated.report])):
+        os.close(fd)
