@@ -45,6 +45,7 @@ from .limits import Limits
 from .schedule import MAX_PRIORITY, MAX_RETRIES, MIN_PRIORITY, Schedule
 
 if TYPE_CHECKING:
+    from .policy import Admitted
     from .queue import Queue
 
 MAX_BATCH = 1_000_000
@@ -123,12 +124,12 @@ def enqueue_batch(
     """Queue every item as a job of type ``name``; returns (id, added) in
     order.  A job whose unique key an unfinished job holds is not added: the
     id is that job's.  See the module comment."""
-    from .unique import check_key
+    from .policy import Ask, Door, admit
 
-    queue._check_options(name, schedule, None)
-    for key in {i.unique for i in items if i.unique is not None}:
-        check_key(key)
-    owner = queue._admit(name, schedule) if queue.caller is not None else None
+    owner = (queue.caller.uid, queue.caller.gid) if queue.caller is not None else None
+    asks = [Ask(name, item.argv, limits, _schedule(schedule, item), (), item.unique) for item in items]
+    admitted = admit(queue.layout, Door.BATCH, asks, queue.owner(owner[0] if owner else None))
+    queue.check_dependencies(schedule)
     jobs = _build(name, items, limits, schedule, owner)
     queue.ensure_layout()
     layout, now = queue.layout, time.time()
@@ -147,7 +148,7 @@ def enqueue_batch(
         if not _syncfs(layout.tmp):
             for name_, _ in staged:
                 _fsync(tmp_fd, name_)
-        result = _publish(queue, tmp_fd, jobs, staged, owner)
+        result = _publish(queue, admitted, tmp_fd, jobs, staged, owner)
         published = True
     except OSError as e:
         raise os_failure(f"cannot write to the queue under {queue.root}", e) from None
@@ -165,28 +166,23 @@ def enqueue_batch(
 def _build(
     name: str, items: list[Item], limits: Limits, schedule: Schedule, owner: tuple[int, int] | None
 ) -> list[tuple[str, bytes, Schedule]]:
-    """(id, file contents, schedule) of every job; ``BadInput`` naming the first bad one.
+    """(id, file contents, schedule) of every job (the gate judged them all).
 
     The fields all jobs share are made once: a job file is the shared part
     with its own id, arguments, submission time and options (job.py)."""
-    from .job import check_argv, new_id
+    from .job import new_id
     from .timeparse import now_iso
 
     base = Job.new(name, (), limits, schedule, uid=owner[0] if owner else None).to_json()
     built: list[tuple[str, bytes, Schedule]] = []
-    for number, item in enumerate(items, 1):
-        try:
-            argv = check_argv(item.argv)
-        except BadInput as e:
-            raise BadInput(f"job {number}: {e.message}; nothing was queued") from None
+    for item in items:
+        argv = item.argv  # checked by the gate (policy.py)
         job_id = new_id()
         while built and job_id <= built[-1][0]:
             job_id = new_id()  # ids sort in submission order: the next microsecond
         data = dict(base, id=job_id, argv=list(argv), submitted=now_iso())
-        s = schedule
-        if item.priority is not None or item.retries is not None:
-            s = Schedule(schedule.priority if item.priority is None else item.priority, schedule.not_before, schedule.after,
-                         schedule.retries if item.retries is None else item.retries)  # fmt: skip
+        s = _schedule(schedule, item)
+        if s is not schedule:
             data.pop("schedule", None)
             if s.to_json():
                 data["schedule"] = s.to_json()
@@ -196,8 +192,17 @@ def _build(
     return built
 
 
+def _schedule(schedule: Schedule, item: Item) -> Schedule:
+    """The schedule of one job of the batch: the command line's, with the item's overrides."""
+    if item.priority is None and item.retries is None:
+        return schedule
+    return Schedule(schedule.priority if item.priority is None else item.priority, schedule.not_before, schedule.after,
+                    schedule.retries if item.retries is None else item.retries)  # fmt: skip
+
+
 def _publish(
     queue: Queue,
+    admitted: Admitted,
     tmp_fd: int,
     jobs: list[tuple[str, bytes, Schedule]],
     staged: list[tuple[str, tuple[Path, str]]],
@@ -205,6 +210,7 @@ def _publish(
 ) -> list[tuple[str, bool]]:
     from . import unique as keys
 
+    assert len(admitted.asks) == len(jobs)
     layout = queue.layout
     key_owner = owner[0] if owner else os.geteuid()
     uniques = {job_id: json.loads(data).get("unique") for job_id, data, _ in jobs if b'"unique"' in data}

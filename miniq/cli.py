@@ -28,6 +28,7 @@ import click
 
 from . import __version__
 from .errors import BadInput, MiniqError
+from .face import say, say_bytes, say_json, say_lines
 from .hangup import ClientGone
 from .manager import Manager, detect_manager, resolve_root
 
@@ -104,9 +105,9 @@ class MiniqGroup(click.Group):
 def report(e: BaseException) -> int:
     """Say ``e`` on standard error in one line (and a hint); its exit code."""
     message, hint, code = _explain(e)
-    click.echo(f"Error: {message}", err=True)
+    say(f"Error: {message}", err=True)
     if hint:
-        click.echo(f"Hint: {hint}", err=True)
+        say(f"Hint: {hint}", err=True)
     return code
 
 
@@ -159,7 +160,7 @@ def process(obj: Context, parallel: int | None, max_jobs: int | None) -> None:
     """
     from .processor import Processor
 
-    click.echo(Processor(obj.queue, obj.manager, parallel=parallel, max_jobs=max_jobs).run().describe())
+    say(Processor(obj.queue, obj.manager, parallel=parallel, max_jobs=max_jobs).run().describe())
 
 
 STATE_CHOICES = ["running", "queued", "delayed", "done", "failed"]  # State labels; job.py is imported on use
@@ -186,22 +187,21 @@ def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: boo
     chosen = [State.by_label(s) for s in states] if states else list(State)
     items = iterate(obj.queue, chosen, name, None if show_all else 20, ordered=not (as_json and show_all))
     if as_json:
-        out = sys.stdout
-        out.write("[")
+        say_json("[", end="")
         first = True
         for item in items:
             if isinstance(item, tuple):
                 continue
-            out.write(("\n" if first else ",\n") + json.dumps(row(item)))
+            say_json(("\n" if first else ",\n") + json.dumps(row(item)), end="")
             first = False
-        out.write("\n]\n" if not first else "]\n")
+        say_json("\n]" if not first else "]")
         return
     from .pause import pauses
     from .table import render
 
     for held in pauses(obj.queue.layout):
-        click.echo(f"paused: {held.what} (by {held.by} on {held.host} at {held.at}); undo with: miniq resume")
-    click.echo(render(items))
+        say(f"paused: {held.what} (by {held.by} on {held.host} at {held.at}); undo with: miniq resume")
+    say_lines(render(items))
 
 
 @main.command()
@@ -215,16 +215,16 @@ def show(obj: Context, job_id: str, as_json: bool) -> None:
     """
     record = obj.queue.read(job_id)
     if as_json:
-        click.echo(json.dumps(record.shown(), indent=2, sort_keys=True))
+        say_json(json.dumps(record.shown(), indent=2, sort_keys=True))
         return
     from .pause import pauses
     from .table import describe_record
 
-    click.echo(describe_record(record))
+    say_lines(describe_record(record))
     if not record.finished:
         for held in pauses(obj.queue.layout):
             if held.name in (None, record.name):
-                click.echo(f"{'paused:':12} {held.what}, by {held.by} at {held.at}; no new job of it starts until miniq resume")
+                say(f"{'paused:':12} {held.what}, by {held.by} at {held.at}; no new job of it starts until miniq resume")
 
 
 @main.command()
@@ -249,7 +249,7 @@ def wait(obj: Context, job_ids: tuple[str, ...], limit: str | None) -> None:
     try:
         records = wait_for(obj.queue, list(job_ids), timeout=parse_duration(limit) if limit else None)
     except TimeoutError:
-        click.echo(f"Error: jobs still not finished after {limit}", err=True)
+        say(f"Error: jobs still not finished after {limit}", err=True)
         raise click.exceptions.Exit(WAIT_GAVE_UP) from None
     for record in records:
         status = record.result.wait_status if record.result else 125
@@ -284,7 +284,7 @@ def cancel(obj: Context, job_ids: tuple[str, ...], no_wait: bool) -> None:
                     hint=f"if its host is gone, it is cancelled when its lease expires; see: miniq show {job_id}",
                 ) from None
         note = " (stop requested)" if no_wait and state is State.RUNNING else ""
-        click.echo(f"cancelled {job_id} (was {state.label}){note}")
+        say(f"cancelled {job_id} (was {state.label}){note}")
 
 
 @main.command()
@@ -297,7 +297,7 @@ def retry(obj: Context, job_ids: tuple[str, ...]) -> None:
     """
     for job_id in job_ids:
         obj.queue.retry(job_id)
-        click.echo(job_id)
+        say(job_id)
 
 
 @main.command()
@@ -313,7 +313,7 @@ def requeue(obj: Context, job_id: str, force: bool) -> None:
     Example: miniq requeue 20261128-022719-123456-1a2b3c4d
     """
     path = obj.queue.requeue(job_id, force=force)
-    click.echo(f"{job_id} is now {path.parent.name}")
+    say(f"{job_id} is now {path.parent.name}")
 
 
 @main.command()
@@ -332,7 +332,7 @@ def purge(obj: Context, older_than: str | None, all_finished: bool, dry_run: boo
         raise BadInput("expected exactly one of --older-than DURATION and --all-finished")
     seconds = 0.0 if all_finished else parse_duration(older_than or "", allow_zero=True)
     for job_id in obj.queue.purge(seconds, dry_run):
-        click.echo(f"{'would remove' if dry_run else 'removed'} {job_id}")
+        say(f"{'would remove' if dry_run else 'removed'} {job_id}")
 
 
 @main.command()
@@ -350,11 +350,19 @@ def logs(obj: Context, job_id: str, follow: bool, events: bool) -> None:
     record = obj.queue.read(job_id)
     trusted = trusted_matches(job_id, obj.manager, record.owner, os.stat(obj.root).st_uid)
 
-    def write(data: bytes) -> None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+    pending = [b""]
 
-    seen = job_output(job_id, follow, record.finished, write, lambda text: click.echo(text, err=True), events=events, trusted=trusted)
+    def write(data: bytes) -> None:
+        # A line cut into several entries is shown whole, so that a character
+        # cut in two is shown as one (face.py).
+        pending[0] += data
+        if data.endswith(b"\n"):
+            say_bytes(pending[0])
+            pending[0] = b""
+
+    seen = job_output(job_id, follow, record.finished, write, lambda text: say(text, err=True), events=events, trusted=trusted)
+    if pending[0]:
+        say_bytes(pending[0])
     printed = record.result.output_lines if record.result else None
     if seen.lines == 0 and (printed or not record.finished):
         problem = access_problem()
@@ -369,7 +377,7 @@ def where(obj: Context) -> None:
 
     Example: ls "$(miniq where)/jobs"
     """
-    click.echo(str(obj.root))
+    say(str(obj.root))
 
 
 @main.command()
@@ -386,11 +394,11 @@ def doctor(obj: Context) -> None:
     problems = 0
     for finding in check(obj.queue, obj.manager):
         if finding.ok:
-            click.echo(f"ok: {finding.text}")
+            say(f"ok: {finding.text}")
         else:
             problems += 1
-            click.echo(f"problem: {finding.text}")
-            click.echo(f"  fix: {finding.fix}")
+            say(f"problem: {finding.text}")
+            say(f"  fix: {finding.fix}")
     if problems:
         raise click.exceptions.Exit(1)
 
@@ -442,7 +450,7 @@ def exit_now(code: str | int | None) -> NoReturn:
     elif isinstance(code, int):
         status = code
     else:
-        print(code, file=sys.stderr)
+        say(code, err=True)
         status = 1
     for stream in (sys.stdout, sys.stderr):
         if stream is None:  # started with that descriptor closed

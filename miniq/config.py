@@ -5,20 +5,25 @@ Sections:
   ``[job:NAME]``       limits of one job type, and ``parallel``: how many
                        of its jobs run at once over every machine (slots.py)
   ``[user:NAME]``      limits (and ``max-queued``, ``max-connections``,
-                       ``max-priority``) of one submitter
-  ``[group:NAME]``     limits (and ``max-priority``) of the members of a group
+                       ``max-priority`` and the caps ``cap-LIMIT``) of one submitter
+  ``[group:NAME]``     limits (and ``max-priority`` and ``cap-LIMIT``) of the members of a group
   ``[processor]``      ``parallel``, ``lease``, ``max-interruptions``, ``linger``,
                        ``output-rate-limit``, ``allow-unconfined``, ``slice``,
                        ``prometheus-file``
   ``[access]``         system queue: ``group`` (only its members may submit),
-                       ``max-queued``, ``max-connections`` and ``max-priority``
-                       (each per user)
+                       ``max-queued``, ``max-connections``, ``max-priority``
+                       and ``cap-LIMIT`` (each per user)
 
 Limits merge most specific first: the job file, ``[job:NAME]``,
 ``[user:NAME]``, the first ``[group:NAME]`` the submitter belongs to, then
 ``[limits]``.  A user's highest priority is their ``[user:NAME]``
 ``max-priority``, else the highest of their groups', else ``[access]``'s
-(default 0: only root queues above the default).  The file is read like any file of the queue (files.py), and in
+(default 0: only root queues above the default).  Caps (``cap-memory-max``,
+``cap-cpu-quota``, ``cap-tasks-max``, ``cap-timeout``, ``cap-nice``: one per
+limit of limits.py) are the most a user's job in the system queue may ask for
+or be given (policy.py); a user's own ``[user:NAME]`` cap counts, else the most
+generous of their groups', else ``[access]``'s.  ``cap-nice`` is the lowest
+niceness (default 0: no user's job runs below it unless granted).  The file is read like any file of the queue (files.py), and in
 the system queue it is trusted only when root owns it and only root can
 write it (users.py).
 """
@@ -26,6 +31,7 @@ write it (users.py).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -33,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BadInput
 from .files import Unusable, read_untrusted
-from .limits import Limits
+from .limits import LIMITS, Limits
 from .timeparse import parse_duration
 
 if TYPE_CHECKING:
@@ -62,18 +68,24 @@ POLICY = {
 }
 
 
+def _whole_number(text: str) -> int | None:
+    """``text`` as a whole number of at most 12 ASCII digits, or None."""
+    return int(text) if re.fullmatch(r"\s*-?\d{1,12}\s*", text, re.ASCII) else None
+
+
 def _policy(key: str, value: str, where: str) -> int:
     _, low, high = POLICY[key]
-    text = value.strip()
-    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+    number = _whole_number(value)
+    if number is None or not low <= number <= high:
         raise BadInput(f"invalid {key} {value!r}{where}: expected a whole number from {low} to {high}")
-    return int(text)
+    return number
 
 
 def parse_count(text: str, what: str, low: int, high: int, where: str = "") -> int:
-    if not text.strip().isdigit() or not low <= int(text) <= high:
+    number = _whole_number(text)
+    if number is None or not low <= number <= high:
         raise BadInput(f"invalid {what} {text!r}{where}: expected a whole number from {low} to {high}")
-    return int(text)
+    return number
 
 
 def parse_parallel(text: str, where: str = "") -> int:
@@ -142,6 +154,10 @@ class Config(NamedTuple):
     max_priority: int = 0
     max_priority_per_user: Mapping[str, int] = _NONE
     max_priority_per_group: Mapping[str, int] = _NONE
+    #: System queue: the most a user's job may ask for or be given (``cap-LIMIT``), for every user, per user and per group.
+    caps: Limits = Limits()
+    caps_per_user: Mapping[str, Limits] = _NONE
+    caps_per_group: Mapping[str, Limits] = _NONE
 
     def limits_for(self, name: str, user: str | None = None, groups: tuple[str, ...] = ()) -> Limits:
         """The default limits of job type ``name`` submitted by ``user``."""
@@ -168,6 +184,24 @@ class Config(NamedTuple):
             return self.max_priority_per_user[user]
         caps = [self.max_priority_per_group[g] for g in groups if g in self.max_priority_per_group]
         return max(caps) if caps else self.max_priority
+
+    def caps_for(self, user: str, groups: tuple[str, ...] = ()) -> Limits:
+        """The caps of ``user``'s jobs: their own section's, else the most
+        generous of their groups', else ``[access]``'s; per limit."""
+        from .limits import LIMITS
+
+        found = {}
+        for spec in LIMITS:
+            own = getattr(self.caps_per_user.get(user, Limits()), spec.attr)
+            granted = [getattr(self.caps_per_group[g], spec.attr) for g in groups if g in self.caps_per_group]
+            granted = [v for v in granted if v is not None]
+            if own is not None:
+                found[spec.attr] = own
+            elif granted:
+                found[spec.attr] = min(granted) if spec.lower_is_more else max(granted)
+            else:
+                found[spec.attr] = getattr(self.caps, spec.attr)
+        return Limits(**found)
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -201,6 +235,7 @@ class Config(NamedTuple):
     def _parse(cls, parser: configparser.ConfigParser, path: Path) -> Config:
         values: dict[str, object] = {}
         per: dict[str, dict[str, Limits]] = {"job": {}, "user": {}, "group": {}}
+        caps: dict[str, dict[str, Limits]] = {"user": {}, "group": {}}
         policy: dict[str, dict[str, int]] = {}  # "max-queued/user" -> {name: value}
         type_parallel: dict[str, int] = {}
         for section in parser.sections():
@@ -215,6 +250,8 @@ class Config(NamedTuple):
                 for key, (kinds, _, _) in POLICY.items():
                     if kind in kinds and key in options:
                         policy.setdefault(f"{key}/{kind}", {})[name] = _policy(key, options.pop(key), where)
+                if kind in caps:
+                    caps[kind][name] = _caps(options, where)
                 per[kind][name] = Limits.parse(options, where)
             elif section == "processor":
                 values.update(cls._processor(parser, options, where))
@@ -231,6 +268,7 @@ class Config(NamedTuple):
             max_connections_per_user=policy.get("max-connections/user", {}),
             max_priority_per_user=policy.get("max-priority/user", {}),
             max_priority_per_group=policy.get("max-priority/group", {}),
+            caps_per_user=caps["user"], caps_per_group=caps["group"],
             **values,  # type: ignore[arg-type]
         )  # fmt: skip
 
@@ -264,12 +302,21 @@ class Config(NamedTuple):
 
     @staticmethod
     def _access(options: dict[str, str], where: str) -> dict[str, object]:
-        values: dict[str, object] = {}
+        values: dict[str, object] = {"caps": _caps(options, where)}
         for key, value in options.items():
             if key == "group":
                 values["access_group"] = value.strip() or None
             elif key in POLICY:
                 values[key.replace("-", "_")] = _policy(key, value, where)
             else:
-                raise BadInput(f"unknown option {key!r}{where}: expected group, {', '.join(POLICY)}")
+                raise BadInput(f"unknown option {key!r}{where}: expected group, {', '.join(POLICY)} or cap-LIMIT ({', '.join(CAPS)})")
         return values
+
+
+#: The cap options, one per limit (limits.py): ``cap-memory-max``...
+CAPS = tuple(f"cap-{spec.key}" for spec in LIMITS)
+
+
+def _caps(options: dict[str, str], where: str) -> Limits:
+    """The ``cap-LIMIT`` options of a section, taken out of ``options``."""
+    return Limits.parse({key[len("cap-") :]: options.pop(key) for key in list(options) if key.startswith("cap-")}, where, "cap-")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import BadInput
+from .face import say, say_json
 
 if TYPE_CHECKING:
     from .cli import Context
@@ -33,7 +34,7 @@ def pause(obj: Context, names: tuple[str, ...]) -> None:
 
     obj.queue.ensure_layout()
     for made in make(obj.queue.layout, list(names)):
-        click.echo(f"paused {made.what}: no new job of it starts until miniq resume{' ' + made.name if made.name else ''}")
+        say(f"paused {made.what}: no new job of it starts until miniq resume{' ' + made.name if made.name else ''}")
 
 
 @click.command()
@@ -53,11 +54,11 @@ def resume(obj: Context, names: tuple[str, ...]) -> None:
     layout = obj.queue.layout
     done = undo(layout, list(names))
     for entry in done:
-        click.echo("resumed the whole queue" if entry == ALL else f"resumed job type '{entry}'")
+        say("resumed the whole queue" if entry == ALL else f"resumed job type '{entry}'")
     if not done:
-        click.echo("nothing to resume: " + ("those job types are not paused" if names else "nothing is paused"))
+        say("nothing to resume: " + ("those job types are not paused" if names else "nothing is paused"))
     if names and ALL in paused_names(layout):
-        click.echo("Note: the whole queue is still paused; resume it with: miniq resume", err=True)
+        say("Note: the whole queue is still paused; resume it with: miniq resume", err=True)
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -88,7 +89,7 @@ def every(obj: Context, calendar: str | None, name: str | None, args: tuple[str,
             raise BadInput("--list and --remove take no CALENDAR or NAME")
         if remove:
             gone = schedules.remove(obj.manager, remove)
-            click.echo(f"removed schedule {gone.id} ({gone.calendar}: {gone.name})")
+            say(f"removed schedule {gone.id} ({gone.calendar}: {gone.name})")
             return
         rows = [("ID", "CALENDAR", "NEXT", "LAST", "JOB")]
         import shlex
@@ -99,7 +100,7 @@ def every(obj: Context, calendar: str | None, name: str | None, args: tuple[str,
             rows.append((item.id, item.calendar, upcoming, last, job))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
-            click.echo("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4])
+            say("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4])
         return
     if not calendar or not name:
         raise BadInput("expected CALENDAR NAME [ARGS]..., e.g. miniq every daily backup /srv (or --list, --remove ID)")
@@ -107,7 +108,7 @@ def every(obj: Context, calendar: str | None, name: str | None, args: tuple[str,
         args = args[1:]
     made = schedules.add(obj.manager, obj.root, calendar, name, list(args), stack)
     upcoming, _ = schedules.times(obj.manager, made)
-    click.echo(f"{made.id}: {made.timer} queues {name} at {made.calendar}; next: {upcoming}")
+    say(f"{made.id}: {made.timer} queues {name} at {made.calendar}; next: {upcoming}")
 
 
 @click.command()
@@ -139,10 +140,10 @@ def stats(obj: Context, window: str, as_json: bool, prom: str | None) -> None:
     figures = collect(obj.queue, parse_duration(window))
     if prom:
         write_textfile(Path(prom), prometheus_text(figures, str(obj.root)))
-        click.echo(f"wrote {prom}")
+        say(f"wrote {prom}")
         return
     if as_json:
-        click.echo(json.dumps(figures.to_json(), indent=2))
+        say_json(json.dumps(figures.to_json(), indent=2))
         return
     _print_stats(figures.to_json(), window)
 
@@ -150,15 +151,15 @@ def stats(obj: Context, window: str, as_json: bool, prom: str | None) -> None:
 def _print_stats(data: dict[str, Any], window: str) -> None:
     """``miniq stats`` for a person."""
     totals = data["jobs"]
-    click.echo("jobs: " + ", ".join(f"{totals[s]} {s}" for s in totals))
+    say("jobs: " + ", ".join(f"{totals[s]} {s}" for s in totals))
     age = data["oldest_queued_age_seconds"]
-    click.echo(f"oldest queued job: {'none' if age is None else f'{age:.0f} s old'}")
+    say(f"oldest queued job: {'none' if age is None else f'{age:.0f} s old'}")
     for host, count in data["running_by_host"].items():
-        click.echo(f"running on {host}: {count}")
+        say(f"running on {host}: {count}")
     for pause in data["paused"]:
-        click.echo("paused: the whole queue" if pause == "@all" else f"paused: job type {pause}")
+        say("paused: the whole queue" if pause == "@all" else f"paused: job type {pause}")
     for name, slot in data["slots"].items():
-        click.echo(f"slots of {name}: {slot['used']} of {slot['count']} in use")
+        say(f"slots of {name}: {slot['used']} of {slot['count']} in use")
     rows = [("JOB", "QUEUED", "DELAYED", "HELD", "RUNNING", "DONE", "FAILED", "P50 S", "P90 S", "MAX S")]
     for name in sorted(set(data["jobs_by_type"]) | set(data["finished_by_type"])):
         now = data["jobs_by_type"].get(name, {})
@@ -170,10 +171,10 @@ def _print_stats(data: dict[str, Any], window: str) -> None:
 
         rows.append((name, *(str(now.get(s, 0)) for s in ("queued", "delayed", "held", "running")), str(ended["done"]),
                      str(ended["failed"]), fmt(d.get("p50")), fmt(d.get("p90")), fmt(d.get("max"))))  # fmt: skip
-    click.echo(f"by job type (finished: last {window}):")
+    say(f"by job type (finished: last {window}):")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        click.echo("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+        say("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
 
 
 @click.command("install-units")
@@ -193,9 +194,9 @@ def install_units(obj: Context, now: bool, timer_period: str | None) -> None:
 
     manager = obj.manager
     for path in install(manager, obj.root, now, timer_period):
-        click.echo(f"installed {path}")
+        say(f"installed {path}")
     if not now:
-        click.echo(f"enable with: {' '.join(manager.systemctl('enable', '--now', 'miniq-process.timer', 'miniq-process.path'))}")
+        say(f"enable with: {' '.join(manager.systemctl('enable', '--now', 'miniq-process.timer', 'miniq-process.path'))}")
 
 
 @click.command("uninstall-units")
@@ -217,4 +218,4 @@ def uninstall_units(obj: Context, force: bool) -> None:
             hint="wait for them (miniq wait ID), or use --force",
         )
     for path in uninstall(obj.manager):
-        click.echo(f"removed {path}")
+        say(f"removed {path}")

@@ -239,21 +239,8 @@ def _job_types(queue: Queue) -> Iterator[Finding]:
 
 
 def _type_problem(path: Path) -> Finding | None:
-    """Why the job type at ``path`` would not run, as the worker checks it."""
-    name = path.name[:-4]
-    if not path.is_file() or not os.access(path, os.X_OK):
-        return Finding(False, f"job type '{name}' is not executable", f"chmod +x {path}")
-    if os.geteuid() == 0:
-        from .users import untrusted_reason
+    """Why the job type at ``path`` would not run, as the worker checks it (jobtypes.py)."""
+    from .jobtypes import problem
 
-        problem = untrusted_reason(path)
-        if problem:
-            return Finding(False, f"job type '{name}' will not run: root trusts it not ({problem})",
-                           f"make it root's and writable only by root: chown root: {path} && chmod go-w {path}")  # fmt: skip
-    from .spawn import interpreter_problem
-
-    problem = interpreter_problem(str(path))
-    if problem is None:
-        return None
-    fix = f"sed -i 's/\\r$//' {path}" if "carriage return" in problem else f"install it, or name another in the first line of {path}"
-    return Finding(False, f"job type '{name}' will not start: {problem}", fix)
+    found = problem(path)
+    return None if found is None else Finding(False, found.message, found.fix)

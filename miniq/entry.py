@@ -58,7 +58,9 @@ def process() -> int | None:
 
         preload()
         started()
-        print(Processor(Queue(root), manager).run().describe(), flush=True)
+        from .face import say
+
+        say(Processor(Queue(root), manager).run().describe())
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - the command's edge: one line, a documented code

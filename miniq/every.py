@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BadInput, MiniqError
-from .job import check_argv, check_name
 from .manager import Manager
 from .units import miniq_command, systemctl, unit_dir
 
@@ -88,7 +87,7 @@ def quote(word: str) -> str:
 def check_calendar(calendar: str) -> str:
     """``calendar`` if systemd accepts it as ``OnCalendar=``; else ``BadInput``
     with systemd's words.  Returns systemd's normalized form."""
-    if not calendar.strip() or "\n" in calendar or len(calendar) > 256:
+    if not calendar.strip() or not calendar.isprintable() or len(calendar) > 256:
         raise BadInput(f"invalid calendar {calendar!r}: expected a systemd calendar expression such as 'daily' or 'Mon *-*-* 03:00'")
     try:
         proc = subprocess.run(["systemd-analyze", "calendar", calendar], capture_output=True, text=True, timeout=30)
@@ -147,11 +146,11 @@ WantedBy=timers.target
 
 def add(manager: Manager, root: Path, calendar: str, name: str, argv: list[str], stack: bool = False) -> Every:
     """Install and start a schedule; returns it."""
-    from .queue import Queue
+    from .layout import Layout
+    from .policy import Ask, Door, admit
 
-    check_name(name)
-    check_argv(argv)
-    Queue(root).job_type(name)
+    # What each firing will enqueue, judged now by the one gate (policy.py), as every firing is.
+    admit(Layout(root), Door.EVERY, [Ask(name, tuple(argv))])
     normalized = check_calendar(calendar)
     every = Every(os.urandom(4).hex(), normalized, name, tuple(argv), str(root), stack)
     target = unit_dir(manager)

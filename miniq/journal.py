@@ -23,7 +23,6 @@ from __future__ import annotations
 import _socket
 import os
 import struct
-import sys
 from collections.abc import Callable
 from typing import Protocol
 
@@ -82,10 +81,10 @@ class ConsoleSink:
     """Prints entries as ``[ID] line`` when miniq runs outside systemd."""
 
     def send(self, message: bytes, priority: int, fields: dict[str, str], uid: int | None = None) -> None:
-        stream = sys.stderr.buffer if priority <= WARNING else sys.stdout.buffer
+        from .face import say  # a job's output shown to a person: the one face
+
         job = fields.get("MINIQ_JOB_ID", "miniq")
-        stream.write(f"[{job}] ".encode() + message + b"\n")
-        stream.flush()
+        say(f"[{job}] " + message.decode("utf-8", "surrogateescape"), err=priority <= WARNING)
 
 
 def default_sink() -> Sink:

@@ -84,7 +84,7 @@ def delayed_name(job_id: str, due: float | None) -> str:
         return f"after-{job_id}.json"
     if due == HELD:
         return f"held-{job_id}.json"
-    return f"{max(int(due * 1000), 0):013d}-{job_id}.json"
+    return f"{min(max(int(due * 1000), 0), 10**13 - 1):013d}-{job_id}.json"  # Schedule checks the range (MAX_DUE)
 
 
 def parse_delayed_name(name: str) -> tuple[float | None, str] | None:

@@ -27,7 +27,7 @@ MAX_TIMEOUT = 10 * 365 * 86400.0
 
 def parse_size(text: str) -> int:
     """Parse ``512M``, ``1G``, ``1.5G`` or a byte count (base 1024, as systemd does)."""
-    m = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,9})?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    m = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,9})?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE | re.ASCII)
     if not m:
         raise BadInput(f"invalid size {text!r}: expected a number with an optional K, M, G or T suffix, e.g. 512M")
     value = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
@@ -40,7 +40,7 @@ def parse_size(text: str) -> int:
 
 def parse_percent(text: str) -> int:
     """Parse a CPU quota such as ``50%`` or ``200%`` (percent of one CPU)."""
-    m = re.fullmatch(r"\s*(\d{1,6})\s*%?\s*", text)
+    m = re.fullmatch(r"\s*(\d{1,6})\s*%?\s*", text, re.ASCII)
     if not m or not 1 <= int(m.group(1)) <= 100_000:
         raise BadInput(f"invalid CPU quota {text!r}: expected a percentage of one CPU from 1 to 100000, e.g. 50%")
     return int(m.group(1))
@@ -48,7 +48,7 @@ def parse_percent(text: str) -> int:
 
 def parse_tasks(text: str) -> int:
     """Parse a maximum number of tasks (processes and threads), at least 2."""
-    if not text.strip().isdigit() or not 2 <= int(text) <= 4_194_304:
+    if not re.fullmatch(r"\s*\d{1,7}\s*", text, re.ASCII) or not 2 <= int(text) <= 4_194_304:
         raise BadInput(f"invalid tasks maximum {text!r}: expected a whole number from 2 (the job and miniq's keeper process) to 4194304")
     return int(text)
 
@@ -56,18 +56,12 @@ def parse_tasks(text: str) -> int:
 def parse_timeout(text: str) -> float:
     from .timeparse import parse_duration
 
-    seconds = parse_duration(text)
-    if seconds > MAX_TIMEOUT:
-        raise BadInput(f"invalid duration {text!r}: at most 10 years")
-    return seconds
+    return parse_duration(text, most=MAX_TIMEOUT)
 
 
 def parse_nice(text: str) -> int:
     """Parse a niceness between -20 and 19."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 99
+    value = int(text) if re.fullmatch(r"\s*[-+]?\d{1,2}\s*", text, re.ASCII) else 99
     if not -20 <= value <= 19:
         raise BadInput(f"invalid niceness {text!r}: expected a whole number from -20 to 19")
     return value
@@ -87,6 +81,14 @@ class LimitSpec(NamedTuple):
     systemd: str  # what README calls it
     #: The scope property: (name, D-Bus signature, value -> property value), or None.
     prop: tuple[bytes, bytes, Callable[[Any], Any]] | None
+    #: How a value reads to a person, as its option takes it.
+    show: Callable[[Any], str] = str
+    #: A lower value gives a job more (niceness); for the others a higher one does.
+    lower_is_more: bool = False
+
+    def more_than(self, value: Any, cap: Any) -> bool:
+        """Whether ``value`` gives a job more than ``cap`` allows."""
+        return bool(value < cap) if self.lower_is_more else bool(value > cap)
 
     def check(self, value: Any) -> Any:
         """A stored value, validated; ``ValueError`` naming what is wrong."""
@@ -97,21 +99,33 @@ class LimitSpec(NamedTuple):
         return value
 
 
+def show_size(value: int) -> str:
+    """``67108864`` -> ``64M``: the largest unit that divides it, as parse_size reads it back."""
+    for unit in ("T", "G", "M", "K"):
+        if value % _SIZE_UNITS[unit] == 0:
+            return f"{value // _SIZE_UNITS[unit]}{unit}"
+    return str(value)
+
+
+def show_seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
 LIMITS: tuple[LimitSpec, ...] = (
     LimitSpec("memory-max", "memory_max", parse_size, 4096, MAX_SIZE, True,
               "Memory limit (MemoryMax=), e.g. 512M or 2G.", "`512M`, `2G`", "`MemoryMax=`",
-              (b"MemoryMax", b"t", int)),
+              (b"MemoryMax", b"t", int), show_size),
     LimitSpec("cpu-quota", "cpu_quota", parse_percent, 1, 100_000, True,
               "CPU limit in percent of one CPU (CPUQuota=), e.g. 50%.", "`50%` (of one CPU)", "`CPUQuota=`",
-              (b"CPUQuotaPerSecUSec", b"t", lambda v: v * 10_000)),
+              (b"CPUQuotaPerSecUSec", b"t", lambda v: v * 10_000), lambda v: f"{v}%"),
     LimitSpec("tasks-max", "tasks_max", parse_tasks, 2, 4_194_304, True,
               "Maximum processes and threads (TasksMax=), e.g. 64.", "`64` (miniq's keeper process counts as one)", "`TasksMax=`",
               (b"TasksMax", b"t", int)),
     LimitSpec("timeout", "timeout", parse_timeout, 0.001, MAX_TIMEOUT, False,
               "Wall-clock limit; the job is stopped after it, e.g. 10m.", "`90s`, `10m`, `1h30m`", "`RuntimeMaxSec=`",
-              (b"RuntimeMaxUSec", b"t", lambda v: int(v * 1_000_000))),
+              (b"RuntimeMaxUSec", b"t", lambda v: int(v * 1_000_000)), show_seconds),
     LimitSpec("nice", "nice", parse_nice, -20, 19, True,
-              "Niceness of the job, -20 to 19.", "`10`", "niceness", None),
+              "Niceness of the job, -20 to 19.", "`10`", "niceness", None, str, True),
 )  # fmt: skip
 BY_KEY = {spec.key: spec for spec in LIMITS}
 
@@ -127,15 +141,16 @@ class Limits(NamedTuple):
     nice: int | None = None
 
     @classmethod
-    def parse(cls, options: Mapping[str, str | None], where: str = "") -> Limits:
-        """Build limits from option spellings (``{"memory-max": "512M"}``)."""
+    def parse(cls, options: Mapping[str, str | None], where: str = "", prefix: str = "") -> Limits:
+        """Build limits from option spellings (``{"memory-max": "512M"}``);
+        ``prefix`` is how the options are spelled where they come from (``cap-``)."""
         values: dict[str, Any] = {}
         for key, text in options.items():
             if text is None:
                 continue
             spec = BY_KEY.get(key)
             if spec is None:
-                raise BadInput(f"unknown limit {key!r}{where}: expected one of {', '.join(BY_KEY)}")
+                raise BadInput(f"unknown limit {(prefix + key)!r}{where}: expected one of {', '.join(prefix + k for k in BY_KEY)}")
             try:
                 values[spec.attr] = spec.parse(text)
             except BadInput as e:

@@ -15,6 +15,7 @@ import click
 
 from . import __version__
 from .cli import main
+from .face import say
 
 DATE = "2026-12-01"
 
@@ -96,4 +97,4 @@ def write(target: Path) -> list[Path]:
 
 if __name__ == "__main__":
     for path in write(Path(sys.argv[1] if len(sys.argv) > 1 else ".")):
-        print(path)
+        say(str(path))

@@ -43,6 +43,7 @@ from .layout import parse_queue_name
 from .manager import Manager
 from .output import Budget
 from .pending import Pending
+from .policy import Owner, at_start
 from .promote import promote
 from .queue import Queue
 from .result import Outcome, Result
@@ -366,12 +367,13 @@ class Processor:
             if isinstance(found, str):
                 return Result.unrun(Outcome.NOT_STARTED, f"not run: {found}", host)
             identity = found
-        user = identity.user if identity else job.submitter.user
-        groups = identity.group_names() if identity else ()
-        limits = job.limits.over(self.config.limits_for(job.name, user, groups))
+            owner = Owner(identity.uid, identity.user, identity.group_names())
+        else:
+            owner = Owner(os.geteuid(), job.submitter.user, ())
+        limits = at_start(self.layout, self.config, owner, job)  # the run gate (policy.py)
+        if isinstance(limits, str):
+            return Result.unrun(Outcome.NOT_STARTED, limits, host)
         spec = worker.spec(claim, job, limits, identity)
-        if isinstance(spec, str):
-            return Result.unrun(Outcome.NOT_STARTED, spec, host)
         result: Result = worker.execute(claim, job, spec, self._uid(claim))
         return result.but(run=f"{self.me.name}#{len(job.attempts) + 1}")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import files
-from .errors import BadInput, MiniqError, NotPermitted, UnknownJob, os_failure
+from .errors import BadInput, MiniqError, UnknownJob, os_failure
 from .files import MAX_FILE, dump
-from .job import Job, State, check_name, hostname
+from .job import Job, State, hostname
 from .layout import Layout, is_id, parse_claim_name
 from .limits import Limits
 from .schedule import Schedule
@@ -28,6 +28,7 @@ from .schedule import Schedule
 if TYPE_CHECKING:
     from .caller import Caller
     from .claims import Claimer, Stale
+    from .policy import Admitted, Owner
     from .records import Record
 
 # Imported where used (records, claims, result): `miniq enqueue` needs none of them.
@@ -71,16 +72,24 @@ class Queue:
             ) from None
 
     def job_type(self, name: str) -> Path:
-        """The executable for job type ``name``; ``BadInput`` if there is none."""
-        check_name(name)
-        path = self.layout.job_type(name)
-        if not path.is_file():
-            raise BadInput(f"no job type '{name}': expected an executable at {path}")
-        if not os.access(path, os.X_OK):
-            raise BadInput(f"job type '{name}' is not executable: expected an executable at {path} (chmod +x it)")
-        return path
+        """The executable for job type ``name``; ``BadInput`` if it cannot run (jobtypes.py)."""
+        from .policy import check_type
+
+        check_type(self.layout, name)
+        return self.layout.job_type(name)
 
     # -- submitting ---------------------------------------------------------
+
+    def owner(self, file_owner: int | None = None) -> Owner:
+        """Whose a job of this queue is: the caller's (the helper), that of
+        ``file_owner`` (a root process acting for a user), else ours."""
+        from .policy import Owner
+
+        if self.caller is not None:
+            return Owner.of(self.caller.uid)
+        if file_owner is not None and file_owner != os.geteuid():
+            return Owner.of(file_owner)
+        return Owner.current()
 
     def enqueue(
         self,
@@ -100,10 +109,16 @@ class Queue:
         ``unique`` is a key (unique.py): if an unfinished job holds it, nothing
         is added and ``AlreadyQueued`` names that job.  ``on_success`` and
         ``on_failure`` are job types queued when it ends (followup.py).
+        Everything is judged by the one gate first (policy.py).
         """
-        self._check_options(name, schedule, unique, on_success, on_failure)
+        from .policy import Ask, Door, admit
+
         if self.caller is not None:
-            owner = self._admit(name, schedule, *(f for f in (on_success, on_failure) if f is not None))
+            owner = (self.caller.uid, self.caller.gid)
+        follow_ups = tuple(f for f in (on_success, on_failure) if f is not None)
+        ask = Ask(name, tuple(argv), limits, schedule, follow_ups, unique)
+        admitted = admit(self.layout, Door.ENQUEUE, [ask], self.owner(owner[0] if owner else None))
+        self.check_dependencies(schedule)
         job = Job.new(name, argv, limits, schedule, uid=owner[0] if owner else None, pid=self.caller.pid if self.caller else None)
         job = job.but(unique=unique, on_success=on_success, on_failure=on_failure)
         data = dump(job.to_json())
@@ -112,14 +127,21 @@ class Queue:
         if not self._laid_out:
             self.ensure_layout()
             self._laid_out = True
-        now = time.time()
-        key_owner = owner[0] if owner else os.geteuid()
+        self.publish(admitted, job, data, owner)
+        return job
+
+    def publish(self, admitted: Admitted, job: Job, data: bytes, owner: tuple[int, int] | None) -> None:
+        """Write a new job that passed the gate where it waits: ``queue/``, or
+        ``delayed/`` for a time or its dependencies (durably: files.py)."""
         from . import unique as keys
 
+        assert admitted.asks[0].name == job.name
+        schedule, unique = job.schedule, job.unique
+        key_owner = owner[0] if owner else os.geteuid()
         try:
             if unique is not None:
                 keys.take(self.layout, unique, key_owner, job.id, owner)
-            if schedule.waits(now):
+            if schedule.waits(time.time()):
                 due = None if schedule.after else schedule.not_before
                 files.write_durably(self.layout.tmp, self.layout.delayed_entry(job.id, due), data, owner=owner)
                 self.wake()
@@ -131,59 +153,14 @@ class Queue:
             if unique is not None:
                 keys.give_back(self.layout, unique, key_owner, job.id)
             raise os_failure(f"cannot write to the queue under {self.root}", e) from None
-        return job
 
-    def _check_options(self, name: str, schedule: Schedule, unique: str | None, *follow_ups: str | None) -> None:
-        """``BadInput`` unless the job type, its follow-ups, its key and its dependencies are usable."""
-        from .unique import check_key
-
-        self.job_type(name)
-        for follow in follow_ups:
-            if follow is not None:
-                self.job_type(follow)
-        if unique is not None:
-            check_key(unique)
+    def check_dependencies(self, schedule: Schedule) -> None:
+        """``BadInput`` unless every job ``schedule`` runs after exists (ids are the gate's)."""
         for dep in schedule.after:
-            if not is_id(dep):
-                raise BadInput(f"invalid job id '{dep}' for --after: expected an id as printed by miniq enqueue")
             try:
                 self.locate(dep)
             except UnknownJob:
                 raise BadInput(f"no job with id '{dep}' to run after, under {self.root}") from None
-
-    def _admit(self, name: str, schedule: Schedule, *follow_ups: str) -> tuple[int, int]:
-        """Whether the caller may submit job type ``name`` here; their (uid, gid)."""
-        from .config import Config
-        from .users import untrusted_reason
-
-        assert self.caller is not None
-        config = Config.load(self.root)
-        groups = self.caller.group_names()
-        if config.access_group and config.access_group not in groups:
-            raise NotPermitted(
-                f"the system queue takes jobs only from members of group '{config.access_group}' ([access] group in {self.layout.conf})"
-            )
-        highest = config.priority_cap(self.caller.user, groups)
-        if schedule.priority > highest:
-            raise NotPermitted(
-                f"priority {schedule.priority} is above the highest you may give in the system queue ({highest})",
-                hint=f"an administrator may allow more with max-priority in [user:{self.caller.user}] or [access] of {self.layout.conf}",
-            )
-        for kind in (name, *follow_ups):
-            problem = untrusted_reason(self.layout.job_type(kind))
-            if problem:
-                raise BadInput(f"job type '{kind}' is not trusted, so it cannot run in the system queue: {problem}")
-        cap = config.cap_for(self.caller.user)
-        if cap is not None:
-            held = sum(
-                1 for s in (State.QUEUED, State.DELAYED, State.RUNNING) for _, path in self.entries(s) if _owner(path) == self.caller.uid
-            )
-            if held >= cap:
-                raise BadInput(
-                    f"you have {held} jobs queued, delayed or running, the most the system queue takes from one user ({cap}); "
-                    "wait for some to finish"
-                )
-        return self.caller.uid, self.caller.gid
 
     def wake(self) -> None:
         """Make the path unit start the processor, e.g. to arm a timer."""
@@ -344,6 +321,7 @@ class Queue:
         """Queue a running job again at once whose holder is gone (``force``:
         whose host you know is gone although its lease has not expired yet)."""
         from .claims import Claimer, Stale, take_over
+        from .policy import Ask, Door, admit
 
         me = Claimer.current()
         state, path = self.locate(job_id)
@@ -359,6 +337,10 @@ class Queue:
             parsed = parse_claim_name(path.name)
             holder = Claimer.parse(parsed[1]) if parsed else None
             stale = Stale(path, job_id, holder, f"requeued by {hostname()} with --force")
+        if stale.id is not None:
+            found = records_job(path, job_id)
+            if found is not None:  # an unusable file is rejected below, whoever owns it
+                admit(self.layout, Door.REQUEUE, [Ask.of(found)], self.owner(_owner(path)), counted=job_id)
         claim = take_over(self.layout, stale, me)
         if claim is None:
             raise MiniqError(f"job {job_id} changed state meanwhile; look again with: miniq show {job_id}")
@@ -367,7 +349,10 @@ class Queue:
         return claim.requeue(claim.job)
 
     def retry(self, job_id: str) -> Job:
-        """Queue a failed or cancelled job again, with the same id, arguments and attempts."""
+        """Queue a failed or cancelled job again, with the same id, arguments
+        and attempts, if its owner may still queue it (policy.py)."""
+        from .policy import Ask, Door, admit
+
         state, path = self.locate(job_id)
         if state is not State.FAILED:
             raise BadInput(f"job {job_id} is {state.label}: only failed or cancelled jobs can be retried")
@@ -377,17 +362,23 @@ class Queue:
         if record.job is None:
             raise BadInput(f"job {job_id} cannot be retried: its file is unusable ({record.problem})")
         job = record.job
+        admitted = admit(self.layout, Door.RETRY, [Ask.of(job)], self.owner(_owner(path)))
         if job.unique is not None:
             from . import unique
 
             unique.take(self.layout, job.unique, unique.key_owner(_owner(path)), job.id)
+        self.put_back(admitted, path, job)
+        return job
+
+    def put_back(self, admitted: Admitted, path: Path, job: Job) -> None:
+        """Move a finished job that passed the gate again into ``queue/``."""
+        assert admitted.asks[0].name == job.name
         self._drop_staging_links(path)
         # One rename: the job is in exactly one place at every moment.  The
         # record's own "state" and "result" are ignored in queue/.
         if job.schedule.priority:
             self.layout.priority_marker(job.schedule.priority).touch()
         files.move_durably(path, self.layout.queued(job.schedule.priority, job.id))
-        return job
 
     def _drop_staging_links(self, path: Path) -> None:
         """Remove a staging name a crash left linked to ``path`` (files.py)."""
@@ -419,6 +410,16 @@ class Queue:
                         path.unlink(missing_ok=True)
                     removed.append(job_id)
         return removed
+
+
+def records_job(path: Path, job_id: str) -> Job | None:
+    """The job in the file at ``path``, or None if it is not a usable one."""
+    from . import records
+
+    try:
+        return records.read(path, State.RUNNING, job_id).job
+    except OSError:
+        return None
 
 
 def _owner(path: Path) -> int:

@@ -17,6 +17,10 @@ MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 MAX_RETRIES = 100
 MAX_AFTER = 64
 MAX_BACKOFF = 3600.0
+#: The latest due time a stored job may have: 13 digits of milliseconds, as
+#: delayed/ names hold it (layout.py), so year 2286.  A person may ask for at
+#: most ten years ahead (timeparse.MAX_AHEAD); a file asking for more is rejected.
+MAX_DUE = (10**13 - 1) / 1000
 ID_RE = re.compile(r"\d{8}-\d{6}-\d{6}-[0-9a-f]{8}")
 
 
@@ -63,6 +67,8 @@ class Schedule(NamedTuple):
                 not_before = timestamp(not_before)
             except (ValueError, TypeError, OverflowError):
                 raise ValueError(f"field 'schedule.not_before' must be an ISO 8601 time, not {not_before!r}") from None
+            if not 0 <= not_before <= MAX_DUE:
+                raise ValueError("field 'schedule.not_before' must be a time from 1970 to 2286")
         after = data.get("after", [])
         if not isinstance(after, list) or len(after) > MAX_AFTER or not all(isinstance(a, str) and ID_RE.fullmatch(a) for a in after):
             raise ValueError(f"field 'schedule.after' must be a list of at most {MAX_AFTER} job ids")

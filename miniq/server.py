@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from . import hangup
 from .caller import Caller, peer
 from .errors import BadInput, Busy, MiniqError, NotPermitted
+from .face import visible, visible_lines
 from .helper import COMMANDS, MAX_REQUEST, REQUEST_TIMEOUT, exit_frame, frame
 
 IDLE_EXIT = 30.0  # seconds without a connection before the helper exits
@@ -188,13 +189,13 @@ def answer(conn: Connection, command: click.Group) -> None:
         return
     except MiniqError as e:
         code = e.exit_code
-        _say(err, f"Error: {e.message}\n" + (f"Hint: {e.hint}\n" if e.hint else ""))
+        _say(err, f"Error: {visible(e.message)}\n" + (f"Hint: {visible(e.hint)}\n" if e.hint else ""))
     except (OSError, ValueError) as e:  # the client went away, or sent something odd
         code = 2 if isinstance(e, ValueError) else 1
-        _say(err, f"Error: {e}\n")
+        _say(err, f"Error: {visible(str(e))}\n")
     except Exception as e:  # noqa: BLE001 - one request's bug never stops the helper
         _log(f"internal error answering uid {conn.caller.uid}: {e!r}\n{traceback.format_exc()}")
-        _say(err, f"Error: internal error in miniq's helper: {e!r}\n")
+        _say(err, f"Error: internal error in miniq's helper: {visible(repr(e))}\n")
     finally:
         for stream in (out, err):
             try:
@@ -208,8 +209,9 @@ def answer(conn: Connection, command: click.Group) -> None:
 
 
 def _say(stream: io.TextIOWrapper, text: str) -> None:
+    """Lines for the client's person, through the one face (face.py)."""
     try:
-        stream.write(text)
+        stream.write(visible_lines(text))
         stream.flush()
     except (OSError, ValueError):
         pass
@@ -244,8 +246,13 @@ def _run(command: click.Group, argv: list[str], caller: Caller, out: io.TextIOWr
 
 
 def _log(message: str) -> None:
+    """A line for the helper's journal (its standard error)."""
     try:
-        print(message, file=sys.__stderr__, flush=True)
+        stream = sys.__stderr__
+        if stream is None:
+            return
+        stream.write(visible_lines(message) + "\n")
+        stream.flush()
     except (OSError, ValueError, AttributeError):
         pass
 

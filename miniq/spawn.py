@@ -21,8 +21,10 @@ before its exec and tears the copy down in it.  Draining trivial jobs at
 parallel 1, the processor took 8.80 -> 7.51 ms per job with the shell gate
 (medians of six alternating rounds of 500; NEWS.md).  A job run as another
 user (a root processor), or with a niceness, gets a fork of the processor
-that drops its credentials, sets ``no_new_privs`` and its niceness before it
-waits at the gate.
+that drops its credentials and sets ``no_new_privs`` and then its niceness
+before it waits at the gate; only a niceness below 0 that the run gate
+allowed (policy.py: ``cap-nice``) is set before the drop, since it takes
+privilege.
 
 Both start a job alike: its arguments, environment, working directory,
 session, descriptors and signal dispositions (but for glibc's two internal
@@ -32,7 +34,7 @@ binary format the kernel knows runs under ``/bin/sh``, as with ``execvp`` (and
 cron, at and nq).  A fork that cannot exec the job reports why on a pipe
 (``StartFailed``); the shell gate cannot, and exits 127 (not found) or 126
 with the shell's message on the job's stderr.  So the worker checks before
-either starts that the job's ``#!`` interpreter exists (``interpreter_problem``):
+either starts that the job's ``#!`` interpreter exists (jobtypes.py):
 the one reason for a failed exec that a job type meets in practice.
 """
 
@@ -185,13 +187,19 @@ def _child(spec: ExecSpec, out_w: int, err_w: int, gate_r: int, rep_w: int) -> N
         # the journal) must not leak into the job, nor keep pipes alive.
         os.closerange(5, 1 << 20)
         os.set_inheritable(4, False)
-        if spec.limits.nice is not None:
-            os.setpriority(os.PRIO_PROCESS, 0, spec.limits.nice)
+        nice = spec.limits.nice
         if spec.identity is not None:
+            if nice is not None and nice < 0:
+                # Below 0 takes privilege: set while still root, and only
+                # because the run gate (policy.py) checked it against what an
+                # administrator granted this user (cap-nice).
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
             os.setgroups(list(spec.identity.groups))
             os.setgid(spec.identity.gid)
             os.setuid(spec.identity.uid)  # from root: drops every capability
             _no_new_privs()
+        if nice is not None and (spec.identity is None or nice >= 0):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)  # as the user: what they may set themselves
         os.chdir(spec.cwd)
         for sig in RESET_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
@@ -212,32 +220,6 @@ def _child(spec: ExecSpec, out_w: int, err_w: int, gate_r: int, rep_w: int) -> N
         os.write(4, repr(e).encode())
     finally:
         os._exit(127)
-
-
-def interpreter_problem(exe: str) -> str | None:
-    """Why the ``#!`` interpreter of the executable ``exe`` cannot run, if it
-    names one that is not there or not executable (module comment)."""
-    try:
-        fd = os.open(exe, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None  # not readable to us: the exec itself tells
-    try:
-        head = os.read(fd, 256)
-    finally:
-        os.close(fd)
-    if not head.startswith(b"#!"):
-        return None
-    # As the kernel reads it: up to the newline, words apart by spaces and tabs.
-    interpreter = os.fsdecode(head[2:].split(b"\n", 1)[0].replace(b"\t", b" ").strip(b" ").split(b" ", 1)[0])
-    if not interpreter.startswith("/"):
-        return None  # empty, or relative to the working directory: left to the kernel
-    if not os.path.exists(interpreter):
-        if interpreter.endswith("\r"):
-            return f"its #! line ends with a carriage return (Windows line ends), so it names {interpreter[:-1]}\\r, which does not exist"
-        return f"its #! line names {interpreter}, which does not exist"
-    if not os.access(interpreter, os.X_OK) or os.path.isdir(interpreter):
-        return f"its #! line names {interpreter}, which is not an executable file"
-    return None
 
 
 def spawn_gated(spec: ExecSpec) -> Gated:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .errors import BadInput
+from .face import say, say_lines
 from .limits import LIMITS, Limits
 from .manager import Manager
 from .schedule import Schedule
@@ -31,7 +32,7 @@ def _warn_unprocessed(obj: Context) -> None:
     if obj.explicit_root or enabled_units(obj.manager):
         return
     flag = "--user " if obj.manager is Manager.USER else ""
-    click.echo(
+    say(
         f"Warning: no miniq-process.path or .timer is enabled in the {obj.manager.value} manager, so nothing will run this job; "
         f"fix: miniq {flag}install-units --now (or: systemctl {flag}enable --now miniq-process.timer miniq-process.path)",
         err=True,
@@ -112,12 +113,12 @@ def _one(obj: Context, name: str, args: tuple[str, ...], limits: Limits, schedul
     try:
         job_id = obj.queue.enqueue(name, list(args), limits, schedule, unique=key, on_success=on_success, on_failure=on_failure).id
     except AlreadyQueued as e:
-        click.echo(e.job_id)
-        click.echo(f"Note: {e.message}", err=True)
+        say(e.job_id)
+        say(f"Note: {e.message}", err=True)
         if not wait_:
             raise click.exceptions.Exit(e.exit_code) from None
         return e.job_id
-    click.echo(job_id)
+    say(job_id)
     _warn_unprocessed(obj)
     return job_id
 
@@ -160,10 +161,9 @@ def _batch(obj: Context, name: str, args: tuple[str, ...], limits: Limits, sched
     if not items:
         return
     results = enqueue_batch(obj.queue, name, items, limits, schedule)
-    sys.stdout.write("".join(f"{job_id}\n" for job_id, _ in results))  # one write, even unbuffered
-    sys.stdout.flush()
+    say_lines("".join(f"{job_id}\n" for job_id, _ in results), end="")  # one write, even unbuffered
     _warn_unprocessed(obj)
     skipped = sum(1 for _, added in results if not added)
     if skipped:
-        click.echo(f"Note: {skipped} job(s) not added: a job with the same unique key is unfinished (its id printed)", err=True)
+        say(f"Note: {skipped} job(s) not added: a job with the same unique key is unfinished (its id printed)", err=True)
         raise click.exceptions.Exit(7)

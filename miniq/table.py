@@ -1,4 +1,8 @@
-"""How ``miniq list`` and ``miniq show`` read to a person."""
+"""How ``miniq list`` and ``miniq show`` read to a person.
+
+Every cell and value is shown through the one face (face.py): a job's
+arguments, its name, a reason, a host came from users, and one line of the
+table or of a record stays one line whatever they hold."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import shlex
 import shutil
 from collections.abc import Iterable
 
+from .face import visible
 from .job import State
 from .records import Record
 from .timeparse import relative
@@ -57,7 +62,8 @@ def render(items: Iterable[Record | tuple[str, int]]) -> str:
             notes.append(f"... and {item[1]} more {item[0]} (--all to list them)")
             continue
         argv = list(item.job.argv) if item.job else []
-        lines.append((item.id, item.state.label, item.name or "?", when(item), outcome(item), shlex.join(argv)))
+        cells = (item.id, item.state.label, item.name or "?", when(item), outcome(item), shlex.join(argv))
+        lines.append((visible(cells[0]), visible(cells[1]), visible(cells[2]), visible(cells[3]), visible(cells[4]), visible(cells[5])))
     widths = [max(len(line[i]) for line in lines) for i in range(5)]
     out = []
     for line in lines:
@@ -97,4 +103,4 @@ def describe_record(record: Record) -> str:
                     "cpu_usec", "memory_peak", "max_rss", "output_lines", "output_dropped"):  # fmt: skip
             if data.get(key) is not None:
                 out.append(f"{key + ':':12} {data[key]}")
-    return "\n".join(out)
+    return "\n".join(visible(line) for line in out)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .spawn import Identity
+if TYPE_CHECKING:
+    from .spawn import Identity
 
 
 def untrusted_reason(path: str | Path) -> str | None:
@@ -64,6 +66,8 @@ def _check_chain(path: str) -> str | None:
 
 def identity_for(owner_uid: int, claimed_uid: int) -> Identity | str:
     """The identity to run a job as in a root processor, or why it must not run."""
+    from .spawn import Identity  # ctypes: only in a processor, never for root's enqueue
+
     if claimed_uid != owner_uid:
         return f"it says it was submitted by uid {claimed_uid}, but its file belongs to uid {owner_uid}"
     try:

@@ -22,9 +22,8 @@ from .limits import Limits
 from .output import Budget, OutputPump
 from .result import Outcome, Result
 from .runner import Runner, Running
-from .spawn import ExecSpec, Identity, StartDelayed, StartFailed, clean_environment, interpreter_problem
+from .spawn import ExecSpec, Identity, StartDelayed, StartFailed, clean_environment
 from .timeparse import now_iso
-from .users import untrusted_reason
 
 Log = Callable[..., None]
 
@@ -65,21 +64,10 @@ class Worker:
         self.output_limit, self.shared_budget = output_limit, shared_budget
         self.heartbeat, self.stopping = heartbeat, stopping
 
-    def spec(self, claim: Claim, job: Job, limits: Limits, identity: Identity | None) -> ExecSpec | str:
-        """What to run for ``job``, or why it cannot run."""
+    def spec(self, claim: Claim, job: Job, limits: Limits, identity: Identity | None) -> ExecSpec:
+        """What to run for ``job``, which the run gate let start with ``limits`` (policy.py)."""
         layout = claim.layout
         exe = layout.job_type(job.name)
-        if not exe.is_file():
-            return f"no job type '{job.name}': expected an executable at {exe}"
-        if not os.access(exe, os.X_OK):
-            return f"job type '{job.name}' is not executable: expected an executable at {exe} (chmod +x it)"
-        if os.geteuid() == 0:
-            problem = untrusted_reason(exe)
-            if problem:
-                return f"job type '{job.name}' is not trusted, so root will not run it: {problem}"
-        problem = interpreter_problem(str(exe))
-        if problem:
-            return f"job type '{job.name}' cannot start: {problem}"
         extra = {
             "MINIQ_JOB_ID": job.id,
             "MINIQ_JOB_NAME": job.name,

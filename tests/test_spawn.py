@@ -12,6 +12,7 @@ and that nothing runs before the gate opens, or at all when it is aborted.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from helpers import ListSink, process, result_of, write_job
 
+from miniq.errors import BadInput
 from miniq.limits import Limits
 from miniq.queue import Queue
 from miniq.spawn import ExecSpec, abort, release, spawn_gated
@@ -123,7 +125,11 @@ def test_a_missing_interpreter_is_not_started_and_named(root: Path, tmp_path: Pa
         first_line = "#!/bin/sh\r\n"
         named = "its #! line ends with a carriage return (Windows line ends), so it names /bin/sh\\r, which does not exist"
     write_job(root, "py", first_line + "print('ran')\n")
+    with pytest.raises(BadInput, match="^" + re.escape(f"job type 'py' cannot start: {named}") + "$"):
+        Queue(root).enqueue("py", [], limits=limits)  # the gate says so at once (policy.py)
+    write_job(root, "py", "#!/bin/sh\n")
     job = Queue(root).enqueue("py", [], limits=limits)
+    write_job(root, "py", first_line + "print('ran')\n")  # broken while it waited: the run gate says so
     sink, summary = process(root)
     assert summary.failed == [job.id]
     result = result_of(root, job.id)
@@ -177,9 +183,9 @@ def test_doctor_names_a_job_type_whose_interpreter_is_missing(root: Path, tmp_pa
     write_job(root, "dos", "#!/bin/sh\r\ntrue\r\n")
     found = {(f.ok, f.text, f.fix) for f in _job_types(Queue(root))}
     assert found == {
-        (False, "job type 'dos' will not start: its #! line ends with a carriage return (Windows line ends), so it names "
+        (False, "job type 'dos' cannot start: its #! line ends with a carriage return (Windows line ends), so it names "
                 "/bin/sh\\r, which does not exist", f"sed -i 's/\\r$//' {root}/jobs/dos.job"),
-        (False, f"job type 'py' will not start: its #! line names {tmp_path}/python9, which does not exist",
+        (False, f"job type 'py' cannot start: its #! line names {tmp_path}/python9, which does not exist",
                 f"install it, or name another in the first line of {root}/jobs/py.job"),
     }  # fmt: skip
     (root / "jobs" / "py.job").unlink()
