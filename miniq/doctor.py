@@ -109,11 +109,27 @@ def _units(queue: Queue, manager: Manager) -> Iterator[Finding]:
             yield Finding(False, f"{unit} is not running", f"{sysctl} start {unit}")
         else:
             yield Finding(True, f"{unit} is enabled and active")
+    if states.get("miniq-api.socket", {}).get("ActiveState") == "active":
+        yield _helper_answers()
     watched = states["miniq-process.path"].get("Paths", "")
     expected = str(queue.layout.queue)
     if watched and not watched.startswith(expected + " "):
         yield Finding(False, f"miniq-process.path watches {watched.split(' ')[0]}, but this queue is {expected}",
                       f"miniq {manager.flag} --root {queue.root} install-units --now")  # fmt: skip
+
+
+def _helper_answers() -> Finding:
+    """An active socket says nothing of its helper: ask it (helper.ping)."""
+    from .helper import ping
+
+    try:
+        return Finding(True, f"the system queue's helper answers ({ping()})")
+    except SystemdUnavailable as e:
+        return Finding(
+            False, f"miniq-api.socket is active, but {e.message}",
+            "see why with: systemctl status miniq-api.service; journalctl -u miniq-api; "
+            "then: systemctl reset-failed miniq-api.service miniq-api.socket && systemctl restart miniq-api.socket",
+        )  # fmt: skip
 
 
 #: What a unit's Result= means, for people; by unit kind, then result.

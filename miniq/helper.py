@@ -7,9 +7,18 @@ below the CLI and imports none of it; the helper's server side sits above.
 
 Wire format.  The client sends one line of JSON,
 ``{"argv": [...], "columns": N}``, at most ``MAX_REQUEST`` bytes, within
-``REQUEST_TIMEOUT`` seconds of connecting.  The helper answers with frames:
-one byte for the channel (``o`` standard output, ``e`` standard error, ``x``
-the exit status, always last), a 4-byte big-endian length and the data.
+``REQUEST_TIMEOUT`` seconds of connecting (or ``{"hello": 1}``, which the
+helper answers with its version: ``ping``, for doctor).  The helper answers
+with frames: one byte for the channel (``a`` the request was read and is
+being answered, sent at once; ``o`` standard output, ``e`` standard error,
+``x`` the exit status, always last), a 4-byte big-endian length and the data.
+
+A helper that cannot start (its executable gone, a broken drop-in) leaves
+the socket listening while systemd tries again, a bounded number of times
+(miniq-api.service); a client that connected meanwhile would wait forever.
+So the client waits at most ``ANSWER_TIMEOUT`` seconds for the first frame
+and then says what is wrong and the command that shows why (exit code 4);
+once the ``a`` frame came, it waits as long as the request takes (a ``wait``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ COMMANDS = frozenset({"enqueue", "list", "status", "show", "logs", "wait", "canc
 #: (restarted with its socket, say by a package upgrade): asking twice changes nothing.
 SAFE_AGAIN = frozenset({"list", "status", "show", "logs", "wait", "stats"})
 ATTEMPTS = 5
+#: Seconds a client waits for the helper's first frame (module comment).
+ANSWER_TIMEOUT = 15.0
+SERVICE_UNIT = "miniq-api.service"
 
 
 def frame(channel: bytes, data: bytes) -> bytes:
@@ -66,6 +78,30 @@ def _socket_state() -> tuple[str, str] | None:
         return None
     props = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     return props.get("ActiveState", ""), props.get("Result", "")
+
+
+def _service_state() -> dict[str, str]:
+    """ActiveState, SubState, Result and NRestarts of the helper's service, as systemd says."""
+    try:
+        proc = subprocess.run(
+            ["systemctl", "show", "--property=ActiveState,SubState,Result,NRestarts", SERVICE_UNIT], capture_output=True, text=True,
+            timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+def _silent() -> SystemdUnavailable:
+    """The helper took the connection but said nothing within ``ANSWER_TIMEOUT``."""
+    state = _service_state()
+    shown = "unknown"
+    if state:
+        shown = f"{state.get('ActiveState', '?')} ({state.get('SubState', '?')}), {state.get('NRestarts', '?')} restarts"
+    return SystemdUnavailable(
+        f"the system queue's helper did not answer within {ANSWER_TIMEOUT:g} s; {SERVICE_UNIT} is {shown}",
+        hint=f"an administrator can see why with: systemctl status {SERVICE_UNIT}; journalctl -u miniq-api; miniq --system doctor",
+    )
 
 
 def _unreachable(error: OSError) -> SystemdUnavailable:
@@ -116,19 +152,26 @@ def call(argv: list[str]) -> int:
     raise MiniqError("the system queue's helper ended without an answer; see: journalctl -u miniq-api")
 
 
-def _relay(sock: socket.socket) -> int | None:
-    """Relay the answer; its exit code, or None if the helper went away before any of it."""
+def _relay(sock: socket.socket, timeout: float | None = None) -> int | None:
+    """Relay the answer; its exit code, or None if the helper went away before
+    any of it.  The first frame must come within ``timeout`` seconds (module comment)."""
+    # What the helper sends went through its face already (face.py): passed on as it is.
     sinks = {b"o": sys.stdout.buffer, b"e": sys.stderr.buffer}
     relayed = False
+    sock.settimeout(ANSWER_TIMEOUT if timeout is None else timeout)
     while True:
         try:
             header = _recv_exactly(sock, 5)
             length = struct.unpack(">I", header[1:])[0]
             payload = _recv_exactly(sock, length)
+        except socket.timeout:
+            raise _silent() from None
         except (ConnectionError, OSError):
             if not relayed:
                 return None
             raise MiniqError("the system queue's helper ended without an answer; see: journalctl -u miniq-api") from None
+        if not relayed:
+            sock.settimeout(None)  # it answers: as long as the request takes from here
         relayed = True
         if header[:1] == b"x":
             return int(struct.unpack(">i", payload)[0])
@@ -136,3 +179,29 @@ def _relay(sock: socket.socket) -> int | None:
         if sink is not None:
             sink.write(payload)
             sink.flush()
+
+
+def ping(timeout: float = 10.0) -> str:
+    """The helper's version, asked over its socket; ``SystemdUnavailable``
+    (saying why) if it cannot be reached or does not answer within ``timeout``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    with sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(SOCKET))
+            sock.sendall(json.dumps({"hello": 1}).encode() + b"\n")
+        except OSError as e:
+            raise _unreachable(e) from None
+        answer = b""
+        try:
+            while True:
+                header = _recv_exactly(sock, 5)
+                payload = _recv_exactly(sock, struct.unpack(">I", header[1:])[0])
+                if header[:1] == b"o":
+                    answer += payload
+                elif header[:1] == b"x":
+                    return answer.decode("utf-8", "replace").strip()
+        except socket.timeout:
+            raise _silent() from None
+        except (ConnectionError, OSError) as e:
+            raise SystemdUnavailable(f"the system queue's helper closed the connection without an answer ({e})") from None

@@ -114,7 +114,10 @@ def check_argv(argv: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for number, arg in enumerate(argv, 1):
         if "\0" in arg:
             raise BadInput("an argument contains a NUL byte, which no program can receive")
-        size = len(os.fsencode(arg))
+        try:
+            size = len(os.fsencode(arg))
+        except UnicodeEncodeError:  # a lone surrogate that stands for no byte (a request, not a command line)
+            raise BadInput(f"argument {number} is not text a program can receive: it holds a lone UTF-16 surrogate") from None
         if size >= MAX_ARG_STRLEN:
             raise BadInput(
                 f"argument {number} is {size} bytes: the kernel passes at most {MAX_ARG_STRLEN - 1} bytes in one argument, "

@@ -1,7 +1,8 @@
 """Which systemd manager runs a queue, and which queue a command means.
 
 Resolution of the manager (which systemd runs the jobs' scopes):
-  ``--system`` or ``--user``; otherwise a process started by a user manager
+  ``--system`` or ``--user``; otherwise ``MINIQ_ROOT`` naming the system
+  queue's root (as in a job of the system queue) means system; otherwise a process started by a user manager
   (``MANAGERPID`` is set) means user; otherwise root
   means system and everyone else means user.  These are exactly the defaults
   the shipped units see, so the CLI and the units agree without configuration.
@@ -45,6 +46,11 @@ class Manager(enum.Enum):
 
 
 def detect_manager() -> Manager:
+    if os.environ.get("MINIQ_ROOT") and Path(os.environ["MINIQ_ROOT"]).absolute() == SYSTEM_ROOT:
+        # The system queue's own root: a job of the system queue (its processor
+        # sets MINIQ_ROOT) runs `miniq show` for the system queue, as its
+        # user, through the helper (README, "Day two": follow-up jobs).
+        return Manager.SYSTEM
     if os.environ.get("MANAGERPID"):
         return Manager.USER
     return Manager.SYSTEM if os.getuid() == 0 else Manager.USER

@@ -143,8 +143,13 @@ class Connection:
     watched: bool = False
 
 
+#: ``_read_request``'s argv for a ``{"hello": 1}`` request (helper.ping).
+HELLO: list[str] = []
+
+
 def _read_request(sock: socket.socket) -> tuple[list[str], int | None]:
-    """The request on ``sock``: (argv, terminal columns); ``BadInput`` if it is not one."""
+    """The request on ``sock``: (argv, terminal columns), ``HELLO`` for a ping;
+    ``BadInput`` if it is not one."""
     deadline = time.monotonic() + REQUEST_TIMEOUT
     data = b""
     while not data.endswith(b"\n"):
@@ -165,9 +170,18 @@ def _read_request(sock: socket.socket) -> tuple[list[str], int | None]:
         request = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as e:
         raise BadInput(f"malformed request: {str(e)[:200]}") from None
+    if isinstance(request, dict) and request.get("hello") == 1 and "argv" not in request:
+        return HELLO, None
     argv = request.get("argv") if isinstance(request, dict) else None
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise BadInput("malformed request: expected a JSON object with an argv list of strings")
+    for word in argv:
+        try:
+            word.encode("utf-8", "surrogateescape")  # what a command line can hold: any bytes but NUL
+        except UnicodeEncodeError:
+            raise BadInput("malformed request: an argument holds a lone UTF-16 surrogate, which no command line can") from None
+        if "\0" in word:
+            raise BadInput("malformed request: an argument holds a NUL character, which no command line can") from None
     columns = request.get("columns")
     return argv, columns if isinstance(columns, int) and not isinstance(columns, bool) else None
 
@@ -180,10 +194,17 @@ def answer(conn: Connection, command: click.Group) -> None:
     try:
         hangup.set_current(conn.hangup)
         argv, columns = _read_request(sock)
-        if argv[0] not in COMMANDS:
-            raise NotPermitted(f"'miniq --system {argv[0]}' is for root only")
-        Server.watch(conn)
         sock.settimeout(SEND_TIMEOUT)
+        if argv is HELLO:
+            from . import __version__
+
+            _say(out, f"miniq {__version__}\n")
+            code = 0
+            return
+        if argv[0] not in COMMANDS:
+            raise NotPermitted(f"'miniq --system {visible(argv[0])}' is for root only")
+        sock.sendall(frame(b"a", b""))  # read and being answered: the client waits as long as it takes
+        Server.watch(conn)
         code = _run(command, argv, conn.caller, out, err, columns)
     except hangup.ClientGone:
         return

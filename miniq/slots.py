@@ -138,8 +138,10 @@ def free(layout: Layout, name: str, count: int) -> int:
     return len(_scan(layout, where))
 
 
-def in_use(layout: Layout) -> dict[str, tuple[int, int]]:
-    """Job type -> (slots held, slots) for every cap in use (for stats and doctor)."""
+def in_use(layout: Layout, uid: int | None = None) -> dict[str, tuple[int, int]]:
+    """Job type -> (slots held, slots) for every cap in use (for stats and
+    doctor); with ``uid``, only the slots that user's running jobs hold (a
+    user's figures through the helper count only their own jobs)."""
     found: dict[str, tuple[int, int]] = {}
     try:
         entries = os.listdir(layout.slots)
@@ -150,8 +152,18 @@ def in_use(layout: Layout) -> dict[str, tuple[int, int]]:
         if not dash or not count.isdigit():
             continue
         try:
-            held = sum(1 for n in os.listdir(layout.slots / entry) if "@" in n)
+            holders = [n.partition("@")[2] for n in os.listdir(layout.slots / entry) if "@" in n]
         except OSError:
             continue
-        found[name] = (held, int(count))
+        if uid is not None:
+            holders = [h for h in holders if _claim_owner(layout, h) == uid]
+        found[name] = (len(holders), int(count))
     return found
+
+
+def _claim_owner(layout: Layout, holder: str) -> int | None:
+    """The owner of the claim ``running/HOLDER.json`` that holds a slot, if it is there."""
+    try:
+        return os.lstat(layout.running / f"{holder}.json").st_uid
+    except OSError:
+        return None

@@ -138,7 +138,7 @@ def collect(queue: Queue, window: float = DEFAULT_WINDOW, now: float | None = No
             if result.duration is not None:
                 stats.durations[name].append(result.duration)
     stats.paused = sorted(paused_names(queue.layout))
-    stats.slots = slots.in_use(queue.layout)
+    stats.slots = slots.in_use(queue.layout, None if queue.caller is None else queue.caller.uid)
     return stats
 
 

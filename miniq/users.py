@@ -7,8 +7,9 @@ the user the kernel named as its peer on the socket.
 
 A root processor executes job types and reads miniq.conf only when they are
 *trusted*: owned by root, not writable by group or others, and the same holds
-for every directory above them; a symbolic link is followed only if the link
-and everything it leads to pass the same test.  Anything else could let a
+for every directory the path passes through; a symbolic link, in the file's
+own name or in a directory above it, is followed only if the link and
+everything it leads to pass the same test.  Anything else could let a
 user run code as root.
 """
 
@@ -25,43 +26,61 @@ if TYPE_CHECKING:
 
 def untrusted_reason(path: str | Path) -> str | None:
     """Why a root processor must not trust ``path``, or None if it may.
+
+    Walks the path from ``/`` one name at a time, as the kernel resolves it:
+    every directory it passes through and the entry it ends at must be
+    root's and not writable by group or others (a sticky directory above is
+    fine: nobody can replace root's entries in it); a symbolic link, wherever
+    it is in the path, must be root's, and what it leads to is walked the same
+    way from where the link is.  So a root-owned file reached through a link
+    to a user's directory is not trusted: the user could replace it.
     (Strings, not pathlib: a root processor asks this for every job.)"""
-    seen = 0
-    current = os.path.abspath(path)
-    while True:
-        seen += 1
-        if seen > 40:
-            return f"{path} has too many levels of symbolic links"
-        problem = _check_chain(current)
+    asked = os.path.abspath(path)
+    todo = asked.split("/")[1:]
+    current = "/"
+    links = 0
+    problem = _judge("/", os.lstat("/"), last=False)
+    if problem:
+        return problem
+    while todo:
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, name)
+        try:
+            st = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            return f"{os.path.join(candidate, *todo)} does not exist"
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid != 0:
+                return f"{candidate} is owned by uid {st.st_uid}, not root"
+            links += 1
+            if links > 40:
+                return f"{asked} has too many levels of symbolic links"
+            target = os.readlink(candidate)
+            todo = target.split("/") + todo
+            if target.startswith("/"):
+                current = "/"
+            continue
+        problem = _judge(candidate, st, last=not any(n not in ("", ".") for n in todo))
         if problem:
             return problem
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            return f"{current} does not exist"
-        if not stat.S_ISLNK(st.st_mode):
-            return None
-        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
+        current = candidate
+    return None
 
 
-def _check_chain(path: str) -> str | None:
-    """Each of ``path`` and its parents: root's and not writable by others."""
-    part = path
-    while True:
-        try:
-            st = os.lstat(part)
-        except FileNotFoundError:
-            return f"{part} does not exist"
-        if st.st_uid != 0:
-            return f"{part} is owned by uid {st.st_uid}, not root"
-        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o022:
-            sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and part != path
-            if not sticky_dir:
-                return f"{part} is writable by {'group' if st.st_mode & 0o020 else 'others'}"
-        parent = os.path.dirname(part)
-        if parent == part:
-            return None
-        part = parent
+def _judge(path: str, st: os.stat_result, last: bool) -> str | None:
+    """Whether one entry on the way may be trusted: root's, written by root alone."""
+    if st.st_uid != 0:
+        return f"{path} is owned by uid {st.st_uid}, not root"
+    if st.st_mode & 0o022:
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and not last
+        if not sticky_dir:
+            return f"{path} is writable by {'group' if st.st_mode & 0o020 else 'others'}"
+    return None
 
 
 def identity_for(owner_uid: int, claimed_uid: int) -> Identity | str:
