@@ -60,7 +60,7 @@ from .files import Unusable, dump, read_untrusted
 from .job import SCHEMA, Job, State, hostname, new_id
 from .layout import Layout, is_id, parse_claim_name
 from .proc import boot_id, pid_namespace, process_start, safe_host
-from .result import Outcome, Result
+from .result import Cause, Outcome, Result
 
 _GONE = (errno.ENOENT, errno.ESTALE)
 
@@ -444,7 +444,12 @@ def take_over(layout: Layout, stale: Stale, me: Claimer) -> Claim | None:
         # What is left of its run on this machine stops before the job may run
         # again or be recorded: a processor's recovery, cancel, requeue.
         cgroup.stop(cgroup.scope_name(claim.id), cgroup.STOP_GRACE)
-    note = Result.unrun(Outcome.INTERRUPTED, stale.why, me.host, lost_host=stale.host, run=stale.holder.name if stale.holder else None)
+    # Judged on the machine that ran it, which kept running: its processor died
+    # there (the job may be why); else its machine was lost (result.Cause).
+    same_machine = stale.holder is None or (stale.holder.boot, stale.holder.pidns) == (me.boot, me.pidns)
+    cause = Cause.DIED if same_machine else Cause.LOST
+    note = Result.unrun(Outcome.INTERRUPTED, stale.why, me.host, lost_host=stale.host, run=stale.holder.name if stale.holder else None,
+                        cause=cause.value)  # fmt: skip
     claim.rewrite(claim.job.but(attempts=(*claim.job.attempts, note)))
     return claim
 

@@ -7,7 +7,7 @@ Sections:
   ``[user:NAME]``      limits (and ``max-queued``, ``max-connections``,
                        ``max-priority`` and the caps ``cap-LIMIT``) of one submitter
   ``[group:NAME]``     limits (and ``max-priority`` and ``cap-LIMIT``) of the members of a group
-  ``[processor]``      ``parallel``, ``lease``, ``max-interruptions``, ``linger``,
+  ``[processor]``      ``parallel``, ``lease``, ``max-interruptions``, ``max-lost-runs``, ``linger``,
                        ``output-rate-limit``, ``allow-unconfined``, ``slice``,
                        ``prometheus-file``
   ``[access]``         system queue: ``group`` (only its members may submit),
@@ -52,6 +52,7 @@ PROCESSOR_OPTIONS = {
     "parallel": "1",
     "lease": "60s",
     "max-interruptions": "3",
+    "max-lost-runs": "20",
     "linger": "2s",
     "output-rate-limit": "10000/30s",
     "allow-unconfined": "no",
@@ -132,6 +133,8 @@ class Config(NamedTuple):
     lease: float = 60.0
     #: Runs that may end with their processor's death before the job is failed.
     max_interruptions: int = 3
+    #: Runs that may be lost with their machine (a power cut, a reboot, a lost host) before the job is failed.
+    max_lost_runs: int = 20
     #: Seconds the processor waits for more jobs once the queue is empty.
     linger: float = 2.0
     #: (lines, seconds) of job output a processor passes on, or None for no limit.
@@ -282,6 +285,8 @@ class Config(NamedTuple):
                 values["lease"] = max(parse_duration(value), 1.0)
             elif key == "max-interruptions":
                 values["max_interruptions"] = parse_count(value, "max-interruptions", 1, 1000, where)
+            elif key == "max-lost-runs":
+                values["max_lost_runs"] = parse_count(value, "max-lost-runs", 1, 1000, where)
             elif key == "linger":
                 values["linger"] = parse_duration(value, allow_zero=True)
             elif key == "output-rate-limit":

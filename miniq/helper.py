@@ -134,7 +134,7 @@ def call(argv: list[str]) -> int:
             sock.connect(str(SOCKET))
         except OSError as e:
             sock.close()
-            if attempt and argv[:1] and argv[0] in SAFE_AGAIN:
+            if attempt and attempt < ATTEMPTS - 1 and argv[:1] and argv[0] in SAFE_AGAIN:
                 time.sleep(0.2 * 2**attempt)  # the socket comes back with its helper
                 continue
             raise _unreachable(e) from None
@@ -149,7 +149,10 @@ def call(argv: list[str]) -> int:
         if not argv or argv[0] not in SAFE_AGAIN or attempt == ATTEMPTS - 1:
             break
         time.sleep(0.2 * 2**attempt)
-    raise MiniqError("the system queue's helper ended without an answer; see: journalctl -u miniq-api")
+    raise SystemdUnavailable(
+        "the system queue's helper ended without an answer",
+        hint=f"an administrator can see why with: systemctl status {SERVICE_UNIT}; journalctl -u miniq-api; miniq --system doctor",
+    )
 
 
 def _relay(sock: socket.socket, timeout: float | None = None) -> int | None:
@@ -157,7 +160,7 @@ def _relay(sock: socket.socket, timeout: float | None = None) -> int | None:
     any of it.  The first frame must come within ``timeout`` seconds (module comment)."""
     # What the helper sends went through its face already (face.py): passed on as it is.
     sinks = {b"o": sys.stdout.buffer, b"e": sys.stderr.buffer}
-    relayed = False
+    relayed = heard = False
     sock.settimeout(ANSWER_TIMEOUT if timeout is None else timeout)
     while True:
         try:
@@ -168,10 +171,13 @@ def _relay(sock: socket.socket, timeout: float | None = None) -> int | None:
             raise _silent() from None
         except (ConnectionError, OSError):
             if not relayed:
-                return None
+                return None  # nothing reached the user: a request safe to ask again is asked again
             raise MiniqError("the system queue's helper ended without an answer; see: journalctl -u miniq-api") from None
-        if not relayed:
+        if not heard:
             sock.settimeout(None)  # it answers: as long as the request takes from here
+            heard = True
+        if header[:1] == b"a":
+            continue
         relayed = True
         if header[:1] == b"x":
             return int(struct.unpack(">i", payload)[0])

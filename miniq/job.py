@@ -326,9 +326,13 @@ class Job(NamedTuple):
 
     @property
     def interruptions(self) -> int:
-        from .result import Outcome
+        """Runs its processor's death cut short (``max-interruptions``, result.Cause)."""
+        return sum(1 for a in self.attempts if a.counts_as_interruption)
 
-        return sum(1 for a in self.attempts if a.outcome is Outcome.INTERRUPTED)
+    @property
+    def lost_runs(self) -> int:
+        """Runs lost with their machine or scope (``max-lost-runs``, result.Cause)."""
+        return sum(1 for a in self.attempts if a.counts_as_lost)
 
     @property
     def failures(self) -> int:

@@ -108,6 +108,10 @@ def show_size(value: int) -> str:
 
 
 def show_seconds(value: float) -> str:
+    """``60.0`` -> ``1m``, ``315360000`` -> ``3650d``, ``1.5`` -> ``1.5s``: as parse_duration reads it back."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if value >= size and value % size == 0:
+            return f"{int(value // size)}{unit}"
     return f"{value:g}s"
 
 

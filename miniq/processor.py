@@ -26,6 +26,7 @@ installation set ``allow-unconfined = yes`` in ``[processor]`` of miniq.conf.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import select
 import signal
@@ -89,6 +90,10 @@ class Processor:
         self.config_stamp: tuple[float, int] | None = None
         self.unavailable: str | None = None
         self.heartbeat: Callable[[], None] = notify.alive
+        #: A worker process tells its supervisor when it is busy and when idle (supervisor.py).
+        self.state: Callable[[bool], None] = lambda busy: None
+        #: A worker process waits for jobs until its supervisor closes this pipe (supervisor.py).
+        self.lifeline: int | None = None
         #: Set by SIGTERM/SIGINT: finish or put back what runs, claim nothing new.
         self.stopping = False
         #: Records published so far: a job others run --after may have ended.
@@ -132,10 +137,10 @@ class Processor:
                     if runner:
                         runner.close()
             else:
-                from .supervisor import fork_worker, supervise
+                from .supervisor import supervise
 
                 self.recover(summary)
-                supervise(self, [fork_worker(self, linger) for _ in range(parallel)], summary)
+                supervise(self, parallel, linger, summary)
             pending = Pending(self.layout, watch=False)
             try:
                 summary.wake_at = promote(self, pending, summary)
@@ -220,18 +225,26 @@ class Processor:
     def _interrupted(self, claim: Claim, job: Job, why: str, summary: Summary) -> None:
         """The policy for a run cut short by its processor (README, "When
         things go wrong"): ``job`` already holds the interrupted attempt."""
+        last = job.attempts[-1]
         if os.path.lexists(self.layout.cancel_request(job.id)):
             self._finish(claim, job, Result.unrun(Outcome.CANCELLED, f"cancelled; {why}", hostname()), summary)
-        elif job.interruptions >= self.config.max_interruptions:
+        elif last.counts_as_interruption and job.interruptions >= self.config.max_interruptions:
             reason = (
-                f"its run was interrupted {job.interruptions} times (last: {why}); "
+                f"its run was interrupted {job.interruptions} times by its processor's death (last: {why}); "
                 f"not run again (max-interruptions = {self.config.max_interruptions} in [processor] of miniq.conf)"
             )
             # The last interrupted attempt is the job's result: N runs, N attempts.
-            *earlier, last = job.attempts
-            self._finish(claim, job.but(attempts=tuple(earlier)), last.but(reason=reason), summary)
+            self._finish(claim, job.but(attempts=job.attempts[:-1]), last.but(reason=reason), summary)
+        elif last.counts_as_lost and job.lost_runs >= self.config.max_lost_runs:
+            reason = (
+                f"{job.lost_runs} of its runs were lost with their machine or scope (last: {why}); "
+                f"not run again (max-lost-runs = {self.config.max_lost_runs} in [processor] of miniq.conf)"
+            )
+            self._finish(claim, job.but(attempts=job.attempts[:-1]), last.but(reason=reason), summary)
         else:
-            delay = backoff(job.interruptions)
+            # A job that may have killed its processor waits longer each time; a
+            # run lost with its machine, or stopped with its processor, goes again soon.
+            delay = backoff(job.interruptions if last.counts_as_interruption else 1)
             self._persist(claim, lambda: claim.postpone(job, time.time() + delay))
             self.log(f"job {job.id} ({job.name}) was interrupted ({why}); runs again in {delay:.0f} s", journal.WARNING, job,
                      self._uid(claim), MINIQ_EVENT="recovered")  # fmt: skip
@@ -272,28 +285,38 @@ class Processor:
                 claim = Claim.take(self.layout, path, self.me, parsed[1] if parsed else None)
                 if claim is not None:
                     self.taken += 1
+                    self.state(True)
                     self.run_claim(claim, worker, summary)
         finally:
             pending.close()
 
     def _idle(self, pending: Pending, linger: float) -> bool:
-        """Wait up to ``linger`` seconds for a job; True if one may have come."""
-        deadline = time.monotonic() + linger
+        """Wait for a job; True if one may have come.  A processor waits up to
+        ``linger`` seconds; a worker process until its supervisor closes its
+        lifeline (supervisor.py), looking again at held jobs every
+        ``HELD_CHECK`` seconds, since a slot freed elsewhere sends no event."""
+        from .promote import HELD_CHECK
+
+        self.state(False)
+        worker = self.lifeline is not None
+        deadline = time.monotonic() + (HELD_CHECK if pending.held else math.inf) if worker else time.monotonic() + linger
         earliest = pending.earliest()
-        if earliest is not None and earliest - time.time() < linger:
+        if earliest is not None and (worker or earliest - time.time() < linger):
             deadline = min(deadline, time.monotonic() + max(earliest - time.time(), 0))
         while time.monotonic() < deadline and not self.stopping:
             self.heartbeat()
             fd = pending.fileno()
             timeout = min(1.0, max(deadline - time.monotonic(), 0))
             if fd is not None:
-                ready, _, _ = select.select([fd], [], [], timeout)
-                if ready:
+                ready, _, _ = select.select([fd] if self.lifeline is None else [fd, self.lifeline], [], [], timeout)
+                if fd in ready:
                     return True
+                if ready:
+                    return False  # the lifeline closed: every slot is idle; the supervisor ends the workers
             else:
                 time.sleep(timeout)
                 return True
-        return earliest is not None and earliest <= time.time()
+        return worker and not self.stopping or earliest is not None and earliest <= time.time()
 
     def run_claim(self, claim: Claim, worker: Any, summary: Summary) -> None:
         """Run one claimed entry and record what became of it."""

@@ -29,7 +29,25 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # the job file itself was unusable (see reason)
     ERROR = "error"  # miniq itself failed while handling the job (see reason)
     CANCELLED = "cancelled"  # stopped or dropped by `miniq cancel`
-    INTERRUPTED = "interrupted"  # its processor died or lost its lease; final after max-interruptions such runs
+    INTERRUPTED = "interrupted"  # its processor died, was stopped, or its machine was lost; see Cause
+
+
+class Cause(enum.Enum):
+    """Why a run was interrupted (``Result.cause``), and whether the job may be to blame.
+
+    Only ``DIED`` counts toward ``max-interruptions``: the processor died
+    while its machine kept running (the same boot and PID namespace judged it
+    dead or its lease expired), which a job that kills or hangs its processor
+    causes.  A machine lost (a power cut, a reboot, another machine or
+    container took over) and a scope systemd did not start in time are the
+    machine's misfortune: they count toward the larger ``max-lost-runs``, so
+    a job still never runs forever.  A processor stopped on purpose (``systemctl
+    stop``, a shutdown, an upgrade) counts toward neither."""
+
+    DIED = "died"
+    LOST = "lost"
+    DELAYED = "delayed"
+    STOPPED = "stopped"
 
 
 # Exit statuses of `miniq wait` for jobs that did not simply exit (README).
@@ -47,7 +65,7 @@ _WAIT_STATUS = {
     Outcome.INTERRUPTED: WAIT_INTERRUPTED,
 }
 _INT_FIELDS = ("exit_code", "pid", "cpu_usec", "memory_peak", "max_rss", "oom_kills", "output_lines", "output_dropped")
-_STR_FIELDS = ("signal", "reason", "started", "ended", "host", "unit", "run", "lost_host")
+_STR_FIELDS = ("signal", "reason", "started", "ended", "host", "unit", "run", "lost_host", "cause")
 
 
 class Result(NamedTuple):
@@ -77,6 +95,9 @@ class Result(NamedTuple):
     run: str | None = None
     #: For an interrupted run: the host that held the job when it was lost.
     lost_host: str | None = None
+    #: For an interrupted run: why (a ``Cause`` value); None in records of 0.3
+    #: and before, which count as ``died``.
+    cause: str | None = None
     #: Keys this version does not know, kept so that rewriting loses nothing.
     extra: Mapping[str, Any] = MappingProxyType({})
 
@@ -96,6 +117,17 @@ class Result(NamedTuple):
         """Whether it uses up one of the job's ``--retries``.  An interrupted
         run was not the job's fault, so it does not."""
         return not self.succeeded and self.outcome is not Outcome.INTERRUPTED
+
+    @property
+    def counts_as_interruption(self) -> bool:
+        """Whether it uses up one of ``max-interruptions``: its processor died
+        while its machine kept running (``Cause``)."""
+        return self.outcome is Outcome.INTERRUPTED and self.cause in (None, Cause.DIED.value)
+
+    @property
+    def counts_as_lost(self) -> bool:
+        """Whether it uses up one of ``max-lost-runs``: its machine or its scope was lost (``Cause``)."""
+        return self.outcome is Outcome.INTERRUPTED and self.cause in (Cause.LOST.value, Cause.DELAYED.value)
 
     @property
     def may_retry(self) -> bool:
@@ -175,6 +207,8 @@ class Result(NamedTuple):
             if not isinstance(data["limits"], dict):
                 raise ValueError("result field 'limits' must be an object")
             values["limits"] = data["limits"]
+        if values.get("cause") is not None and values["cause"] not in {c.value for c in Cause}:
+            raise ValueError(f"result field 'cause' must be one of {', '.join(c.value for c in Cause)}")
         known = set(cls._fields)
         values["extra"] = {k: v for k, v in data.items() if k not in known}
         return cls(**values)

@@ -20,7 +20,7 @@ from .claims import Claim
 from .job import Job, hostname
 from .limits import Limits
 from .output import Budget, OutputPump
-from .result import Outcome, Result
+from .result import Cause, Outcome, Result
 from .runner import Runner, Running
 from .spawn import ExecSpec, Identity, StartDelayed, StartFailed, clean_environment
 from .timeparse import now_iso
@@ -100,7 +100,7 @@ class Worker:
         except StartDelayed as e:
             # A busy systemd, not the job: it goes back and runs later (the
             # processor's policy for interrupted runs, with its backoff and cap).
-            return Result.unrun(Outcome.INTERRUPTED, f"its scope was not ready in time: {e}", hostname())
+            return Result.unrun(Outcome.INTERRUPTED, f"its scope was not ready in time: {e}", hostname(), cause=Cause.DELAYED.value)
         except StartFailed as e:
             return Result.unrun(Outcome.NOT_STARTED, str(e), hostname())
         where = f" in {running.unit}" if running.unit else " without a scope"
@@ -128,6 +128,7 @@ class Worker:
             max_rss=rusage.ru_maxrss * 1024, oom_kills=acct.oom_kills, output_lines=pump.lines,
             output_dropped=pump.dropped or None,
             reason="cancelled" if stop.cancelled else "its processor was stopped" if stop.interrupted else None,
+            cause=Cause.STOPPED.value if outcome is Outcome.INTERRUPTED else None,
         )  # fmt: skip
 
     def _tick(self, claim: Claim, job: Job, running: Running, stop: Stop, uid: int | None) -> bool:

@@ -423,3 +423,66 @@ def test_a_claim_on_nfs_is_written_afresh_after_it_is_read(root: Path, monkeypat
     assert claim is not None and claim.job is not None and claim.job.id == job.id
     assert os.stat(claim.path).st_ino != before
     assert json.loads(claim.path.read_bytes())["id"] == job.id
+
+
+def _lose_to_another_boot(q: Queue, me: Claimer) -> str:
+    """The next job's claim held by this host before a reboot (another boot id), its lease long expired."""
+    claim = take_next(q, other(me, boot="b" * 32))
+    assert claim is not None
+    clock = ServerClock(q.layout, me.name)
+    past = clock.now() - 1000
+    os.utime(claim.path, (past, past))
+    clock.close()
+    return claim.id
+
+
+def test_a_run_lost_with_its_machine_is_not_the_jobs_fault(root: Path) -> None:
+    """Power cuts (another boot judged the claim) never spend max-interruptions:
+    five of them, with max-interruptions = 1, and the job still runs and succeeds;
+    max-lost-runs bounds them, named in the reason."""
+    (root / "miniq.conf").write_text("[processor]\nmax-interruptions = 1\nmax-lost-runs = 6\n")
+    q = Queue(root)
+    me = Claimer.current()
+    job = q.enqueue("echo", ["survivor"])
+    for _ in range(5):
+        assert _lose_to_another_boot(q, me) == job.id
+        summary = processor(root)[0].run()
+        assert summary.recovered == [job.id] and q.locate(job.id)[0] is State.DELAYED  # back, for a second
+        os.rename(q.locate(job.id)[1], root / "queue" / f"1000-{job.id}.json")  # as if its second passed
+    summary = processor(root)[0].run()
+    assert summary.succeeded == [job.id]
+    record = q.read(job.id)
+    causes = [(a.outcome, a.cause) for a in record.job.attempts]  # type: ignore[union-attr]
+    assert causes == [(Outcome.INTERRUPTED, "lost")] * 5 + [(Outcome.EXITED, None)]
+    # Six lost runs in a row: failed, and the reason names max-lost-runs.
+    again = q.enqueue("echo", ["unlucky"])
+    for n in range(6):
+        assert _lose_to_another_boot(q, me) == again.id
+        processor(root)[0].run()
+        if n < 5:
+            os.rename(q.locate(again.id)[1], root / "queue" / f"1000-{again.id}.json")
+    record = q.read(again.id)
+    assert record.state is State.FAILED and record.result is not None
+    assert record.result.reason is not None and "6 of its runs were lost with their machine or scope" in record.result.reason
+    assert "max-lost-runs = 6" in record.result.reason and record.result.wait_status == 126
+
+
+def test_a_processor_that_died_on_this_machine_counts_and_a_stop_does_not(root: Path) -> None:
+    q = Queue(root)
+    me = Claimer.current()
+    q.enqueue("echo", ["x"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    claim = take_next(q, other(me, pid=dead.pid))
+    assert claim is not None
+    clock = ServerClock(q.layout, me.name)
+    [stale] = list(stale_claims(q.layout, me, 60.0, clock))
+    taken = take_over(q.layout, stale, me)
+    assert taken and taken.job and taken.job.attempts[-1].cause == "died"
+    assert taken.job.interruptions == 1 and taken.job.lost_runs == 0
+    stopped = Result.unrun(Outcome.INTERRUPTED, "its processor was stopped", "h", cause="stopped")
+    assert not stopped.counts_as_interruption and not stopped.counts_as_lost
+    old = Result.from_json({"outcome": "interrupted", "reason": "0.3's records have no cause"})
+    assert old.counts_as_interruption  # counted as before
+    with pytest.raises(ValueError, match="result field 'cause' must be one of"):
+        Result.from_json({"outcome": "interrupted", "cause": "bad luck"})

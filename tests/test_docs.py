@@ -72,3 +72,11 @@ def test_readme_shows_every_access_policy() -> None:
     example = README.split("Policy in `/var/lib/miniq/miniq.conf`")[1].split("```ini")[1].split("```")[0]
     for key in POLICY:
         assert re.search(rf"^{key} = ", example, re.MULTILINE), key
+
+
+def test_readme_names_every_cap() -> None:
+    from miniq.config import CAPS
+
+    for cap in CAPS:
+        assert f"`{cap}`" in README, cap
+    assert "SECURITY.md" in README and (REPO / "SECURITY.md").is_file()

@@ -93,6 +93,8 @@ def main() -> None:
     (shared / "root" / "jobs" / "true.job").symlink_to("/bin/true")  # as the reference loop runs it
     (shared / "root" / "jobs" / "stamp.job").write_text('#!/bin/sh\ndate +%s.%N > "$1"\n')
     (shared / "root" / "jobs" / "stamp.job").chmod(0o755)
+    (shared / "root" / "jobs" / "block.job").write_text('#!/bin/sh\nwhile [ ! -e "$1" ]; do sleep 0.1; done\n')
+    (shared / "root" / "jobs" / "block.job").chmod(0o755)
     sb = Sandbox(scratch / "sb", "bench", binds=[REPO], shared=[shared])
     b = Bench(options.quick, options.only)
     try:
@@ -214,6 +216,11 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
         b.notes.append(f"Start latency p50 of the peers ({label}): nq {ms(median(lat['nq']))}, tsp {ms(median(lat['tsp']))}")  # type: ignore[arg-type]
         if spacing > 1:
             cold(sb, root, b, lat["processor"], spacing)  # type: ignore[arg-type]
+        else:
+            warm = median(mq)  # type: ignore[arg-type]
+    busy = run(sb, root, "busy_latency", str(b.latency_samples), "4")["miniq"]
+    b.row("enqueue -> job start, p50, queued while 3 long jobs run (parallel 4)", ms(median(busy)),  # type: ignore[arg-type]
+          f"the warm start above {ms(warm)}", median(busy) / warm, "<= 1.2x")  # type: ignore[arg-type]  # fmt: skip
     ew = run(sb, root, "enqueue_wait", str(samples))
     b.row("enqueue + `miniq wait` of a trivial job", ms(median(ew["miniq"])), f"`systemd-run --wait true` {ms(median(ew['systemd-run']))}",  # type: ignore[arg-type]
           median(ew["miniq"]) / median(ew["systemd-run"]), "<= 5x")  # type: ignore[arg-type]  # fmt: skip

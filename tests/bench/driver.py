@@ -362,6 +362,38 @@ def latency(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
     return out
 
 
+def busy_latency(root: str, samples: int, parallel: int) -> dict[str, list[float]]:
+    """As ``latency``'s warm row, while ``parallel`` - 1 long jobs hold slots of a
+    processor with ``parallel`` slots: does a free slot start a new job at once?"""
+    out: dict[str, list[float]] = {"miniq": []}
+    stamps = f"{root}/../stamps-busy"
+    os.makedirs(stamps, exist_ok=True)
+    conf = Path(root) / "miniq.conf"
+    conf.write_text(f"[processor]\nparallel = {parallel}\n")
+    release = f"{stamps}/release"
+    blockers = []
+    try:
+        for _ in range(parallel - 1):
+            proc = subprocess.run([MINIQ, "--root", root, "enqueue", "block", release], check=True, capture_output=True, text=True)
+            blockers.append(proc.stdout.strip())
+        deadline = time.monotonic() + 60
+        while sum(1 for n in os.listdir(f"{root}/running") if n.endswith(".json")) < parallel - 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the long jobs did not start")
+            time.sleep(0.05)
+        for i in range(samples):
+            path = f"{stamps}/miniq-{i}"
+            t0 = time.time()
+            subprocess.run([MINIQ, "--root", root, "enqueue", "stamp", path], check=True, stdout=subprocess.DEVNULL)
+            out["miniq"].append(_wait_stamp(path) - t0)
+            time.sleep(0.5)
+    finally:
+        Path(release).touch()
+        subprocess.run([MINIQ, "--root", root, "wait", *blockers], check=False, stdout=subprocess.DEVNULL)
+        conf.unlink(missing_ok=True)
+    return out
+
+
 def cold_reference(root: str, samples: int, spacing: float) -> dict[str, list[float]]:
     """COLD_REFERENCE as a oneshot service, from the service's start to the
     job's first instruction, ``spacing`` seconds apart (as latency's cold row)."""
@@ -525,6 +557,7 @@ def main() -> None:
         "floor": lambda: floor(root, int(args[0])),
         "latency": lambda: latency(root, int(args[0]), float(args[1])),
         "cold_reference": lambda: cold_reference(root, int(args[0]), float(args[1])),
+        "busy_latency": lambda: busy_latency(root, int(args[0]), int(args[1])),
         "enqueue_wait": lambda: enqueue_wait(root, int(args[0])),
         "bulk": lambda: bulk(root, int(args[0]), int(args[1])),
         "scale": lambda: scale(root, int(args[0]), int(args[1])),

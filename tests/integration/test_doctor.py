@@ -48,7 +48,10 @@ def test_job_type_not_executable(flow: Flow) -> None:
     finally:
         flow.sh(f"rm {flow.root}/jobs/plain.job")
     assert code == 1
-    assert problems(lines) == ["problem: job type 'plain' is not executable", f"  fix: chmod +x {flow.root}/jobs/plain.job"]
+    assert problems(lines) == [
+        f"problem: job type 'plain' is not executable: expected an executable at {flow.root}/jobs/plain.job (chmod +x it)",
+        f"  fix: chmod +x {flow.root}/jobs/plain.job",
+    ]  # the worker's and enqueue's own words (jobtypes.py)
 
 
 def test_unit_not_enabled(flow: Flow) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,3 +21,67 @@ def flow(sandbox: Sandbox, repo: str) -> Iterator[Flow]:
     assert f"miniq is installed and its units are enabled; your queue is {f.root}." in out
     assert f.unit_state("miniq-process.path") == "active"
     yield f
+
+
+STAMP = '#!/bin/sh\ndate +%s.%N > "$MINIQ_ROOT/started-$MINIQ_JOB_ID"\n'
+BLOCK = '#!/bin/sh\ndate +%s.%N > "$MINIQ_ROOT/started-$MINIQ_JOB_ID"\nwhile [ ! -e "$MINIQ_ROOT/release-$1" ]; do sleep 0.1; done\n'
+
+
+@pytest.mark.parametrize("capped", [False, True], ids=["parallel 4", "a type capped at 1 beside another"])
+def test_every_free_slot_starts_a_new_job_at_once(flow: Flow, capped: bool) -> None:
+    """parallel = 4 with one job running until released: each job queued after
+    it starts at once in a free slot, also one queued after every other slot
+    was idle for longer than linger; with [job:block] parallel = 1 a second
+    block job waits for the first and takes its slot at once when it ends."""
+    flow.add_job("stamp", STAMP)
+    flow.add_job("block", BLOCK)
+    flow.sh(f"rm -f {flow.root}/release-*")
+    cap = "[job:block]\nparallel = 1\n" if capped else ""
+    flow.sh(f"cat > {flow.root}/miniq.conf", input=f"[processor]\nparallel = 4\nlinger = 1s\n{cap}")
+    try:
+        long, _ = flow.enqueue_timed("block", "long")
+        _started(flow, long)
+        latencies = []
+        for i in range(3):
+            job_id, t0 = flow.enqueue_timed("stamp", str(i))
+            flow.wait_final([job_id], timeout=30)
+            latencies.append(flow.started_at(job_id) - t0)
+        time.sleep(3)  # every other slot idle for three times linger
+        late, t0 = flow.enqueue_timed("stamp", "late")
+        flow.wait_final([late], timeout=30)
+        latencies.append(flow.started_at(late) - t0)
+        assert flow.record(long)["state"] == "running"
+        if capped:
+            second, _ = flow.enqueue_timed("block", "second")
+            deadline = time.monotonic() + 30
+            while not flow.sb.path(f"{flow.root}/delayed/held-{second}.json").exists():  # its type at its cap
+                assert time.monotonic() < deadline, flow.diagnose()
+                time.sleep(0.1)
+            time.sleep(2)  # idle slots past linger
+            released = float(flow.sh(f"date +%s.%N; touch {flow.root}/release-long").stdout.split()[0])
+            latencies.append(_started(flow, second) - released)
+            flow.sh(f"touch {flow.root}/release-second")
+            flow.wait_final([second], timeout=30)
+        else:
+            flow.sh(f"touch {flow.root}/release-long")
+        flow.wait_final([long], timeout=30)
+    finally:
+        flow.sh(f"touch {flow.root}/release-long {flow.root}/release-second; rm -f {flow.root}/miniq.conf")
+    print(f"enqueue (or release) -> start while a long job ran, parallel 4: {', '.join(f'{t * 1000:.0f} ms' for t in latencies)}")
+    # A couple of seconds at most; before, each waited for the long job (here: forever).
+    assert max(latencies) < 5, latencies
+    deadline = time.monotonic() + 30
+    while flow.unit_state("miniq-process.service") != "inactive":  # every slot idle: the processor ends
+        assert time.monotonic() < deadline, flow.diagnose()
+        time.sleep(0.2)
+    assert flow.failed_units() == [] and flow.leftover_scopes() == []
+
+
+def _started(flow: Flow, job_id: str) -> float:
+    """When the job's first instruction ran (its stamp), once it did."""
+    deadline = time.monotonic() + 30
+    while not flow.sb.path(f"{flow.root}/started-{job_id}").exists():
+        assert time.monotonic() < deadline, flow.diagnose()
+        time.sleep(0.05)
+    time.sleep(0.05)  # date's write may still be on its way
+    return flow.started_at(job_id)
