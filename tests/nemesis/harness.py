@@ -76,7 +76,12 @@ class Client:
     enqueued: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> what was asked, and when
     cancels: list[tuple[str, int, str]] = field(default_factory=list)  # (id, exit code, output)
     waits: list[tuple[str, int]] = field(default_factory=list)  # (id, exit code)
-    refused: int = 0
+    #: Enqueues refused, with when they were asked (monotonic start, end), the exit code and the error.
+    refusals: list[tuple[float, float, int, str]] = field(default_factory=list)
+    #: Enqueues that did not answer in time: they may or may not have written their job.
+    unanswered: int = 0
+    #: What went wrong in a client's own code (a thread must not die unseen).
+    errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -96,6 +101,8 @@ class Nemesis:
         self.client = Client()
         self.waiters: list[threading.Thread] = []
         self.faults: list[str] = []
+        self.noops: list[str] = []  # faults that found nothing to do: not counted
+        self.full: list[tuple[float, float]] = []  # (monotonic start, end) of each time the file system was full
         self.stop = threading.Event()
         self.miniq = str(Path(os.environ.get("MINIQ_NEMESIS_CLI", REPO / ".venv" / "bin" / "miniq")))
 
@@ -148,6 +155,16 @@ class Nemesis:
         return subprocess.run([self.miniq, "--root", str(self.root), *args], capture_output=True, text=True, timeout=timeout)
 
     def client_loop(self, seed: int) -> None:
+        """A client; every exception of its own is reported, none is lost with its thread."""
+        try:
+            self._client_loop(seed)
+        except BaseException as e:  # noqa: BLE001 - reported by check()
+            import traceback
+
+            with self.client.lock:
+                self.client.errors.append(f"client {seed}: {e!r}\n{traceback.format_exc()}")
+
+    def _client_loop(self, seed: int) -> None:
         rng = random.Random(seed)
         prev: str | None = None
         while not self.stop.is_set():
@@ -174,18 +191,33 @@ class Nemesis:
             name = "flaky" if kind == "retries" else "work"
             if kind == "retries":
                 args += ["--retries", "2"]
-            proc = self.cli("enqueue", *args, name, str(rng.choice([0, 0, 1, 2])) if name == "work" else "x")
+            began = time.monotonic()
+            try:
+                proc = self.cli("enqueue", *args, name, str(rng.choice([0, 0, 1, 2])) if name == "work" else "x")
+            except subprocess.TimeoutExpired:
+                with self.client.lock:
+                    self.client.unanswered += 1
+                continue
+            ended = time.monotonic()
+            lines = proc.stdout.strip().splitlines()
             if proc.returncode == 0:
-                prev = proc.stdout.strip().splitlines()[0]
+                if len(lines) != 1 or not lines[0].strip():
+                    raise AssertionError(f"enqueue exited 0 without one id: {proc.stdout!r} {proc.stderr!r}")
+                prev = lines[0]
                 with self.client.lock:
                     self.client.enqueued[prev] = asked
             else:
-                with self.client.lock:
-                    self.client.refused += 1  # the disk was full: said so, nothing written
+                with self.client.lock:  # checked against the disk's state: check()
+                    self.client.refusals.append((began, ended, proc.returncode, proc.stderr.strip()))
             time.sleep(rng.uniform(0, 0.3))
 
     def _wait(self, job_id: str) -> None:
-        proc = self.cli("wait", "--timeout", "600", job_id, timeout=700)
+        try:
+            proc = self.cli("wait", "--timeout", "600", job_id, timeout=700)
+        except BaseException as e:  # noqa: BLE001 - reported by check()
+            with self.client.lock:
+                self.client.errors.append(f"wait {job_id}: {e!r}")
+            return
         with self.client.lock:
             self.client.waits.append((job_id, proc.returncode))
 
@@ -221,10 +253,12 @@ class Nemesis:
             return f"{machine.name}: power cut and reboot"
         filler = self.shared / "filler"
         free = shutil.disk_usage(self.shared).free
+        began = time.monotonic()
         subprocess.run(["fallocate", "-l", str(max(free - 4096, 4096)), str(filler)], check=False)
         held = self.rng.uniform(2, 6)
         time.sleep(held)
         filler.unlink(missing_ok=True)
+        self.full.append((began, time.monotonic()))
         return f"file system full for {held:.1f} s"
 
     def run(self, seconds: float) -> dict[str, Any]:
@@ -239,11 +273,17 @@ class Nemesis:
                 time.sleep(self.rng.uniform(2, 6))
                 started = time.monotonic()
                 text = self.fault()
+                if text.endswith(("no processor to kill", "no processor to freeze")):
+                    self.noops.append(text)  # nothing happened: not a fault
+                    self.log(f"no fault ({text})")
+                    continue
                 self.faults.append(text)
                 self.log(f"fault {len(self.faults)} ({time.monotonic() - started:.1f} s): {text}")
             self.stop.set()
             for t in clients:
                 t.join(timeout=300)
+                if t.is_alive():
+                    self.client.errors.append(f"client thread {t.name} did not end within 300 s of the stop")
             drained = self.drain()
             return self.check(drained)
         finally:
@@ -293,6 +333,21 @@ class Nemesis:
             problems.append(f"left in the queue: {leftovers[:10]}")
         aside = [p.name for p in (self.root / "rejected").glob("*@*.json")]
         lost_lease = 0
+        problems += [f"a client failed: {e}" for e in self.client.errors]
+        # A refusal is the disk's doing: it came while the file system was full, and said so.
+        for began, ended, code, error in self.client.refusals:
+            if not any(began <= end + 1.0 and ended >= start for start, end in self.full):
+                problems.append(f"an enqueue was refused while the disk was not full (exit {code}): {error}")
+            elif "No space left on device" not in error or code != 1:
+                problems.append(f"an enqueue refused on a full disk said (exit {code}): {error}")
+        # ...and wrote nothing: a job nobody was told the id of may exist only for a call that never answered.
+        unacknowledged = sorted(set(records) - set(self.client.enqueued))
+        if len(unacknowledged) > self.client.unanswered:
+            problems.append(f"jobs nobody was told of were written: {unacknowledged[:5]} ({len(unacknowledged)}, "
+                            f"{self.client.unanswered} enqueues unanswered)")  # fmt: skip
+        ran_unacknowledged = sorted(set(marks) - set(self.client.enqueued))
+        if len(ran_unacknowledged) > self.client.unanswered:
+            problems.append(f"jobs nobody was told of ran: {ran_unacknowledged[:5]}")
         for job_id, asked in self.client.enqueued.items():
             record = records.get(job_id)
             if record is None:
@@ -306,8 +361,14 @@ class Nemesis:
             for k, attempt in enumerate(attempts, 1):
                 if attempt.get("started") and attempt["outcome"] != "interrupted" and k not in numbers:
                     problems.append(f"job {job_id}: attempt {k} ({attempt['outcome']}) recorded but never ran")
-            if any(a.get("lost_host") and "renewing its lease" in (a.get("reason") or "") for a in attempts):
-                lost_lease += 1
+            for k, attempt in enumerate(attempts, 1):
+                if attempt.get("lost_host") and "renewing its lease" in (attempt.get("reason") or ""):
+                    # Taken over after its lease: recorded once (records() checks), with the lost
+                    # attempt and the run after it.
+                    if k == len(attempts):
+                        problems.append(f"job {job_id}: its lost attempt {k} is its last; the run after it is not recorded")
+                    else:
+                        lost_lease += 1
             first_run = min((t for _, t in runs), default=None)
             if "due" in asked and first_run is not None and first_run < asked["due"]:
                 problems.append(f"job {job_id} ran {asked['due'] - first_run:.2f} s before its time")
@@ -332,13 +393,16 @@ class Nemesis:
         return {
             "seed": self.seed,
             "faults": len(self.faults),
+            "faults that found nothing to do (not counted)": len(self.noops),
             "kinds": {k: sum(1 for f in self.faults if k in f) for k in ("kill -9", "stopped for", "power cut", "full")},
             "jobs": len(self.client.enqueued),
-            "refused while full": self.client.refused,
+            "refused while full (checked)": len(self.client.refusals),
+            "enqueues unanswered": self.client.unanswered,
+            "unacknowledged jobs on disk": len(unacknowledged),
             "runs": sum(len(v) for v in marks.values()),
             "waits": len(self.client.waits),
             "cancels": len(self.client.cancels),
-            "lost leases recorded": lost_lease,
+            "lost leases recorded with both attempts": lost_lease,
             "results kept aside": len(aside),
             "drained in": round(drained, 1),
         }

@@ -27,4 +27,4 @@ def test_a_nemesis_round_loses_and_doubles_nothing(wheelhouse: Path, tmp_path: P
     figures = Nemesis(tmp_path / "nemesis", wheelhouse, seed).run(float(os.environ.get("MINIQ_NEMESIS_SECONDS") or 120))
     REPORT.append(f"nemesis (seed {seed}): {figures}")
     print(REPORT[-1])
-    assert figures["faults"] >= 10 and figures["jobs"] > 0 and figures["runs"] > 0
+    assert figures["faults"] >= 8 and figures["jobs"] > 0 and figures["runs"] > 0

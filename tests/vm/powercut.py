@@ -28,13 +28,15 @@ which is several times faster under emulation) loop over enqueues of plain
 jobs (0-2 s), delayed jobs (``--in``), jobs that fail once and succeed on a
 retry (``--retries 2``) and jobs that run ``--after`` the client's previous
 one; parallel 2, lease 5 s.  Side effects leave the guest at once: a client
-writes ``ENQ id`` after ``miniq enqueue`` returned, a job writes
-``RUN id attempt`` as its first act, each to a virtio-serial port that qemu
-appends to a host file (through a relay in the guest that acknowledges a
-line only once it was written to the port).
+writes ``ENQ id kind`` after ``miniq enqueue`` returned, a job writes
+``RUN id attempt boot time`` as its first act (the guest's boot id: which
+boot it ran in), each to a virtio-serial port that qemu appends to a host
+file (through a relay in the guest that acknowledges a line only once it was
+written to the port).
 
 What is checked (``check_state`` after every cut, ``check_end`` after the
-last boot, once the queue drained):
+last boot, once the queue drained; tests/test_durability_checks.py plants a
+defect for each and sees it caught):
 
 * every job whose enqueue returned is in exactly one state (at most a claim
   left beside its newer state, which recovery removes);
@@ -44,11 +46,19 @@ last boot, once the queue drained):
   and clock probes ``tmp/clock@...``, empty by design: one a cut left is
   from an earlier boot, which a processor cannot prove dead from its name
   (another machine may share the hostname), so it goes after an hour);
-* a published record stays as it was, and its job never runs again;
+* a published record never changes, compared whole, and its job never runs
+  again;
+* every acknowledged job ends as its kind calls for: done (exit 0), a
+  ``flaky`` job within its two retries, an ``--after`` job only once its
+  parent succeeded and after it ended; a power cut never fails a job;
 * each job's runs, counted by its marks, match its recorded attempts: a
   mark for every run the processor recorded, none for a run it did not,
   never two for one attempt; an ``interrupted`` attempt may lack a mark
   (the cut came after the claim, before the job's first instruction);
+* every interrupted attempt is explained by a cut: its cause is ``lost``
+  (judged by a later boot), its run (if it marked one) was in a boot that
+  was cut, the job never ran again in that same boot, and there are at most
+  cuts x parallel of them;
 * the queue drains after the last boot and no miniq unit has failed.
 """
 
@@ -71,6 +81,7 @@ from .machine import VM, stop_processing
 
 ROOT = "/var/lib/miniq"
 REAL_RUNS = {"exited", "signaled", "oom", "timeout"}
+PARALLEL = 2
 
 #: Units a power-cut guest does without, for boots twice as fast under emulation.
 FAST_BOOT_MASKS = [
@@ -125,8 +136,10 @@ MARK = """mark() {
 }
 """
 
-WORK = "#!/bin/bash\n" + MARK + 'mark "RUN $MINIQ_JOB_ID $MINIQ_ATTEMPT"\nsleep "${1:-0}"\n'
-FLAKY = "#!/bin/bash\n" + MARK + 'mark "RUN $MINIQ_JOB_ID $MINIQ_ATTEMPT"\n[ "$MINIQ_ATTEMPT" = 1 ] && exit 1\nexit 0\n'
+#: A run's mark: the job, its attempt, the boot it ran in and when (the guest's clock).
+RUN_MARK = 'mark "RUN $MINIQ_JOB_ID $MINIQ_ATTEMPT $(cat /proc/sys/kernel/random/boot_id) $(date +%s.%N)"\n'
+WORK = "#!/bin/bash\n" + MARK + RUN_MARK + 'sleep "${1:-0}"\n'
+FLAKY = "#!/bin/bash\n" + MARK + RUN_MARK + '[ "$MINIQ_ATTEMPT" = 1 ] && exit 1\nexit 0\n'
 
 CLIENT = (
     "#!/bin/bash\n"
@@ -135,13 +148,14 @@ CLIENT = (
 prev=
 while true; do
     k=$((RANDOM % 10)); r=$((RANDOM % 5)); secs=$(( r > 2 ? r - 2 : 0 ))
+    kind=work
     case $k in
         0|1|2|3) id=$(miniq enqueue work $secs) ;;
-        4|5) id=$(miniq enqueue --in $((1 + RANDOM % 3))s work $secs) ;;
-        6|7) id=$(miniq enqueue --retries 2 flaky) ;;
-        *) if [ -n "$prev" ]; then id=$(miniq enqueue --after "$prev" work 0); else id=$(miniq enqueue work 0); fi ;;
+        4|5) id=$(miniq enqueue --in $((1 + RANDOM % 3))s work $secs); kind=delayed ;;
+        6|7) id=$(miniq enqueue --retries 2 flaky); kind=flaky ;;
+        *) if [ -n "$prev" ]; then id=$(miniq enqueue --after "$prev" work 0); kind="after:$prev"; else id=$(miniq enqueue work 0); fi ;;
     esac || continue
-    [ -n "$id" ] && mark "ENQ $id" && prev=$id
+    [ -n "$id" ] && mark "ENQ $id $kind" && prev=$id
 done
 """
 )
@@ -167,15 +181,17 @@ prev = None
 import time
 while True:
     k, secs = rng.randrange(10), str(rng.choice([0, 0, 0, 1, 2]))
+    kind = "work"
     if k < 4:
         job = queue.enqueue("work", [secs])
     elif k < 6:
-        job = queue.enqueue("work", [secs], schedule=Schedule(not_before=time.time() + rng.uniform(1, 4)))
+        job, kind = queue.enqueue("work", [secs], schedule=Schedule(not_before=time.time() + rng.uniform(1, 4))), "delayed"
     elif k < 8:
-        job = queue.enqueue("flaky", [], schedule=Schedule(retries=2))
+        job, kind = queue.enqueue("flaky", [], schedule=Schedule(retries=2)), "flaky"
     else:
         job = queue.enqueue("work", ["0"], schedule=Schedule(after=(prev,) if prev else ()))
-    mark(f"ENQ {job.id}")
+        kind = f"after:{prev}" if prev else "work"
+    mark(f"ENQ {job.id} {kind}")
     prev = job.id
     time.sleep(rng.uniform(0.5, 2.0))  # about what the processor keeps up with under emulation
 """
@@ -215,11 +231,19 @@ for dirpath, dirs, names in os.walk(root):
         if job:
             entry = {"state": top, "id": job, "name": name}
             if top in ("done", "failed") and parsed:
-                entry["attempts"] = [a.get("outcome") for a in value.get("attempts", [])]
-                entry["result"] = (value.get("result") or {}).get("outcome")
+                entry["record"] = value
             out["entries"].append(entry)
 print(json.dumps(out))
 """
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a job, as its first instruction marked it."""
+
+    attempt: int
+    boot: str
+    at: float
 
 
 @dataclass
@@ -227,18 +251,24 @@ class Ledger:
     """What the host saw: marks, and what each check found."""
 
     enqueued: set[str] = field(default_factory=set)
-    runs: dict[str, list[int]] = field(default_factory=dict)
-    records: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # id -> (state, attempts) when first seen
+    kinds: dict[str, str] = field(default_factory=dict)  # id -> work, delayed, flaky or after:ID
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    records: dict[str, tuple[str, Any]] = field(default_factory=dict)  # id -> (state, the whole record) when first seen
+    boots: list[str] = field(default_factory=list)  # boot ids, in order; every one but the last was cut
     checks: list[str] = field(default_factory=list)
 
     def read_marks(self, path: Path) -> None:
-        self.enqueued, self.runs = set(), {}
+        self.enqueued, self.kinds, self.runs = set(), {}, {}
         for line in path.read_text(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == "ENQ":
-                self.enqueued.add(parts[1])
-            elif len(parts) == 3 and parts[0] == "RUN" and parts[2].isdigit():
-                self.runs.setdefault(parts[1], []).append(int(parts[2]))
+            self.take(line)
+
+    def take(self, line: str) -> None:
+        parts = line.split()
+        if len(parts) in (2, 3) and parts[0] == "ENQ":
+            self.enqueued.add(parts[1])
+            self.kinds[parts[1]] = parts[2] if len(parts) == 3 else "work"
+        elif len(parts) == 5 and parts[0] == "RUN" and parts[2].isdigit():
+            self.runs.setdefault(parts[1], []).append(Run(int(parts[2]), parts[3], float(parts[4])))
 
 
 class Failure(AssertionError):
@@ -273,10 +303,11 @@ def check_state(snapshot: dict[str, Any], ledger: Ledger, label: str) -> dict[st
             leftovers += 1  # a claim beside its newer state: recovery removes it
     for entry in snapshot["entries"]:
         if entry["state"] in ("done", "failed"):
-            key = (entry["state"], entry.get("attempts") or [])
+            # A published record is final: compared whole, every field of it.
+            key = (entry["state"], entry.get("record"))
             first = ledger.records.setdefault(entry["id"], key)
             if first != key:
-                problems.append(f"record of {entry['id']} changed: was {first}, is {key}")
+                problems.append(f"record of {entry['id']} changed: was {json.dumps(first)[:300]}, is {json.dumps(key)[:300]}")
     for job_id, (state, _) in ledger.records.items():
         if not any(e["state"] == state for e in places.get(job_id, [])):
             problems.append(f"the {state} record of {job_id} is gone")
@@ -286,39 +317,96 @@ def check_state(snapshot: dict[str, Any], ledger: Ledger, label: str) -> dict[st
     return {"jobs": len(places), "files": len(snapshot["files"]), "leftover claims": leftovers}
 
 
-def check_end(snapshot: dict[str, Any], ledger: Ledger) -> dict[str, int]:
-    """After the last boot and a drain: every job final, runs match attempts."""
+def _timestamp(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+def check_end(snapshot: dict[str, Any], ledger: Ledger, parallel: int = 2) -> dict[str, int]:
+    """After the last boot and a drain: every job ended as its kind calls for,
+    its runs match its attempts, and every run cut short is explained by a cut
+    (``ledger.boots``: every boot but the last was cut)."""
     check_state(snapshot, ledger, "after the drain")
     problems = []
-    final = {e["id"]: e for e in snapshot["entries"] if e["state"] in ("done", "failed")}
+    final = {e["id"]: e["record"] for e in snapshot["entries"] if e["state"] in ("done", "failed")}
     unsettled = [e["name"] for e in snapshot["entries"] if e["state"] not in ("done", "failed")]
     if unsettled:
         problems.append(f"not drained: {unsettled[:10]}")
-    counts = {"jobs": len(final), "runs": 0, "attempts": 0, "interrupted without a mark": 0}
+    cut_boots = set(ledger.boots[:-1])
+    counts = {"jobs": len(final), "done as their kind calls for": 0, "runs": 0, "attempts": 0, "interrupted without a mark": 0,
+              "interrupted by a cut": 0, "flaky within its retries": 0, "after jobs after their parent": 0}  # fmt: skip
     for job_id in ledger.enqueued | set(ledger.runs):
         record = final.get(job_id)
-        marks = ledger.runs.get(job_id, [])
+        runs = ledger.runs.get(job_id, [])
         if record is None:
             if job_id in ledger.enqueued:
                 problems.append(f"job {job_id} has no record")
-            elif marks:
-                problems.append(f"job {job_id} ran ({marks}) but is nowhere")
+            elif runs:
+                problems.append(f"job {job_id} ran ({runs}) but is nowhere")
             continue
         attempts = record.get("attempts") or []
+        outcomes = [a.get("outcome") for a in attempts]
+        marks = [r.attempt for r in runs]
         counts["runs"] += len(marks)
         counts["attempts"] += len(attempts)
         if len(set(marks)) != len(marks):
             problems.append(f"job {job_id}: two runs as the same attempt: {sorted(marks)}")
         for k in marks:
             if k > len(attempts):
-                problems.append(f"job {job_id}: run {k} is not among its {len(attempts)} recorded attempts {attempts}")
-        for k, outcome in enumerate(attempts, 1):
-            if outcome in REAL_RUNS and k not in marks:
+                problems.append(f"job {job_id}: run {k} is not among its {len(attempts)} recorded attempts {outcomes}")
+        by_attempt = {r.attempt: r for r in runs}
+        for k, attempt in enumerate(attempts, 1):
+            outcome = attempt.get("outcome")
+            if outcome in REAL_RUNS and k not in by_attempt:
                 problems.append(f"job {job_id}: attempt {k} ({outcome}) is recorded, but it never ran")
-            elif outcome not in REAL_RUNS and outcome != "interrupted" and k in marks:
+            elif outcome not in REAL_RUNS and outcome != "interrupted" and k in by_attempt:
                 problems.append(f"job {job_id}: attempt {k} is recorded {outcome}, but it ran")
-            elif outcome == "interrupted" and k not in marks:
-                counts["interrupted without a mark"] += 1
+            elif outcome == "interrupted":
+                # Nothing but power cuts interrupts a run here: judged by the next boot, cause lost.
+                if attempt.get("cause") != "lost":
+                    problems.append(f"job {job_id}: attempt {k} interrupted with cause {attempt.get('cause')!r} "
+                                    f"({attempt.get('reason')}), where only cuts happened")  # fmt: skip
+                counts["interrupted by a cut"] += 1
+                run = by_attempt.get(k)
+                if run is None:
+                    counts["interrupted without a mark"] += 1
+                elif run.boot not in cut_boots:
+                    problems.append(f"job {job_id}: attempt {k} ran in boot {run.boot[:8]}, which was not cut, and was interrupted")
+                elif any(r.attempt > k and r.boot == run.boot for r in runs):
+                    problems.append(
+                        f"job {job_id}: ran again in boot {run.boot[:8]} after its run {k} there was cut short: a second run without a cut"
+                    )
+        if job_id not in ledger.enqueued:
+            continue
+        kind = ledger.kinds.get(job_id, "work")
+        result = record.get("result") or {}
+        if record.get("state") != "done" or result.get("outcome") != "exited" or result.get("exit_code") != 0:
+            problems.append(f"job {job_id} ({kind}) ended {record.get('state')}: {result.get('outcome')} ({result.get('reason')})")
+            continue
+        counts["done as their kind calls for"] += 1
+        if kind == "flaky":
+            failures = sum(1 for a in attempts if a.get("outcome") == "exited" and a.get("exit_code") != 0)
+            if failures > 2:
+                problems.append(f"job {job_id} (flaky, --retries 2) failed {failures} times before it succeeded")
+            else:
+                counts["flaky within its retries"] += 1
+        if kind.startswith("after:"):
+            parent = final.get(kind[len("after:") :])
+            first = min((r.at for r in runs), default=None)
+            if parent is None or parent.get("state") != "done":
+                problems.append(f"job {job_id} ran, but job {kind[6:]} it runs after did not succeed")
+            elif first is not None and first < _timestamp(parent["result"]["ended"]):
+                problems.append(f"job {job_id} ran at {first:.3f}, before job {kind[6:]} it runs after ended")
+            else:
+                counts["after jobs after their parent"] += 1
+    # Each cut interrupts at most what its processor held: parallel runs.
+    bound = len(cut_boots) * parallel
+    if counts["interrupted by a cut"] > bound:
+        problems.append(
+            f"{counts['interrupted by a cut']} interrupted attempts, more than {len(cut_boots)} cuts x parallel {parallel} explain"
+        )
+    counts["bound: cuts x parallel"] = bound
     if problems:
         raise Failure("after the drain: " + "; ".join(problems[:20]))
     return counts
@@ -383,10 +471,11 @@ class PowerCuts:
         vm.run(f"mount /dev/vdb {ROOT}", check=True, timeout=300)  # ext4 replays its journal: what a boot does
         mounted = vm.run(f"findmnt -n -o SOURCE {ROOT}").stdout.strip()
         assert mounted == "/dev/vdb", f"the queue disk is not mounted at {ROOT}: {mounted!r}"
+        self.ledger.boots.append(vm.run("cat /proc/sys/kernel/random/boot_id", check=True).stdout.strip())
         return vm
 
     def first_setup(self, vm: VM) -> None:
-        vm.run(f"mkdir -p {ROOT}/jobs && printf '[processor]\\nparallel = 2\\nlease = 5s\\n' > {ROOT}/miniq.conf", check=True)
+        vm.run(f"mkdir -p {ROOT}/jobs && printf '[processor]\\nparallel = {PARALLEL}\\nlease = 5s\\n' > {ROOT}/miniq.conf", check=True)
         vm.put(f"{ROOT}/jobs/work.job", WORK.encode(), "0755")
         vm.put(f"{ROOT}/jobs/flaky.job", FLAKY.encode(), "0755")
         vm.run("sync", check=True)
@@ -464,7 +553,7 @@ class PowerCuts:
             check_state(self.snapshot(vm), self.ledger, f"after cut {len(figures['cuts'])}")
             figures["drain seconds"] = round(self.drain(vm), 1)
             self.ledger.read_marks(self.marks)
-            figures.update(check_end(self.snapshot(vm), self.ledger))
+            figures.update(check_end(self.snapshot(vm), self.ledger, PARALLEL))
             figures["enqueued"] = len(self.ledger.enqueued)
             figures["checks"] = len(self.ledger.checks)
             return figures

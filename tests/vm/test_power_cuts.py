@@ -42,8 +42,11 @@ def test_nothing_is_lost_or_run_twice_across_power_cuts(power: PowerCuts) -> Non
     REPORT.append(
         f"power cuts (seed {power.seed}): {len(figures['cuts'])} of {asked} cuts "
         f"after {min(figures['cuts'])}-{max(figures['cuts'])} s of work; "
-        f"{figures['enqueued']} jobs acknowledged, {figures['jobs']} recorded, {figures['runs']} runs = marks for "
-        f"{figures['attempts']} attempts ({figures['interrupted without a mark']} interrupted before their first instruction); "
+        f"{figures['enqueued']} jobs acknowledged, {figures['jobs']} recorded, {figures['done as their kind calls for']} done as "
+        f"their kind calls for ({figures['flaky within its retries']} flaky within their retries, "
+        f"{figures['after jobs after their parent']} after their parent); {figures['runs']} runs = marks for "
+        f"{figures['attempts']} attempts; {figures['interrupted by a cut']} interrupted, all by a cut, of at most "
+        f"{figures['bound: cuts x parallel']} (cuts x parallel), {figures['interrupted without a mark']} before their first instruction; "
         f"drained in {figures['drain seconds']} s; {figures['checks']} checks; boots {min(figures['boots'])}-{max(figures['boots'])} s; "
         f"{figures['kernel hangs']} boots given up with the kernel hung before /init"
     )
@@ -59,9 +62,15 @@ def test_every_flush_point_of_a_recorded_run_holds(power: PowerCuts) -> None:
     from .dmlog import WriteLog
 
     figures = WriteLog(power).run(seconds=10.0)
+    recovered = "; ".join(
+        f"point {r['point']}: {r['acknowledged']} acknowledged, {r['done as their kind calls for']} done, "
+        f"{r['interrupted by a cut']} interrupted (at most {r['bound: cuts x parallel']}), drained in {r['drain_seconds']} s"
+        for r in figures["recovered"]
+    )
     REPORT.append(
         f"write log (dm-log-writes, seed {power.seed}): {figures['entries']} entries, {figures['points']} flush points checked "
-        f"in {figures['replay_seconds']} s; {figures['jobs']} jobs acknowledged, {figures['records']} records"
+        f"in {figures['replay_seconds']} s; {figures['jobs']} jobs acknowledged, {figures['records']} records; "
+        f"recovered and drained from {len(figures['recovered'])} flush points: {recovered}"
     )
     print(REPORT[-1])
-    assert figures["points"] > 0 and figures["jobs"] > 0
+    assert figures["points"] > 0 and figures["jobs"] > 0 and len(figures["recovered"]) == 3
