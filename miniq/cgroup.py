@@ -114,6 +114,13 @@ def _procs_file(cgroups: dict[str, str], unit: str) -> Path | None:
     return None
 
 
+def pids(cgroups: dict[str, str], unit: str) -> list[int]:
+    """The processes in ``unit``'s cgroup now (none if it cannot be read)."""
+    where = _procs_file(cgroups, unit)
+    procs = _read(where) if where is not None else None
+    return [int(p) for p in procs.split()] if procs else []
+
+
 def empty(cgroups: dict[str, str], unit: str) -> bool:
     """Whether ``unit``'s cgroup holds no process any more."""
     where = _procs_file(cgroups, unit)

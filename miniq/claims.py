@@ -491,3 +491,29 @@ def clean_tmp(layout: Layout, me: Claimer | None = None, now: Callable[[], float
                     os.unlink(entry.path)
         except OSError:
             continue
+
+
+def clean_rejected(layout: Layout, retention: float, now: Callable[[], float] = time.time) -> list[str]:
+    """Remove what ``rejected/`` kept for inspection longer than ``retention``
+    seconds (``[processor] rejected-retention``), judged by ctime (when it was
+    rejected, which renamed it there); the names removed."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(layout.rejected))
+    except OSError:
+        return removed
+    cutoff = now() - retention
+    for entry in entries:
+        try:
+            if entry.stat(follow_symlinks=False).st_ctime >= cutoff:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                import shutil
+
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            continue
+    return removed

@@ -9,7 +9,7 @@ Sections:
   ``[group:NAME]``     limits (and ``max-priority`` and ``cap-LIMIT``) of the members of a group
   ``[processor]``      ``parallel``, ``lease``, ``max-interruptions``, ``max-lost-runs``, ``linger``,
                        ``output-rate-limit``, ``allow-unconfined``, ``slice``,
-                       ``prometheus-file``
+                       ``prometheus-file``, ``rejected-retention``
   ``[access]``         system queue: ``group`` (only its members may submit),
                        ``max-queued``, ``max-connections``, ``max-priority``
                        and ``cap-LIMIT`` (each per user)
@@ -58,6 +58,7 @@ PROCESSOR_OPTIONS = {
     "allow-unconfined": "no",
     "slice": "(the manager's default)",
     "prometheus-file": "(none)",
+    "rejected-retention": "30d",
 }
 
 
@@ -145,6 +146,8 @@ class Config(NamedTuple):
     slice: str | None = None
     #: Where each processor run ends by writing ``miniq stats --prometheus`` (stats.py).
     prometheus_file: str | None = None
+    #: Seconds rejected entries are kept in ``rejected/`` before a processor removes them.
+    rejected_retention: float = 30 * 86400.0
     #: System queue: only members of this group may submit (None: everyone).
     access_group: str | None = None
     #: System queue: queued, delayed and running jobs per user (None: no cap).
@@ -209,7 +212,9 @@ class Config(NamedTuple):
     @classmethod
     def load(cls, root: Path) -> Config:
         """Read ``root/miniq.conf``; ``BadInput`` naming the problem if it is wrong."""
-        path = root / "miniq.conf"
+        from .layout import config_path
+
+        path = config_path(root)
         if os.geteuid() == 0 and os.path.lexists(path):
             from .users import untrusted_reason
 
@@ -297,6 +302,8 @@ class Config(NamedTuple):
                 if not value.strip().endswith(".slice"):
                     raise BadInput(f"invalid slice {value!r}{where}: expected a slice unit name such as miniq.slice")
                 values["slice"] = value.strip()
+            elif key == "rejected-retention":
+                values["rejected_retention"] = parse_duration(value, allow_zero=True)
             elif key == "prometheus-file":
                 if not value.strip().startswith("/") or not value.strip().endswith(".prom"):
                     raise BadInput(f"invalid prometheus-file {value!r}{where}: expected an absolute path ending in .prom")

@@ -50,7 +50,50 @@ def check(queue: Queue, manager: Manager) -> Iterator[Finding]:
         yield from _proc_visibility(manager)
     yield from _claims(queue)
     yield from _pauses(queue)
+    yield from _leftovers(queue)
+    yield from _config_place(queue)
     yield from _job_types(queue)
+
+
+def _leftovers(queue: Queue) -> Iterator[Finding]:
+    """What the queue keeps that no job is: rejected entries, a crash's staging files."""
+    import time
+
+    now, found = time.time(), False
+    for where, what, fix in (
+        (queue.layout.rejected, "entries the processor could not use, kept for inspection until rejected-retention",
+         "look at them, then remove them: miniq purge --older-than 0 (or wait: a processor removes them after rejected-retention)"),
+        (queue.layout.tmp, "staging files that crashed writers left",
+         "nothing to do: a processor removes them once it can tell their writer is gone, or after an hour"),
+    ):  # fmt: skip
+        try:
+            entries = [e for e in os.scandir(where) if not e.name.startswith("clock@")]
+            ages = [now - e.stat(follow_symlinks=False).st_ctime for e in entries]
+        except OSError:
+            continue
+        if where == queue.layout.tmp:
+            ages = [a for a in ages if a > 3600]
+        if ages:
+            found = True
+            yield Finding(False, f"{len(ages)} in {where} ({what}); the oldest is {max(ages) / 86400:.1f} days old", fix)
+    if not found:
+        yield Finding(True, "nothing left over in rejected/ or tmp/")
+
+
+def _config_place(queue: Queue) -> Iterator[Finding]:
+    """The system queue's configuration moved to /etc/miniq in 0.3."""
+    from .layout import SYSTEM_CONFIG
+    from .manager import SYSTEM_ROOT
+
+    old = SYSTEM_ROOT / "miniq.conf"
+    if queue.root != SYSTEM_ROOT or not old.exists():
+        return
+    if queue.layout.conf == old:
+        yield Finding(False, f"the system queue's configuration is in its place before 0.3, {old}",
+                      f"mkdir -p {SYSTEM_CONFIG.parent} && mv {old} {SYSTEM_CONFIG}")  # fmt: skip
+    else:
+        yield Finding(False, f"{old} is not read: the system queue's configuration is {SYSTEM_CONFIG}",
+                      f"merge it into {SYSTEM_CONFIG}, then rm {old}")  # fmt: skip
 
 
 def _pauses(queue: Queue) -> Iterator[Finding]:

@@ -353,3 +353,12 @@ def revalidate(directory: Path) -> None:
         os.close(os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     except OSError:
         pass
+
+
+def stamp(path: Path) -> tuple[float, int] | None:
+    """(mtime, size) of ``path``, to tell when it changed; None if it is not there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size

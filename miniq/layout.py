@@ -23,7 +23,8 @@ Layout of a root::
                              so a job is found by exact names, never by a scan
     rejected/                entries the processor could not use, kept for inspection
     tmp/                     staging for atomic writes (same file system)
-    miniq.conf               optional configuration (config.py)
+    miniq.conf               optional configuration (config.py); the system
+                             queue's is /etc/miniq/miniq.conf (``config_path``)
 
 Names that do not match this grammar are never trusted: the processor reads
 them as untrusted files and rejects what is not a job.  Names of 0.1.0
@@ -116,6 +117,23 @@ def is_id(text: str) -> bool:
     return bool(ID_RE.fullmatch(text))
 
 
+#: The system queue's configuration, where Debian keeps configuration.
+SYSTEM_CONFIG = Path("/etc/miniq/miniq.conf")
+
+
+def config_path(root: Path) -> Path:
+    """Where the configuration of queue ``root`` is: ``ROOT/miniq.conf``, but
+    for the system queue ``/etc/miniq/miniq.conf``, or its place before 0.3
+    (``/var/lib/miniq/miniq.conf``) until it is moved (the package moves it;
+    doctor says so)."""
+    from .manager import SYSTEM_ROOT
+
+    own = root / "miniq.conf"
+    if root != SYSTEM_ROOT or os.path.lexists(SYSTEM_CONFIG) or not os.path.lexists(own):
+        return SYSTEM_CONFIG if root == SYSTEM_ROOT else own
+    return own
+
+
 class Layout:
     """The directories of one root and the paths of its files."""
 
@@ -129,7 +147,7 @@ class Layout:
         self.paused = self.root / "paused"
         self.slots = self.root / "slots"
         self.unique = self.root / "unique"
-        self.conf = self.root / "miniq.conf"
+        self.conf = config_path(self.root)
 
     def dir(self, state: State) -> Path:
         return self.root / state.dirname

@@ -59,6 +59,19 @@ def parse_timeout(text: str) -> float:
     return parse_duration(text, most=MAX_TIMEOUT)
 
 
+#: How long a job gets after SIGTERM (its time limit, a stop) before SIGKILL, unless it says: systemd's default.
+DEFAULT_STOP_TIMEOUT = 10.0
+MAX_STOP_TIMEOUT = 3600.0
+#: systemd stops a scope this long after miniq should have (``RuntimeMaxSec=``): a backstop for a processor that died.
+BACKSTOP = 30.0
+
+
+def parse_stop_timeout(text: str) -> float:
+    from .timeparse import parse_duration
+
+    return parse_duration(text, most=MAX_STOP_TIMEOUT)
+
+
 def parse_nice(text: str) -> int:
     """Parse a niceness between -20 and 19."""
     value = int(text) if re.fullmatch(r"\s*[-+]?\d{1,2}\s*", text, re.ASCII) else 99
@@ -126,8 +139,11 @@ LIMITS: tuple[LimitSpec, ...] = (
               "Maximum processes and threads (TasksMax=), e.g. 64.", "`64` (miniq's keeper process counts as one)", "`TasksMax=`",
               (b"TasksMax", b"t", int)),
     LimitSpec("timeout", "timeout", parse_timeout, 0.001, MAX_TIMEOUT, False,
-              "Wall-clock limit; the job is stopped after it, e.g. 10m.", "`90s`, `10m`, `1h30m`", "`RuntimeMaxSec=`",
-              (b"RuntimeMaxUSec", b"t", lambda v: int(v * 1_000_000)), show_seconds),
+              "Wall-clock limit: SIGTERM after it, SIGKILL after --stop-timeout more, e.g. 10m.", "`90s`, `10m`, `1h30m`",
+              "SIGTERM, then SIGKILL (`RuntimeMaxSec=` later, a backstop)", None, show_seconds),
+    LimitSpec("stop-timeout", "stop_timeout", parse_stop_timeout, 0.001, MAX_STOP_TIMEOUT, False,
+              "How long a job gets after SIGTERM (its time limit, a stop) before SIGKILL, e.g. 30s (default 10s).",
+              "`30s` (default `10s`)", "`TimeoutStopSec=`", None, show_seconds),
     LimitSpec("nice", "nice", parse_nice, -20, 19, True,
               "Niceness of the job, -20 to 19.", "`10`", "niceness", None, str, True),
 )  # fmt: skip
@@ -142,6 +158,7 @@ class Limits(NamedTuple):
     cpu_quota: int | None = None
     tasks_max: int | None = None
     timeout: float | None = None
+    stop_timeout: float | None = None
     nice: int | None = None
 
     @classmethod
@@ -183,14 +200,25 @@ class Limits(NamedTuple):
             values[key] = spec.check(value)
         return cls(**values)
 
+    @property
+    def stop_grace(self) -> float:
+        """Seconds between SIGTERM and SIGKILL for this job."""
+        return DEFAULT_STOP_TIMEOUT if self.stop_timeout is None else self.stop_timeout
+
     def properties(self) -> list[tuple[bytes, bytes, Any]]:
-        """The scope properties these limits become."""
+        """The scope properties these limits become.  The time limit is
+        miniq's to enforce (worker.py): systemd's ``RuntimeMaxSec=`` comes
+        ``BACKSTOP`` seconds after miniq's SIGKILL would, for a processor
+        that died meanwhile."""
         props = []
         for spec in LIMITS:
             value = getattr(self, spec.attr)
             if value is not None and spec.prop is not None:
                 name, signature, convert = spec.prop
                 props.append((name, signature, convert(value)))
+        props.append((b"TimeoutStopUSec", b"t", int(self.stop_grace * 1_000_000)))
+        if self.timeout is not None:
+            props.append((b"RuntimeMaxUSec", b"t", int((self.timeout + self.stop_grace + BACKSTOP) * 1_000_000)))
         return props
 
     def is_empty(self) -> bool:

@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import journal, notify
-from .claims import Claim, Claimer, LeaseLost, clean_tmp, stale_claims, take_over
+from . import files, journal, notify
+from .claims import Claim, Claimer, LeaseLost, clean_rejected, clean_tmp, stale_claims, take_over
 from .clock import ServerClock
 from .config import Config
 from .errors import MiniqError, SystemdUnavailable
@@ -123,7 +123,10 @@ class Processor:
         self.queue.ensure_layout()
         self._load_config()
         summary = Summary()
-        clean_tmp(self.layout, self.me, ServerClock(self.layout, self.me.name).now)
+        clock = ServerClock(self.layout, self.me.name)
+        clean_tmp(self.layout, self.me, clock.now)
+        for name in clean_rejected(self.layout, self.config.rejected_retention, clock.now):
+            self.log(f"rejected/{name} removed: kept longer than rejected-retention ({self.config.rejected_retention:g} s)")
         self.layout.wake.unlink(missing_ok=True)
         parallel = self.parallel or self.config.parallel
         linger = self.config.linger if self.linger is None else self.linger
@@ -149,11 +152,23 @@ class Processor:
                     break  # else: jobs became due meanwhile; run them too
             finally:
                 pending.close()
-        if summary.wake_at is not None:
-            self._arm(summary.wake_at)
+        if summary.wake_at is not None and not self._arm(summary.wake_at) and not self.stopping and self.max_jobs is None:
+            return self._stay_until(summary.wake_at, summary)
         ServerClock(self.layout, self.me.name).close()
         self._write_metrics()
         return summary
+
+    def _stay_until(self, when: float, summary: Summary) -> Summary:
+        """No timer will wake a processor for the job due at ``when`` (and none
+        runs every minute): this one stays until it is due, and runs it."""
+        while time.time() < when and not self.stopping:
+            self.heartbeat()
+            time.sleep(min(1.0, max(when - time.time(), 0)))
+        if self.stopping:
+            return summary
+        later = self.run()
+        later.merge(summary.to_json())
+        return later
 
     def _write_metrics(self) -> None:
         """Refresh ``[processor] prometheus-file`` at the end of every run (stats.py)."""
@@ -175,11 +190,11 @@ class Processor:
         except MiniqError as e:
             self.config_error = f"miniq.conf is invalid: {e.message}"
             self.log(self.config_error, journal.ERR)
-        self.config_stamp = _stamp(self.layout.conf)
+        self.config_stamp = files.stamp(self.layout.conf)
 
     def _reload_config(self) -> None:
         """Read miniq.conf again if it changed (a lingering processor lives on)."""
-        if _stamp(self.layout.conf) != self.config_stamp:
+        if files.stamp(self.layout.conf) != self.config_stamp:
             self._load_config()
 
     def _runner(self) -> Runner | None:
@@ -475,24 +490,13 @@ class Processor:
 
     # -- the wake timer -------------------------------------------------------
 
-    def _arm(self, when: float) -> None:
-        try:
-            if self.waker is not None:
-                self.waker(when)
-            elif self.runner_override is None:
-                from .systemd import Systemd
-                from .wake import arm
+    def _arm(self, when: float) -> bool:
+        """Arm the wake timer for ``when`` (wake.py); False if it could not be."""
+        if self.waker is None and self.runner_override is not None:
+            return True  # a test's processor: no timer
+        from .wake import arm_for
 
-                systemd = Systemd(self.manager)
-                try:
-                    arm(systemd, when)
-                finally:
-                    systemd.close()
-            else:
-                return
-            self.log(f"next delayed job due in {max(when - time.time(), 0):.1f} s; wake timer armed")
-        except Exception as e:  # noqa: BLE001 - the minutely timer remains as a fallback
-            self.log(f"could not arm the wake timer ({e}); the minutely timer will start delayed jobs", journal.WARNING)
+        return arm_for(self.manager, when, self.log, self.waker)
 
 
 def preload() -> None:
@@ -508,11 +512,3 @@ def preload() -> None:
         systemd.dbuslib()
     except ImportError:
         pass  # no pystemd: the run says so when it needs a scope
-
-
-def _stamp(path: Any) -> tuple[float, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime, st.st_size

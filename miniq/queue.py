@@ -390,7 +390,8 @@ class Queue:
                 os.unlink(entry.path)
 
     def purge(self, older_than: float, dry_run: bool = False, now: float | None = None) -> list[str]:
-        """Remove finished records that ended at least ``older_than`` seconds ago."""
+        """Remove finished records that ended at least ``older_than`` seconds
+        ago, and (not through the helper) rejected entries that old."""
         from . import records
         from .timeparse import timestamp
 
@@ -409,7 +410,19 @@ class Queue:
                     if not dry_run:
                         path.unlink(missing_ok=True)
                     removed.append(job_id)
+        if self.caller is None:  # rejected/ holds what was no job: root's (or the queue owner's) to clear
+            removed += [f"rejected/{name}" for name in self._old_rejected(cutoff, dry_run)]
         return removed
+
+    def _old_rejected(self, cutoff: float, dry_run: bool) -> list[str]:
+        from .claims import clean_rejected
+
+        if not dry_run:
+            return clean_rejected(self.layout, 0.0, lambda: cutoff)
+        try:
+            return sorted(e.name for e in os.scandir(self.layout.rejected) if e.stat(follow_symlinks=False).st_ctime < cutoff)
+        except OSError:
+            return []
 
 
 def records_job(path: Path, job_id: str) -> Job | None:

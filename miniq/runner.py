@@ -40,6 +40,7 @@ class Runner(Protocol):
     def start(self, spec: ExecSpec) -> Running: ...
     def accounting(self, running: Running) -> Accounting: ...
     def stop(self, running: Running) -> None: ...
+    def signal(self, running: Running, sig: int) -> None: ...
     def idle(self) -> None: ...
     def close(self) -> None: ...
 
@@ -60,6 +61,13 @@ class PlainRunner:
     def stop(self, running: Running) -> None:
         try:
             os.killpg(running.pid, signal.SIGKILL)  # leftovers of the job's session
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def signal(self, running: Running, sig: int) -> None:
+        """Send ``sig`` to the job's session (its time limit: worker.py)."""
+        try:
+            os.killpg(running.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 

@@ -44,7 +44,6 @@ from .spawn import ExecSpec, StartDelayed, StartFailed, abort, release, spawn_ga
 from .systemd import NoAnswer, Property, Systemd, SystemdError
 
 KEEPER = "/bin/cat"  # reads the runner's lifeline pipe; never gets a byte
-STOP_TIMEOUT_USEC = 10 * 1_000_000  # systemd's own SIGKILL after SIGTERM
 PLACEMENT_TIMEOUT = 10.0  # seconds to wait for systemd to move the PID
 
 
@@ -74,7 +73,6 @@ class ScopeRunner:
             # per job with it, 3-5 ms without, on this project's test hosts).
             # The CPU time miniq records then comes from cpu.stat (cgroup.py).
             (b"TasksAccounting", b"b", True),
-            (b"TimeoutStopUSec", b"t", STOP_TIMEOUT_USEC),
             # After an OOM kill, systemd must not stop the scope itself: miniq
             # reads the kill from the scope's cgroup, then stops what is left.
             (b"OOMPolicy", b"s", b"continue"),
@@ -173,6 +171,17 @@ class ScopeRunner:
         # which costs a few milliseconds per job.
         if running.unit and not cgroup.empty(running.cgroups, running.unit):
             self.stop_leftover_unit(running.unit)
+
+    def signal(self, running: Running, sig: int) -> None:
+        """Send ``sig`` to every process of the job's scope but the keeper, so
+        that the scope outlives the job until its accounting is read (its time
+        limit, which miniq enforces itself: worker.py)."""
+        for pid in cgroup.pids(running.cgroups, running.unit or ""):
+            if pid != running.keeper:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
     def idle(self) -> None:
         """No job to run now: end the spare keeper, so that systemd collects

@@ -405,8 +405,9 @@ class Server:
     def _cap(self, caller: Caller) -> int:
         """The caller's connection cap, from miniq.conf (read again when it changes)."""
         from .config import Config
+        from .layout import config_path
 
-        conf = self.root / "miniq.conf"
+        conf = config_path(self.root)
         try:
             st = os.stat(conf)
             stamp: tuple[float, int] | None = (st.st_mtime, st.st_size)

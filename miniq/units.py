@@ -89,13 +89,16 @@ def timer_calendar(period: str) -> str:
 
 
 def render(name: str, command: list[str], root: str = DEFAULT_ROOT, calendar: str | None = None) -> str:
+    """The shipped unit ``name`` for this installation (module comment); the
+    timer with a period ``calendar`` (``OnCalendar=``) besides its run after boot."""
     text = (shipped_dir() / name).read_text()
     if root != DEFAULT_ROOT:
         # systemd specifiers use '%': escape it in a literal path.
         text = text.replace(DEFAULT_ROOT, root.replace("%", "%%"))
     if calendar:
-        text = text.replace("OnCalendar=minutely", f"OnCalendar={calendar}")
+        text = text.replace("OnBootSec=15s\n", f"OnBootSec=15s\nOnCalendar={calendar}\nAccuracySec=1s\n")
     exec_start = " ".join(shlex.quote(c).replace("%", "%%") for c in command)
+    text = text.replace("ConditionFileIsExecutable=/usr/bin/miniq", f"ConditionFileIsExecutable={command[0].replace('%', '%%')}")
     return text.replace("ExecStart=/usr/bin/miniq ", f"ExecStart={exec_start} ")
 
 
@@ -107,11 +110,18 @@ def systemctl(manager: Manager, *args: str) -> None:
 
 
 def install(manager: Manager, root: Path, now: bool = False, timer_period: str | None = None) -> list[Path]:
-    """Write the units for queue ``root``; with ``now``, enable and start them."""
+    """Write the units for queue ``root``; with ``now``, enable and start them.
+
+    A root on NFS gets a timer period of a minute unless ``timer_period``
+    says otherwise: no inotify event tells of jobs other machines queue."""
+    from .files import on_nfs
+
     calendar = timer_calendar(timer_period) if timer_period else None
     from .queue import Queue
 
     Queue(root).ensure_layout()  # with its modes, before the path unit makes the queue directory
+    if calendar is None and on_nfs(root):
+        calendar = "minutely"
     target = unit_dir(manager)
     target.mkdir(parents=True, exist_ok=True)
     written = []

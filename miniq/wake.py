@@ -8,14 +8,17 @@ delayed job is due.  A transient timer cannot name another unit to start
 ``miniq-wake-<ms>.service``, which runs ``systemctl start miniq-process.service``:
 the jobs still run in, and log as, the processor's own service.  Older wake
 timers are stopped first, so at most one is armed.  Transient timers do not
-survive a reboot: the minutely ``miniq-process.timer`` then runs the
-processor, which promotes every job whose time has passed.
+survive a reboot: ``miniq-process.timer`` then runs the processor once after
+boot, which promotes every job whose time has passed and arms the next.  A
+processor that cannot arm one stays until the job is due (processor.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+from .manager import Manager
 from .systemd import Systemd
 
 PREFIX = "miniq-wake-"
@@ -55,3 +58,24 @@ def arm(systemd: Systemd, when: float) -> str:
         ],
     )
     return f"{base}.timer"
+
+
+def arm_for(manager: Manager, when: float, log: Callable[..., None], waker: Callable[[float], object] | None = None) -> bool:
+    """Arm the wake timer of ``manager`` for ``when`` (or call ``waker``,
+    a test's), saying so with ``log``; False if it could not be armed."""
+    from . import journal
+
+    try:
+        if waker is not None:
+            waker(when)
+        else:
+            systemd = Systemd(manager)
+            try:
+                arm(systemd, when)
+            finally:
+                systemd.close()
+        log(f"next delayed job due in {max(when - time.time(), 0):.1f} s; wake timer armed")
+        return True
+    except Exception as e:  # noqa: BLE001 - the processor stays until the job is due instead (processor.py)
+        log(f"could not arm the wake timer ({e}); this processor stays until the next delayed job is due", journal.WARNING)
+        return False

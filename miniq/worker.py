@@ -44,12 +44,15 @@ def classify(exit_code: int | None, sig: str | None, limits: Limits, duration: f
 class Stop:
     """Why a running job was stopped early, if it was."""
 
-    __slots__ = ("cancelled", "interrupted", "lost")
+    __slots__ = ("cancelled", "interrupted", "killed", "lost", "terminated")
 
     def __init__(self) -> None:
         self.cancelled = False
         self.lost = False
         self.interrupted = False  # the processor itself is being stopped
+        #: Its time limit: SIGTERM sent (and then SIGKILL after its stop timeout).
+        self.terminated = False
+        self.killed = False
 
 
 class Worker:
@@ -108,7 +111,7 @@ class Worker:
         fields = {"SYSLOG_IDENTIFIER": job.name, "MINIQ_JOB_ID": job.id, "MINIQ_JOB_NAME": job.name}
         pump = OutputPump(self.sink, fields, running, Budget(self.output_limit, self.shared_budget), uid)
         stop = Stop()
-        status, rusage, _ = pump.until_exit(running.pid, lambda: self._tick(claim, job, running, stop, uid))
+        status, rusage, _ = pump.until_exit(running.pid, lambda: self._tick(claim, job, running, stop, uid, spec.limits))
         duration = time.monotonic() - running.started
         acct = self.runner.accounting(running)
         self.runner.stop(running)
@@ -125,16 +128,18 @@ class Worker:
             host=hostname(), pid=running.pid, unit=running.unit, confined=self.runner.confined, limits=spec.limits.to_json(),
             cpu_usec=acct.cpu_usec if acct.cpu_usec is not None else int((rusage.ru_utime + rusage.ru_stime) * 1e6),
             memory_peak=acct.memory_peak,
-            max_rss=rusage.ru_maxrss * 1024, oom_kills=acct.oom_kills, output_lines=pump.lines,
+            oom_kills=acct.oom_kills, output_lines=pump.lines,
             output_dropped=pump.dropped or None,
             reason="cancelled" if stop.cancelled else "its processor was stopped" if stop.interrupted else None,
             cause=Cause.STOPPED.value if outcome is Outcome.INTERRUPTED else None,
         )  # fmt: skip
 
-    def _tick(self, claim: Claim, job: Job, running: Running, stop: Stop, uid: int | None) -> bool:
-        """Four times a second while a job runs: renew, and stop it if it
-        was taken over, cancelled, or its processor is being stopped."""
+    def _tick(self, claim: Claim, job: Job, running: Running, stop: Stop, uid: int | None, limits: Limits) -> bool:
+        """Four times a second while a job runs: renew, enforce its time limit,
+        and stop it if it was taken over, cancelled, or its processor is being stopped."""
         self.heartbeat()
+        if limits.timeout is not None:
+            self._time_limit(job, running, stop, uid, limits)
         if not claim.renew_if_due(self.lease):
             stop.lost = True
             self.log(f"job {job.id} ({job.name}) was taken over by another processor: stopping this run", journal.WARNING, job, uid)
@@ -148,6 +153,23 @@ class Worker:
             return False
         self.runner.stop(running)
         return True
+
+    def _time_limit(self, job: Job, running: Running, stop: Stop, uid: int | None, limits: Limits) -> None:
+        """At its time limit SIGTERM to the job's processes, SIGKILL after its
+        stop timeout.  miniq does it, not systemd (whose ``RuntimeMaxSec=`` is
+        a later backstop: limits.py), so that the scope and its accounting
+        outlive the job until they are read: systemd's stop would kill the
+        keeper too, and the cgroup could go first."""
+        elapsed = time.monotonic() - running.started
+        assert limits.timeout is not None
+        if not stop.terminated and elapsed >= limits.timeout:
+            stop.terminated = True
+            self.log(f"job {job.id} ({job.name}) reached its time limit of {limits.timeout:g} s: SIGTERM", journal.NOTICE, job, uid)
+            self.runner.signal(running, signal.SIGTERM)
+        elif stop.terminated and not stop.killed and elapsed >= limits.timeout + limits.stop_grace:
+            stop.killed = True
+            self.log(f"job {job.id} ({job.name}) still runs {limits.stop_grace:g} s after SIGTERM: SIGKILL", journal.NOTICE, job, uid)
+            self.runner.signal(running, signal.SIGKILL)
 
     @staticmethod
     def _cancel_requested(claim: Claim) -> bool:

@@ -52,6 +52,9 @@ def test_every_limit_becomes_its_scope_property() -> None:
         (b"MemoryMax", b"t", 64 * 1024**2),
         (b"CPUQuotaPerSecUSec", b"t", 500_000),
         (b"TasksMax", b"t", 16),
-        (b"RuntimeMaxUSec", b"t", 2_500_000),
+        (b"TimeoutStopUSec", b"t", 10_000_000),  # SIGKILL 10 s after SIGTERM, systemd's default
+        (b"RuntimeMaxUSec", b"t", 42_500_000),  # miniq stops it at 2.5 s; systemd after 2.5 + 10 + 30 s, a backstop
     ]
-    assert [spec.key for spec in LIMITS] == ["memory-max", "cpu-quota", "tasks-max", "timeout", "nice"]
+    assert Limits(timeout=60.0, stop_timeout=1.0).properties()[-2:] == [(b"TimeoutStopUSec", b"t", 1_000_000),
+                                                                          (b"RuntimeMaxUSec", b"t", 91_000_000)]  # fmt: skip
+    assert [spec.key for spec in LIMITS] == ["memory-max", "cpu-quota", "tasks-max", "timeout", "stop-timeout", "nice"]

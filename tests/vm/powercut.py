@@ -362,6 +362,11 @@ def check_end(snapshot: dict[str, Any], ledger: Ledger, parallel: int = 2) -> di
                 problems.append(f"job {job_id}: attempt {k} ({outcome}) is recorded, but it never ran")
             elif outcome not in REAL_RUNS and outcome != "interrupted" and k in by_attempt:
                 problems.append(f"job {job_id}: attempt {k} is recorded {outcome}, but it ran")
+            elif outcome == "interrupted" and attempt.get("cause") == "delayed":
+                # systemd did not start its scope in time (an emulated guest on a busy host): it never ran.
+                counts["scope not ready in time"] = counts.get("scope not ready in time", 0) + 1
+                if k in by_attempt:
+                    problems.append(f"job {job_id}: attempt {k} is recorded as never started (its scope was late), but it ran")
             elif outcome == "interrupted":
                 # Nothing but power cuts interrupts a run here: judged by the next boot, cause lost.
                 if attempt.get("cause") != "lost":
