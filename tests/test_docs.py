@@ -69,7 +69,7 @@ def test_readme_code_layout_lists_every_module() -> None:
 def test_readme_shows_every_access_policy() -> None:
     from miniq.config import POLICY
 
-    example = README.split("Policy in `/var/lib/miniq/miniq.conf`")[1].split("```ini")[1].split("```")[0]
+    example = README.split("Policy in `/etc/miniq/miniq.conf`")[1].split("```ini")[1].split("```")[0]
     for key in POLICY:
         assert re.search(rf"^{key} = ", example, re.MULTILINE), key
 

@@ -55,18 +55,35 @@ def test_path_unit_alone_starts_the_processor(flow: Flow) -> None:
         flow.resume("miniq-process.timer")
 
 
-def test_timer_alone_starts_the_processor(flow: Flow) -> None:
-    flow.add_job("notify", NOTIFY)
-    flow.pause("miniq-process.path")
+def test_an_idle_queue_starts_no_processor_and_the_timer_fires_only_at_startup(flow: Flow) -> None:
+    """README, "Units": the timer runs the processor once after its manager
+    starts (what a reboot left: tests/vm/test_power_cuts.py boots a guest to
+    see it), and never by a period on a local root; a start with nothing
+    queued, delayed or claimed is skipped by systemd itself: no Python starts,
+    and the one journal line is systemd's."""
+    monotonic = flow.run([*flow.systemctl, "show", "-P", "TimersMonotonic", "miniq-process.timer"]).stdout
+    calendar = flow.run([*flow.systemctl, "show", "-P", "TimersCalendar", "miniq-process.timer"]).stdout.strip()
+    assert "OnStartupUSec" in monotonic and "OnBootUSec" not in monotonic and calendar in ("", "{}"), (monotonic, calendar)
+    flow.pause()
+    aside = f"{flow.root}/../aside-{time.monotonic_ns()}"
+    flow.sh(f"mkdir -p {aside} && for d in queue delayed running; do mkdir -p {aside}/$d && "
+            f"find {flow.root}/$d -mindepth 1 -maxdepth 1 -exec mv {{}} {aside}/$d/ \\; ; done")  # fmt: skip
     try:
-        job_id, t0 = flow.enqueue_timed("notify", "b")
-        waited = flow.wait_final([job_id], timeout=75)
-        print(f"timer started the job {waited:.1f} s after enqueue")
-        record = flow.record(job_id)
-        assert record["state"] == "done"
+        unit = [*flow.systemctl, "show", "-P", "ExecMainStartTimestampMonotonic", "miniq-process.service"]
+        before = flow.run(unit).stdout.strip()
+        cursor = flow.run([*flow.journal, "-n", "0", "--show-cursor", "--no-pager"]).stdout.strip().rsplit("cursor: ", 1)[-1]
+        for _ in range(3):
+            flow.run([*flow.systemctl, "start", "miniq-process.service"])
+        assert flow.run(unit).stdout.strip() == before  # no process was started
+        assert flow.run([*flow.systemctl, "show", "-P", "ConditionResult", "miniq-process.service"]).stdout.strip() == "no"
+        lines = [line for line in flow.run([*flow.journal, "--no-pager", "-o", "cat", "--after-cursor", cursor]).stdout.splitlines()
+                 if line.strip()]  # fmt: skip
+        assert all("skipped because no trigger condition checks were met" in line for line in lines), lines
+        print(f"an idle start: {len(lines)} journal line(s) for 3 starts, all systemd's; no process started")
     finally:
-        flow.resume("miniq-process.path")
-    assert flow.unit_state("miniq-process.path") == "active"
+        flow.sh(f"for d in queue delayed running; do find {aside}/$d -mindepth 1 -maxdepth 1 -exec mv {{}} {flow.root}/$d/ \\; ; done; "
+                f"rm -r {aside}")  # fmt: skip
+        flow.resume()
 
 
 def test_bad_files_are_quarantined_and_good_jobs_still_run(flow: Flow) -> None:

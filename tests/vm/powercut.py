@@ -567,6 +567,83 @@ class PowerCuts:
                 self.vm.close()
 
 
+QUEUE_MOUNT_UNIT = """[Unit]
+Description=test bed: the queue disk, mounted at boot before miniq (no udev in this guest)
+DefaultDependencies=no
+After=local-fs.target
+Before=miniq-process.service miniq-process.path miniq-process.timer
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/mount /dev/vdb /var/lib/miniq
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+def after_boot(cuts: PowerCuts) -> dict[str, Any]:
+    """What a reboot leaves, run by the timer alone, and then an idle queue.
+
+    A root with the queue's units enabled as a package leaves them (and its
+    disk mounted at boot), a job running and one delayed when the power goes;
+    the next boot starts nothing by hand: miniq-process.timer's run after
+    startup must recover the cut run and run the delayed job.  Then the queue
+    idles a minute: no processor starts, no journal line of miniq's units."""
+    setup = VM(cuts.image, "afterboot-setup", cuts.work, base=cuts.base, extra=cuts.extra())
+    setup.boot()
+    enabled = cuts.work / "afterboot.qcow2"
+    try:
+        setup.put("/etc/systemd/system/tb-queue-mount.service", QUEUE_MOUNT_UNIT.encode())
+        dropin = b"[Unit]\nRequires=tb-queue-mount.service\nAfter=tb-queue-mount.service\nWants=tb-marks.service\nAfter=tb-marks.service\n"
+        setup.put("/etc/systemd/system/miniq-process.service.d/queue-disk.conf", dropin)
+        setup.run("systemctl enable tb-queue-mount.service miniq-process.path miniq-process.timer", check=True)
+    finally:
+        setup.shutdown(keep=enabled)
+    first = VM(cuts.image, "afterboot-1", cuts.work, base=enabled, extra=cuts.extra())
+    first.boot()
+    try:
+        first.run("systemctl is-active --quiet miniq-process.path", check=True)
+        running = first.run("miniq enqueue work 30", check=True).stdout.strip()
+        deadline = time.monotonic() + 120
+        while not first.run(f"ls {ROOT}/running | grep -q {running}").returncode == 0:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.5)
+        delayed = first.run("miniq enqueue --in 2s work 0", check=True).stdout.strip()
+        time.sleep(1)
+        first.kill()
+    finally:
+        first.close()
+    second = VM(cuts.image, "afterboot-2", cuts.work, base=enabled, extra=cuts.extra())
+    second.boot()
+    try:
+        booted = time.monotonic()
+        deadline = booted + 300
+        while not {f"{running}.json", f"{delayed}.json"} <= set(second.run(f"ls {ROOT}/done").stdout.split()):
+            if time.monotonic() > deadline:
+                raise Failure(f"after boot, nothing ran them: {second.run(f'ls -R {ROOT}/running {ROOT}/delayed {ROOT}/queue').stdout}")
+            time.sleep(1)
+        took = time.monotonic() - booted
+        record = json.loads(second.run(f"cat {ROOT}/done/{running}.json", check=True).stdout)
+        causes = [(a["outcome"], a.get("cause")) for a in record["attempts"]]
+        if causes != [("interrupted", "lost"), ("exited", None)]:
+            raise Failure(f"after boot, the cut job's attempts are {causes}")
+        show = "systemctl show --value --property=NRestarts,ExecMainStartTimestampMonotonic miniq-process.service"
+        started = second.run(show).stdout.split()
+        cursor = second.run("journalctl -n 0 --show-cursor --no-pager").stdout.strip().rsplit("cursor: ", 1)[-1]
+        time.sleep(60)
+        idle = second.run(f"journalctl --no-pager -o cat --after-cursor '{cursor}' -u miniq-process.service -u miniq-process.timer "
+                          "-u miniq-process.path").stdout.strip()  # fmt: skip
+        again = second.run(show).stdout.split()
+        next_elapse = second.run("systemctl show -P NextElapseUSecMonotonic miniq-process.timer").stdout.strip()
+        if idle or again != started or next_elapse not in ("infinity", "0", ""):
+            raise Failure(f"an idle minute after the drain: journal {idle!r}, processor {started} -> {again}, timer next {next_elapse}")
+        return {"ran both within (s of boot)": round(took, 1), "idle minute journal lines": 0, "timer next elapse": next_elapse}
+    finally:
+        second.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Power cuts of a guest running miniq (tests/vm/powercut.py).")
     parser.add_argument("--cuts", type=int, default=20)

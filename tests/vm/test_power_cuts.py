@@ -74,3 +74,14 @@ def test_every_flush_point_of_a_recorded_run_holds(power: PowerCuts) -> None:
     )
     print(REPORT[-1])
     assert figures["points"] > 0 and figures["jobs"] > 0 and len(figures["recovered"]) == 3
+
+
+@pytest.mark.timeout(1800)
+def test_what_a_reboot_leaves_runs_by_the_timer_alone_and_an_idle_queue_costs_nothing(power: PowerCuts) -> None:
+    from conftest import REPORT
+
+    from .powercut import after_boot
+
+    figures = after_boot(power)
+    REPORT.append(f"after a power cut, the timer alone ran what the cut left: {figures}")
+    print(REPORT[-1])
