@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from miniq.errors import BadInput
@@ -58,3 +60,24 @@ def test_every_limit_becomes_its_scope_property() -> None:
     assert Limits(timeout=60.0, stop_timeout=1.0).properties()[-2:] == [(b"TimeoutStopUSec", b"t", 1_000_000),
                                                                           (b"RuntimeMaxUSec", b"t", 91_000_000)]  # fmt: skip
     assert [spec.key for spec in LIMITS] == ["memory-max", "cpu-quota", "tasks-max", "timeout", "stop-timeout", "nice"]
+
+
+def test_a_time_limit_is_sigterm_then_sigkill_after_the_stop_timeout(root: Path) -> None:
+    """miniq enforces --timeout itself (worker.py): SIGTERM, then SIGKILL
+    --stop-timeout later, so the scope outlives the job until it is accounted."""
+    from helpers import process, result_of, write_job
+
+    from miniq.queue import Queue
+
+    write_job(root, "stubborn", "#!/bin/sh\ntrap '' TERM\nsleep 30 &\nwait; wait\n")
+    write_job(root, "polite", "#!/bin/sh\nexec sleep 30\n")
+    q = Queue(root)
+    stubborn = q.enqueue("stubborn", [], Limits(timeout=0.5, stop_timeout=0.5)).id
+    polite = q.enqueue("polite", [], Limits(timeout=0.5)).id
+    sink, _ = process(root)
+    first, second = result_of(root, stubborn), result_of(root, polite)
+    assert (first["outcome"], first["signal"]) == ("timeout", "SIGKILL"), first
+    assert (second["outcome"], second["signal"]) == ("timeout", "SIGTERM"), second
+    assert first["duration"] < 15 and second["duration"] < 15  # far from their 30 s: the limit ended them
+    assert f"job {stubborn} (stubborn) still runs 0.5 s after SIGTERM: SIGKILL" in sink.text()
+    assert "max_rss" not in first  # the processor's own peak, carried over by the kernel: not the job's (NEWS)

@@ -146,3 +146,29 @@ def test_a_spare_keeper_that_died_is_replaced_and_every_keeper_ends_with_its_lif
     while os.waitpid(second, os.WNOHANG) == (0, 0):
         assert time.monotonic() < deadline, "the keeper outlived its lifeline"
         time.sleep(0.01)
+
+
+def test_rejected_entries_are_kept_for_their_retention_then_removed(root: Path) -> None:
+    """rejected/ is for inspection, not forever (rejected-retention): doctor
+    counts what is there, purge and a processor remove what is older."""
+    from helpers import process
+
+    from miniq.doctor import _leftovers
+    from miniq.queue import Queue
+
+    q = Queue(root)
+    q.ensure_layout()
+    (root / "queue" / "0000-not-a-job.json").write_text("{broken")
+    (root / "miniq.conf").write_text("[processor]\nrejected-retention = 2s\n")
+    process(root)
+    [kept] = [p.name for p in (root / "rejected").iterdir()]
+    assert kept.endswith("-queue-0000-not-a-job.json"), kept
+    [finding] = list(_leftovers(q))
+    assert not finding.ok and finding.text.startswith(f"1 in {root}/rejected (entries the processor could not use")
+    assert [r for r in q.purge(3600.0, dry_run=True) if r.startswith("rejected/")] == []  # not an hour old
+    assert [r for r in q.purge(0.0, dry_run=True) if r.startswith("rejected/")] == [f"rejected/{kept}"]
+    time.sleep(2.1)
+    sink, _ = process(root)  # older than its retention: the next processor removes it, and says so
+    assert list((root / "rejected").iterdir()) == []
+    assert f"rejected/{kept} removed: kept longer than rejected-retention (2 s)" in sink.text()
+    assert [f.text for f in _leftovers(q)] == ["nothing left over in rejected/ or tmp/"]

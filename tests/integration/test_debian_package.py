@@ -128,8 +128,19 @@ def test_install_makes_the_system_queue_ready(box: Sandbox, debs: dict[str, Path
     bob.run(["miniq", "--user", "uninstall-units"])
 
 
-def test_remove_keeps_the_queue_and_the_administrators_choices(box: Sandbox, debs: dict[str, Path]) -> None:
+def _units(box: Sandbox, *flags: str) -> list[str]:
+    """Every miniq unit systemd has loaded (``flags``: a user manager), with its states."""
+    out = box.run(["systemctl", *flags, "list-units", "--all", "--plain", "--no-legend", "miniq*"], check=False).stdout
+    return [" ".join(line.split()[:4]) for line in out.splitlines() if line.strip()]
+
+
+def test_remove_stops_the_triggers_first_and_keeps_the_queue_and_the_administrators_choices(box: Sandbox, debs: dict[str, Path]) -> None:
+    """With a job running, one queued and a wake timer armed: nothing starts
+    during the removal, no unit is left failed or behind, each job is back
+    (the running one with one interrupted attempt) and none ran."""
     root = Flow(box, None, "--system", "/usr/bin/miniq")
+    alice = Flow(box, "alice", "--user", "/usr/bin/miniq")
+    box.run(["loginctl", "enable-linger", "alice"])
     box.run(["systemctl", "disable", "--now", "miniq-process.timer"])
     done = root.run(["miniq", "enqueue", "hello", "before"]).stdout.strip()
     root.wait_final([done], timeout=30)
@@ -137,25 +148,47 @@ def test_remove_keeps_the_queue_and_the_administrators_choices(box: Sandbox, deb
     root.add_job("long", "#!/bin/sh\nexec sleep 300\n")
     running = root.run(["miniq", "enqueue", "long"]).stdout.strip()
     root.wait_running(running)
+    queued = root.run(["miniq", "enqueue", "hello", "queued"]).stdout.strip()  # behind the long one (parallel 1)
+    alice.add_job("hello", HELLO)
+    alices = alice.run(["miniq", "enqueue", "--in", "1h", "hello", "hers"]).stdout.strip()  # her processor arms a wake timer
+    deadline = time.monotonic() + 30
+    while not [u for u in _units(box, "--user", "-M", "alice@") if u.startswith("miniq-wake-")]:
+        assert time.monotonic() < deadline, _units(box, "--user", "-M", "alice@")
+        time.sleep(0.5)
+    cursor = box.run(["journalctl", "-n", "0", "--show-cursor", "--no-pager"]).stdout.strip().rsplit("cursor: ", 1)[-1]
 
     apt(box, "remove", "miniq")
-    time.sleep(0.5)
-    for unit in (*READY, "miniq-process.service", "miniq-api.service"):
-        assert active(box, unit) in ("inactive", "unknown"), unit
+    time.sleep(2)
+    started = box.run(["journalctl", "--no-pager", "-o", "cat", "--after-cursor", cursor]).stdout
+    assert "Starting miniq job processor" not in started, started  # nothing started the processor again
+    assert not [u for u in _units(box) if "failed" in u or u.startswith("miniq-wake-")], _units(box)
+    hers = _units(box, "--user", "-M", "alice@")
+    assert not [u for u in hers if "failed" in u or "active" in u.split()[2:3] or u.startswith("miniq-wake-")], hers
     assert miniq_processes(box) == ""
     assert box.path(f"/var/lib/miniq/done/{done}.json").exists()
+    assert box.path(f"/var/lib/miniq/queue/1000-{queued}.json").exists()  # still queued: it did not run
     delayed = sorted(p.name.split("-", 1)[1] for p in box.path("/var/lib/miniq/delayed").iterdir())
     assert delayed == sorted([f"{later}.json", f"{running}.json"])
-    # The running job was stopped with its processor and put back, recorded, to run again.
+    # The running job was stopped with its processor and put back, recorded once, to run again.
     assert list(box.path("/var/lib/miniq/running").iterdir()) == []
     [back] = box.path("/var/lib/miniq/delayed").glob(f"*-{running}.json")
-    assert [a["reason"] for a in json.loads(back.read_text())["attempts"]] == ["its processor was stopped"]
+    attempts = [(a["reason"], a.get("cause")) for a in json.loads(back.read_text())["attempts"]]
+    assert attempts == [("its processor was stopped", "stopped")]
+    # A lingering user's queue after the package went: nothing restarts without end, nothing fails.
+    time.sleep(3)
+    restarts = box.run(["systemctl", "--user", "-M", "alice@", "show", "-P", "NRestarts", "miniq-process.service"]).stdout.strip()
+    assert restarts in ("0", ""), restarts
 
     apt(box, "install", str(debs["new"]))
     assert enabled(box, "miniq-process.timer") == "disabled"  # the administrator's choice, kept
     assert (enabled(box, "miniq-process.path"), active(box, "miniq-process.path")) == ("enabled", "active")
+    # alice's queue, which she enabled, runs again; her job is hers to wait for.
+    hers = box.run(["systemctl", "--user", "-M", "alice@", "is-active", "miniq-process.path"], check=False).stdout.strip()
+    assert hers == "active", hers
+    alice.run(["miniq", "cancel", alices])
     box.run(["systemctl", "enable", "--now", "miniq-process.timer"])
-    root.run(["miniq", "cancel", running, later])
+    root.run(["miniq", "cancel", running, later])  # the long one would run again first (parallel 1)
+    root.wait_final([queued], timeout=60)
 
 
 def test_a_mask_survives_an_upgrade(box: Sandbox, debs: dict[str, Path]) -> None:
@@ -184,6 +217,10 @@ def test_purge_removes_the_data_and_keeps_what_the_administrator_added(box: Sand
     assert sorted(p.name for p in box.path("/var/lib/miniq").iterdir()) == ["jobs", "miniq.conf"]
     for unit in READY:
         assert not box.run(["find", "/etc/systemd/system", "-name", unit], check=False).stdout.strip(), unit
+    # Nothing of miniq left loaded or behind: units, the helper's socket, the schedules' stamps.
+    assert _units(box) == [], _units(box)
+    assert not box.path("/run/miniq/api.socket").exists()
+    assert not box.run(["find", "/var/lib/systemd/timers", "-name", "stamp-miniq*"], check=False).stdout.strip()
     # A purge after a plain install leaves nothing.
     box.run(["rm", "-r", "/var/lib/miniq"])
     apt(box, "install", str(debs["new"]))
@@ -222,14 +259,25 @@ def test_an_upgrade_from_the_previous_release_loses_and_doubles_no_job(box: Sand
     box.run(["rm", "-rf", "/var/lib/miniq"])
     apt(box, "install", str(debs["old"]))
     assert box.run(["dpkg-query", "-W", "-f", "${Version}", "miniq"]).stdout == "0.2.0"
-    box.run(["systemctl", "enable", "--now", "miniq-process.timer", "miniq-process.path", "miniq-api.socket"])
+    box.run(["systemctl", "enable", "--now", "miniq-process.path", "miniq-api.socket"])
+    box.run(["systemctl", "mask", "miniq-process.timer"])  # an administrator's choice before the upgrade
+    box.run(["install", "-m", "644", "/dev/stdin", "/var/lib/miniq/miniq.conf"], input="[limits]\ntimeout = 2h\n")  # 0.2's place
     root = Flow(box, None, "--system", "/usr/bin/miniq")
     jobs = _previous_state(box, root)
     old_pid = box.run(["systemctl", "show", "-P", "MainPID", "miniq-process.service"]).stdout.strip()
     assert old_pid != "0"
 
-    out = apt(box, "install", str(debs["new"]))
+    proc = box.run(["apt-get", "-y", "install", str(debs["new"])], env=APT, timeout=300)
+    out = proc.stdout + proc.stderr
     assert "Unpacking miniq (0.3.0) over (0.2.0)" in out
+    # In place: the mask kept without a word of error, the configuration moved where Debian keeps it.
+    assert "error" not in out.lower(), out
+    assert enabled(box, "miniq-process.timer") == "masked"
+    assert "miniq: moved /var/lib/miniq/miniq.conf to /etc/miniq/miniq.conf" in out, out
+    assert box.path("/etc/miniq/miniq.conf").read_text() == "[limits]\ntimeout = 2h\n"
+    assert not box.path("/var/lib/miniq/miniq.conf").exists()
+    box.run(["systemctl", "unmask", "miniq-process.timer"])
+    box.run(["systemctl", "enable", "--now", "miniq-process.timer"])
     # The old processor still runs the job it had; the new units are live.
     assert box.run(["systemctl", "show", "-P", "MainPID", "miniq-process.service"]).stdout.strip() == old_pid
     assert root.record(jobs["running"])["state"] == "running"

@@ -85,3 +85,28 @@ def _started(flow: Flow, job_id: str) -> float:
         time.sleep(0.05)
     time.sleep(0.05)  # date's write may still be on its way
     return flow.started_at(job_id)
+
+
+def test_accounting_is_the_jobs_own_and_outlives_a_time_limit(flow: Flow) -> None:
+    """A job of 1 MB is accounted as the scope's peak, not the processor's size
+    (max_rss, carried over by the kernel, is no longer recorded); a job ended
+    at its time limit, ten times over, always has its accounting (miniq ends it
+    itself, keeping the scope until it is read); one that ignores SIGTERM ends
+    by SIGKILL --stop-timeout later."""
+    flow.add_job("mib", "#!/bin/sh\nhead -c 1048576 /dev/zero | cat > /dev/null\n")
+    flow.add_job("forever", "#!/bin/sh\nexec sleep 300\n")
+    flow.add_job("stubborn", "#!/bin/sh\ntrap '' TERM\nsleep 300 &\nwait; wait\n")
+    small = flow.cli("enqueue", "mib").stdout.strip()
+    timed = [flow.cli("enqueue", "--timeout", "0.5s", "forever").stdout.strip() for _ in range(10)]
+    stubborn = flow.cli("enqueue", "--timeout", "1s", "--stop-timeout", "1s", "stubborn").stdout.strip()
+    flow.wait_final([small, *timed, stubborn], timeout=180)
+    result = flow.record(small)["result"]
+    assert "max_rss" not in result and result["memory_peak"] is not None
+    assert result["memory_peak"] < 8 * 2**20, result["memory_peak"]  # the job's, not the processor's 16 MB and more
+    for job_id in timed:
+        r = flow.record(job_id)["result"]
+        assert (r["outcome"], r["signal"]) == ("timeout", "SIGTERM"), r
+        assert r["memory_peak"] is not None and r["cpu_usec"] is not None and r["oom_kills"] is not None, r
+    r = flow.record(stubborn)["result"]
+    assert (r["outcome"], r["signal"]) == ("timeout", "SIGKILL") and 2 <= r["duration"] < 10, r
+    print(f"1 MiB job: memory_peak {result['memory_peak'] / 2**20:.1f} MiB; stubborn job ended after {r['duration']:.1f} s")

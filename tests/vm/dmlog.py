@@ -68,17 +68,19 @@ size = subprocess.run(["blockdev", "--getsz", target], capture_output=True, text
 fd, out = os.open(log, os.O_RDONLY), os.open(target, os.O_WRONLY)
 magic, version, count, sectorsize = SUPER.unpack(os.pread(fd, SUPER.size, 0))
 assert magic == MAGIC, hex(magic)
-# A first pass over the entries' headers: which flush points there are, to sample.
-flushes, pos, began = [], sectorsize, False
+# A first pass over the entries' headers: which flush points there are, to
+# sample among those after the "ready" mark (the job types flushed: a job
+# type written without its own fsync may be empty at an earlier point).
+flushes, pos, ready = [], sectorsize, False
 for index in range(count):
     sector, nsec, flags, datalen = ENTRY.unpack_from(os.pread(fd, sectorsize, pos))
     pos += sectorsize
     if flags & MARK:
-        began = began or os.pread(fd, sectorsize, pos - sectorsize)[ENTRY.size:ENTRY.size + datalen] == b"mkfs"
+        ready = ready or os.pread(fd, sectorsize, pos - sectorsize)[ENTRY.size:ENTRY.size + datalen] == b"ready"
         continue
     if nsec and not flags & DISCARD:
         pos += nsec * sectorsize
-    if began and flags & (FLUSH | FUA):
+    if ready and flags & (FLUSH | FUA):
         flushes.append(index)
 fractions = [float(f) for f in os.environ.get("TB_SAMPLES", "").split(",") if f]
 sampled = {flushes[min(int(f * len(flushes)), len(flushes) - 1)]: disk for f, disk in zip(fractions, copies)} if flushes else {}
@@ -212,6 +214,7 @@ class WriteLog:
         )  # fmt: skip
         vm.put(f"{ROOT}/jobs/work.job", WORK.encode(), "0755")
         vm.put(f"{ROOT}/jobs/flaky.job", FLAKY.encode(), "0755")
+        vm.run("sync && dmsetup message tblog 0 mark ready", check=True)  # the job types on disk: what samples start from
         self.recorded_boot = vm.run("cat /proc/sys/kernel/random/boot_id", check=True).stdout.strip()
         vm.run("systemctl start miniq-process.path miniq-process.timer", check=True)
         for n, command in enumerate(("/usr/local/bin/tb-marking-client", "/usr/bin/python3 /usr/local/lib/tb-api-marking-client.py")):
@@ -259,6 +262,7 @@ class WriteLog:
             label = f"flush point {point['point']} (sample {n + 1} of {len(SAMPLES)}, seed {self.cuts.seed})"
             snapshot = json.loads(vm.run(f"python3 /usr/local/lib/tb-snapshot.py {ROOT}", check=True, timeout=300).stdout)
             check_state(snapshot, ledger, f"{label}, at boot")
+            at_boot = {e["id"]: e["state"] for e in snapshot["entries"]}
             drained = PowerCuts.drain(self.cuts, vm)
             before = self.marks.read_text(errors="replace").splitlines()
             for line in before:  # this guest's runs: their boot tells them from the other samples'
@@ -271,7 +275,11 @@ class WriteLog:
             try:
                 counts = check_end(snapshot, ledger, PARALLEL)
             except Failure as e:
-                raise Failure(f"{label}: {e}") from None
+                seen = sum(len(r) for r in ledger.runs.values())
+                journal = vm.run("journalctl -u miniq-process -u tb-marks --no-pager -n 60").stdout[-4000:]
+                raise Failure(f"{label}: {e} ({len(point.get('runs', []))} runs marked in the log by then, {seen} known in all, "
+                              f"{len(before)} lines in {self.marks.name}; at boot: {at_boot}; runs: {point.get('runs')}; "
+                              f"journal: {journal})") from None  # fmt: skip
             counts.update(point=point["point"], acknowledged=len(ledger.enqueued), drain_seconds=round(drained, 1))
             self.log(f"write log: recovered and drained from {label}: {counts}")
             return counts
