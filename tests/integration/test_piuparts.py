@@ -7,9 +7,13 @@ Debian mirror):
    files systemd's own scripts leave after a purge are known (the test
    prints them).  They are the only files the second run may leave.
 2. miniq: install, remove and install again (config-files-remaining state),
-   purge; and, since apt finds the previous release (0.2.0, built from its
-   commit) in a local repository, install that, upgrade to this one, purge.
-   Any file left beyond the baseline's fails it.
+   purge.
+3. miniq: since apt finds the previous release (0.2.0, built from its
+   commit) in a local repository, install that, upgrade to this one in place
+   (without ``--install-remove-install``, which would remove 0.2.0 before
+   installing this one), purge.
+
+Any file left beyond the baseline's fails them.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def _baseline_deb(new: Path, work: Path) -> Path:
 
 
 def _piuparts(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = ["piuparts", "-d", "bookworm", "-m", _mirror(), "--tmpdir", str(work), "--install-remove-install", *args]
+    cmd = ["piuparts", "-d", "bookworm", "-m", _mirror(), "--tmpdir", str(work), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
 
 
@@ -64,7 +68,8 @@ def test_piuparts_install_remove_reinstall_purge_and_upgrade(tmp_path_factory: p
     new, old = build_deb(), build_previous_deb(work / "previous")
     base = work / "base.tgz"
 
-    baseline = _piuparts(work, "--warn-on-leftovers-after-purge", "--save", str(base), str(_baseline_deb(new, work)))
+    baseline = _piuparts(work, "--install-remove-install", "--warn-on-leftovers-after-purge", "--save", str(base),
+                         str(_baseline_deb(new, work)))  # fmt: skip
     assert baseline.returncode == 0, baseline.stdout[-4000:]
     allowed = sorted(_leftovers(baseline.stdout))
     print(f"what systemd and the other dependencies leave after a purge (baseline): {allowed}")
@@ -77,14 +82,19 @@ def test_piuparts_install_remove_reinstall_purge_and_upgrade(tmp_path_factory: p
         packages = subprocess.run(["dpkg-scanpackages", ".", "/dev/null"], cwd=repo, check=True, capture_output=True, text=True).stdout
         (repo / "Packages").write_text(packages)
         ignores = [f"--ignore={path}" for path in allowed]
-        run = _piuparts(work, "-b", str(base), "--extra-repo", f"deb [trusted=yes] file://{repo} ./", "--bindmount", str(repo),
-                        *ignores, str(new))  # fmt: skip
+        repo_args = ["--extra-repo", f"deb [trusted=yes] file://{repo} ./", "--bindmount", str(repo)]
+        run = _piuparts(work, "-b", str(base), "--install-remove-install", "--no-upgrade-test", *ignores, str(new))
+        upgrade = _piuparts(work, "-b", str(base), *repo_args, "--no-install-purge-test", *ignores, str(new))
     finally:
         shutil.rmtree(repo, ignore_errors=True)
-    verdicts = re.findall(r"INFO: (PASS: .*|FAIL: .*)", run.stdout)
+    verdicts = re.findall(r"INFO: (PASS: .*|FAIL: .*)", run.stdout + upgrade.stdout)
     print("piuparts verdicts:", verdicts)
     assert run.returncode == 0, run.stdout[-6000:]
+    assert upgrade.returncode == 0, upgrade.stdout[-6000:]
     assert "PASS: Installation and purging test." in verdicts
     assert "PASS: Installation, upgrade and purging tests." in verdicts, "no upgrade from 0.2.0 was tested"
-    assert "apt-cache knows about the following packages: miniq" in run.stdout
-    assert _leftovers(run.stdout) == set()
+    assert "apt-cache knows about the following packages: miniq" in upgrade.stdout
+    # In place: 0.2.0 was never removed before this version was installed over it.
+    upgraded = upgrade.stdout.split("apt-cache knows about the following packages: miniq", 1)[1]
+    assert "Removing miniq (0.2.0)" not in upgraded, upgraded[-4000:]
+    assert _leftovers(run.stdout) == set() and _leftovers(upgrade.stdout) == set()
