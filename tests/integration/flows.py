@@ -170,7 +170,11 @@ class Flow:
         units = self.run([*self.systemctl, "list-units", "--all", "--no-pager", "miniq*"], check=False).stdout
         log = self.run([*self.journal, "--no-pager", "-n", "30"], check=False).stdout
         listing = self.sb.run(["find", self.root, "-maxdepth", "2"], check=False).stdout[-3000:]
-        return f"units:\n{units}\njournal:\n{log}\nfiles:\n{listing}"
+        # miniq's processes wherever they run (a worker outside its service would not be in its unit's journal).
+        each = "echo \"$p $(cat /proc/$p/cgroup) $(tr '\\0' ' ' < /proc/$p/cmdline)\""
+        procs = self.sb.run(["sh", "-c", f"for p in $(pgrep -f 'bin/miniq'); do {each}; done"], check=False).stdout
+        anywhere = self.sb.run(["journalctl", "--no-pager", "-n", "30", "SYSLOG_IDENTIFIER=miniq"], check=False).stdout
+        return f"units:\n{units}\njournal:\n{log}\nminiq's processes:\n{procs}\nminiq's lines in any unit:\n{anywhere}\nfiles:\n{listing}"
 
     def enqueue_timed(self, *args: str) -> tuple[str, float]:
         """Enqueue and return (id, the time just before enqueue, sandbox clock)."""
