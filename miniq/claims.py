@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -59,7 +58,7 @@ from .clock import ServerClock
 from .files import Unusable, dump, read_untrusted
 from .job import SCHEMA, Job, State, hostname, new_id
 from .layout import Layout, is_id, parse_claim_name
-from .proc import boot_id, pid_namespace, process_start, safe_host
+from .proc import Claimer
 from .result import Cause, Outcome, Result
 
 _GONE = (errno.ENOENT, errno.ESTALE)
@@ -67,38 +66,6 @@ _GONE = (errno.ENOENT, errno.ESTALE)
 
 class LeaseLost(Exception):
     """The claim was taken over by another processor; publish nothing."""
-
-
-class Claimer(NamedTuple):
-    """Who holds a claim; see the module comment."""
-
-    host: str
-    boot: str
-    pidns: int
-    pid: int
-    start: int
-
-    @classmethod
-    def current(cls) -> Claimer:
-        pid = os.getpid()
-        return cls(safe_host(), boot_id(), pid_namespace(), pid, process_start(pid) or 0)
-
-    @property
-    def name(self) -> str:
-        return f"{self.host}+{self.boot}+{self.pidns}+{self.pid}+{self.start}"
-
-    @classmethod
-    def parse(cls, name: str | None) -> Claimer | None:
-        parts = (name or "").split("+")
-        if len(parts) != 5 or not all(p.isdigit() for p in parts[2:]) or not re.fullmatch(r"[0-9a-f]{32}", parts[1]):
-            return None
-        return cls(parts[0], parts[1], int(parts[2]), int(parts[3]), int(parts[4]))
-
-    def provably_dead(self, judge: Claimer) -> bool:
-        """True only if this claimer's process is certainly gone (module comment)."""
-        if (self.boot, self.pidns) != (judge.boot, judge.pidns):
-            return False
-        return process_start(self.pid) != self.start
 
 
 def _touch_if_ours(source: Path) -> bool | None:
@@ -383,13 +350,6 @@ class Stale(NamedTuple):
         return self.holder.host if self.holder else "an unknown host"
 
 
-def age(path: Path, clock: ServerClock) -> float | None:
-    """Seconds since the holder last renewed ``path``, by the server's clock;
-    None if it is gone.  Opens nothing (files.fresh_mtime)."""
-    mtime = files.fresh_mtime(path)
-    return None if mtime is None else clock.now() - mtime
-
-
 def stale_claims(layout: Layout, me: Claimer, lease: float, clock: ServerClock) -> Iterator[Stale]:
     """Claims in ``running/`` that anyone may take over now, and why."""
     files.revalidate(layout.running)
@@ -410,7 +370,7 @@ def stale_claims(layout: Layout, me: Claimer, lease: float, clock: ServerClock) 
         if holder is not None and holder.provably_dead(me):
             yield Stale(path, job_id, holder, f"its processor (PID {holder.pid} on {holder.host}) died")
             continue
-        seconds = age(path, clock)
+        seconds = clock.age(path)
         if seconds is not None and seconds > lease:
             who = holder.host if holder else "its host"
             yield Stale(path, job_id, holder, f"{who} stopped renewing its lease {seconds:.0f} s ago (lease {lease:g} s)")

@@ -27,38 +27,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from . import __version__
+from .context import Context
 from .errors import BadInput, MiniqError
 from .face import say, say_bytes, say_json, say_lines
 from .hangup import ClientGone
-from .manager import Manager, detect_manager, resolve_root
+from .manager import Manager
 
 if TYPE_CHECKING:
-    from .caller import Caller
-    from .queue import Queue
-
-
-class Context:
-    """What the global options chose: the manager and the queue root, and,
-    inside the system queue's helper, who is asking (caller.py)."""
-
-    def __init__(self, manager: Manager | None, root: str | None, caller: Caller | None = None) -> None:
-        self.manager = manager or detect_manager()
-        self.root = resolve_root(self.manager, root)
-        self.explicit_root = root is not None
-        self.caller = caller
-
-    @property
-    def queue(self) -> Queue:
-        from .queue import Queue
-
-        return Queue(self.root, self.caller)
-
-    @property
-    def through_helper(self) -> bool:
-        """A user's command on the system queue goes through its root helper."""
-        from .manager import SYSTEM_ROOT
-
-        return self.caller is None and self.manager is Manager.SYSTEM and os.geteuid() != 0 and self.root == SYSTEM_ROOT
+    pass
 
 
 class MiniqGroup(click.Group):

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
+from typing import Protocol
 
 from . import files
-from .layout import Layout
 from .proc import tag
+
+
+class Layout(Protocol):
+    """Where a queue root keeps its probes (layout.py)."""
+
+    def clock_probe(self, claimer: str) -> Path: ...
 
 
 class ServerClock:
@@ -48,6 +55,12 @@ class ServerClock:
         self._read = time.monotonic()
         self._offset = mtime - self._read
         return mtime
+
+    def age(self, path: Path) -> float | None:
+        """Seconds since ``path`` was last touched (a claim renewed), by the
+        server's clock; None if it is gone.  Opens nothing (files.fresh_mtime)."""
+        mtime = files.fresh_mtime(path)
+        return None if mtime is None else self.now() - mtime
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from .errors import BadInput
 from .face import say, say_json
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 
 @click.command()
@@ -193,7 +193,7 @@ def install_units(obj: Context, now: bool, timer_period: str | None) -> None:
     from .units import install
 
     manager = obj.manager
-    for path in install(manager, obj.root, now, timer_period):
+    for path in install(manager, obj.root, obj.queue.ensure_layout, now, timer_period):
         say(f"installed {path}")
     if not now:
         say(f"enable with: {' '.join(manager.systemctl('enable', '--now', 'miniq-process.timer', 'miniq-process.path'))}")

@@ -256,9 +256,10 @@ def _proc_visibility(manager: Manager) -> Iterator[Finding]:
 
 
 def _claims(queue: Queue) -> Iterator[Finding]:
-    from .claims import Claimer, stale_claims
+    from .claims import stale_claims
     from .clock import ServerClock
     from .config import Config
+    from .proc import Claimer
 
     try:
         lease = Config.load(queue.root).lease

@@ -24,8 +24,13 @@ writes to standard output or error.
 
 from __future__ import annotations
 
+import contextvars
 import sys
 from typing import TextIO
+
+#: The width of the person's terminal when miniq's helper answers a user over
+#: its socket (server.py): the client sends it.
+WIDTH: contextvars.ContextVar[int | None] = contextvars.ContextVar("miniq_width", default=None)
 
 _NAMED = {0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r"}
 _SPECIAL = (0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
@@ -105,3 +110,10 @@ def say_json(text: str, end: str = "\n") -> None:
         return
     stream.write(text + end)
     stream.flush()
+
+
+def terminal_width() -> int:
+    """Columns a table may fill: the client's terminal, else this one's, else 100."""
+    import shutil
+
+    return WIDTH.get() or shutil.get_terminal_size((100, 24)).columns

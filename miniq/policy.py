@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import BadInput, NotPermitted
-from .job import Job, State, check_argv, check_name, user_name
+from .job import MAX_UNIQUE, Job, State, check_argv, check_name, user_name
 from .layout import Layout, is_id
 from .limits import LIMITS, Limits
 from .schedule import MAX_AFTER, MAX_PRIORITY, MAX_RETRIES, MIN_PRIORITY, Schedule
@@ -207,9 +207,14 @@ def check_values(ask: Ask, now: float) -> None:
 
             raise BadInput(f"invalid job id '{visible(dep)[:64]}' for --after: expected an id as printed by miniq enqueue")
     if ask.unique is not None:
-        from .unique import check_key
-
         check_key(ask.unique)
+
+
+def check_key(key: str) -> str:
+    """``key`` if it can be a unique key, else ``BadInput``."""
+    if not 0 < len(key) <= MAX_UNIQUE or not key.isprintable():
+        raise BadInput(f"invalid unique key: expected 1 to {MAX_UNIQUE} printable characters")
+    return key
 
 
 def check_type(layout: Layout, name: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from typing import NamedTuple
 
 _HOST_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -59,3 +60,35 @@ def tag() -> str:
     if _tag is None or _tag[0] != pid:  # a forked child is another process
         _tag = (pid, f"{safe_host()}+{boot_id()}+{pid_namespace()}+{pid}+{process_start(pid) or 0}")
     return _tag[1]
+
+
+class Claimer(NamedTuple):
+    """A process named for good (module comment): who holds a claim (claims.py)."""
+
+    host: str
+    boot: str
+    pidns: int
+    pid: int
+    start: int
+
+    @classmethod
+    def current(cls) -> Claimer:
+        pid = os.getpid()
+        return cls(safe_host(), boot_id(), pid_namespace(), pid, process_start(pid) or 0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}+{self.boot}+{self.pidns}+{self.pid}+{self.start}"
+
+    @classmethod
+    def parse(cls, name: str | None) -> Claimer | None:
+        parts = (name or "").split("+")
+        if len(parts) != 5 or not all(p.isdigit() for p in parts[2:]) or not re.fullmatch(r"[0-9a-f]{32}", parts[1]):
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), int(parts[3]), int(parts[4]))
+
+    def provably_dead(self, judge: Claimer) -> bool:
+        """True only if this claimer's process is certainly gone (module comment)."""
+        if (self.boot, self.pidns) != (judge.boot, judge.pidns):
+            return False
+        return process_start(self.pid) != self.start

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import files, journal, notify
-from .claims import Claim, Claimer, LeaseLost, clean_rejected, clean_tmp, stale_claims, take_over
+from .claims import Claim, LeaseLost, clean_rejected, clean_tmp, stale_claims, take_over
 from .clock import ServerClock
 from .config import Config
 from .errors import MiniqError, SystemdUnavailable
@@ -45,6 +45,7 @@ from .manager import Manager
 from .output import Budget
 from .pending import Pending
 from .policy import Owner, at_start
+from .proc import Claimer
 from .promote import promote
 from .queue import Queue
 from .result import Outcome, Result
@@ -132,7 +133,7 @@ class Processor:
         linger = self.config.linger if self.linger is None else self.linger
         while True:
             if parallel == 1:
-                runner = self._runner()
+                runner = self.make_runner()
                 try:
                     self.recover(summary)
                     self.work(runner, summary, linger)
@@ -197,7 +198,7 @@ class Processor:
         if files.stamp(self.layout.conf) != self.config_stamp:
             self._load_config()
 
-    def _runner(self) -> Runner | None:
+    def make_runner(self) -> Runner | None:
         """A runner for one worker, or None (``unavailable`` says why) without systemd."""
         if self.runner_override is not None:
             return self.runner_override
@@ -242,20 +243,20 @@ class Processor:
         things go wrong"): ``job`` already holds the interrupted attempt."""
         last = job.attempts[-1]
         if os.path.lexists(self.layout.cancel_request(job.id)):
-            self._finish(claim, job, Result.unrun(Outcome.CANCELLED, f"cancelled; {why}", hostname()), summary)
+            self.finish(claim, job, Result.unrun(Outcome.CANCELLED, f"cancelled; {why}", hostname()), summary)
         elif last.counts_as_interruption and job.interruptions >= self.config.max_interruptions:
             reason = (
                 f"its run was interrupted {job.interruptions} times by its processor's death (last: {why}); "
                 f"not run again (max-interruptions = {self.config.max_interruptions} in [processor] of miniq.conf)"
             )
             # The last interrupted attempt is the job's result: N runs, N attempts.
-            self._finish(claim, job.but(attempts=job.attempts[:-1]), last.but(reason=reason), summary)
+            self.finish(claim, job.but(attempts=job.attempts[:-1]), last.but(reason=reason), summary)
         elif last.counts_as_lost and job.lost_runs >= self.config.max_lost_runs:
             reason = (
                 f"{job.lost_runs} of its runs were lost with their machine or scope (last: {why}); "
                 f"not run again (max-lost-runs = {self.config.max_lost_runs} in [processor] of miniq.conf)"
             )
-            self._finish(claim, job.but(attempts=job.attempts[:-1]), last.but(reason=reason), summary)
+            self.finish(claim, job.but(attempts=job.attempts[:-1]), last.but(reason=reason), summary)
         else:
             # A job that may have killed its processor waits longer each time; a
             # run lost with its machine, or stopped with its processor, goes again soon.
@@ -433,9 +434,9 @@ class Processor:
             if self._persist(claim, lambda: claim.postpone(again, time.time() + delay)):
                 summary.retrying.append(job.id)
             return
-        self._finish(claim, job, result, summary)
+        self.finish(claim, job, result, summary)
 
-    def _finish(self, claim: Claim, job: Job, result: Result, summary: Summary) -> None:
+    def finish(self, claim: Claim, job: Job, result: Result, summary: Summary) -> None:
         ok = result.succeeded
         self.log(
             f"job {job.id} ({job.name}) {'finished' if ok else 'failed'}: {result.describe()}",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import files
 from .claims import Claim
@@ -28,11 +28,28 @@ from .pending import Pending, dependency_state
 from .result import Outcome, Result
 
 if TYPE_CHECKING:
-    from .processor import Processor
+    from .config import Config
+    from .layout import Layout
+    from .proc import Claimer
     from .summary import Summary
 
 DEPENDENCY_CHECK = 1.0  # seconds between checks of jobs waiting for others (also after every record)
 HELD_CHECK = 1.0  # seconds between checks of held jobs (also after every record and wake)
+
+
+class Processor(Protocol):
+    """What promotion needs of the processor that runs it (processor.py)."""
+
+    @property
+    def layout(self) -> Layout: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def me(self) -> Claimer: ...
+    @property
+    def finished(self) -> int: ...
+    def run_claim(self, claim: Claim, worker: Any, summary: Summary) -> None: ...
+    def finish(self, claim: Claim, job: Job, result: Result, summary: Summary) -> None: ...
 
 
 def promote(processor: Processor, pending: Pending, summary: Summary) -> float | None:
@@ -163,7 +180,7 @@ def _waiting(processor: Processor, pending: Pending, path: Path, job: Job | None
         claim = Claim.take(processor.layout, path, processor.me, job.id)
         pending.forget(path)
         if claim is not None and claim.job is not None:
-            processor._finish(claim, claim.job, Result.unrun(Outcome.NOT_STARTED, reason, hostname()), summary)
+            processor.finish(claim, claim.job, Result.unrun(Outcome.NOT_STARTED, reason, hostname()), summary)
         elif claim is not None:
             processor.run_claim(claim, None, summary)
         return

@@ -27,8 +27,9 @@ from .schedule import Schedule
 
 if TYPE_CHECKING:
     from .caller import Caller
-    from .claims import Claimer, Stale
+    from .claims import Stale
     from .policy import Admitted, Owner
+    from .proc import Claimer
     from .records import Record
 
 # Imported where used (records, claims, result): `miniq enqueue` needs none of them.
@@ -271,7 +272,8 @@ class Queue:
         gone is cancelled when it is recovered, or here at once if its lease
         already expired.
         """
-        from .claims import Claim, Claimer
+        from .claims import Claim
+        from .proc import Claimer
         from .result import Outcome, Result
 
         me = me or Claimer.current()
@@ -320,8 +322,9 @@ class Queue:
     def requeue(self, job_id: str, force: bool = False) -> Path:
         """Queue a running job again at once whose holder is gone (``force``:
         whose host you know is gone although its lease has not expired yet)."""
-        from .claims import Claimer, Stale, take_over
+        from .claims import Stale, take_over
         from .policy import Ask, Door, admit
+        from .proc import Claimer
 
         me = Claimer.current()
         state, path = self.locate(job_id)

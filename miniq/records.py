@@ -96,14 +96,14 @@ def read(path: Path, state: State, job_id: str, clock: ServerClock | None = None
 
 
 def _lease(path: Path, clock: ServerClock | None, lease: float) -> Lease | None:
-    from .claims import Claimer, age  # records of finished jobs (``miniq wait``) need no claims
+    from .proc import Claimer
 
     parsed = parse_claim_name(path.name)
     if parsed is None:
         return None
     claimer = Claimer.parse(parsed[1])
     host = claimer.host if claimer else "?"
-    seconds = age(path, clock) if clock else None
+    seconds = clock.age(path) if clock else None
     return Lease(host, seconds, seconds is not None and seconds > lease)
 
 

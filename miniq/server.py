@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from . import hangup
 from .caller import Caller, peer
 from .errors import BadInput, Busy, MiniqError, NotPermitted
-from .face import visible, visible_lines
+from .face import WIDTH, visible, visible_lines
 from .helper import COMMANDS, MAX_REQUEST, REQUEST_TIMEOUT, exit_frame, frame
 
 IDLE_EXIT = 30.0  # seconds without a connection before the helper exits
@@ -242,10 +242,8 @@ def _run(command: click.Group, argv: list[str], caller: Caller, out: io.TextIOWr
     """Run ``miniq --system ARGV`` for ``caller`` with its output on this connection."""
     from click.exceptions import ClickException, Exit
 
-    from . import table
-
     if columns is not None:
-        table.WIDTH.set(max(20, min(columns, 1000)))
+        WIDTH.set(max(20, min(columns, 1000)))
     for switch, stream in ((STDOUT, out), (STDERR, err)):
         switch.set(stream)
     try:

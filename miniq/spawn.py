@@ -44,7 +44,6 @@ import ctypes
 import errno
 import fcntl
 import functools
-import grp
 import os
 import pwd
 import signal
@@ -53,6 +52,7 @@ from typing import NamedTuple
 
 from . import files
 from .limits import Limits
+from .users import Identity
 
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
@@ -74,33 +74,6 @@ class StartFailed(Exception):
 class StartDelayed(StartFailed):
     """systemd did not start the job's scope in time (a busy host): nothing of
     the job ran, and it may run later; not the job's failure."""
-
-
-class Identity(NamedTuple):
-    """A user to run a job as: from the password and group databases."""
-
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    user: str
-    home: str
-    shell: str
-
-    @classmethod
-    def of(cls, uid: int) -> Identity:
-        """``KeyError`` if the uid has no account."""
-        entry = pwd.getpwuid(uid)
-        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-        return cls(uid, entry.pw_gid, groups, entry.pw_name, entry.pw_dir, entry.pw_shell or "/bin/sh")
-
-    def group_names(self) -> tuple[str, ...]:
-        names = []
-        for gid in self.groups:
-            try:
-                names.append(grp.getgrgid(gid).gr_name)
-            except KeyError:
-                continue
-        return tuple(names)
 
 
 @functools.lru_cache(maxsize=2)

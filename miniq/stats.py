@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from . import files, records
-from .claims import Claimer
 from .job import State
 from .layout import parse_claim_name
+from .proc import Claimer
 from .queue import Queue
 from .timeparse import timestamp
 

@@ -16,7 +16,7 @@ from .manager import Manager
 from .schedule import Schedule
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 
 def _limit_options(f: Any) -> Any:

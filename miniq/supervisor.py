@@ -31,17 +31,41 @@ import select
 import signal
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from . import journal, notify
-from .claims import Claimer
+from .proc import Claimer
 from .summary import Summary
 
 if TYPE_CHECKING:
-    from .processor import Processor
+    from .config import Config
+    from .job import Job
+    from .runner import Runner
 
 HANG_TIMEOUT = 120.0  # seconds a worker process may go without a heartbeat
 BEAT, BUSY, IDLE = b".", b"\x01", b"\x02"
+
+
+class Processor(Protocol):
+    """What a supervisor needs of its processor (processor.py), which each
+    worker process it forks becomes, with its own claimer and pipes."""
+
+    me: Claimer
+    heartbeat: Callable[[], None]
+    state: Callable[[bool], None]
+    lifeline: int | None
+    max_jobs: int | None
+
+    @property
+    def parallel(self) -> int | None: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def stopping(self) -> bool: ...
+    def make_runner(self) -> Runner | None: ...
+    def work(self, runner: Runner | None, summary: Summary, linger: float) -> None: ...
+    def recover(self, summary: Summary) -> None: ...
+    def log(self, message: str, priority: int = ..., job: Job | None = None, uid: int | None = None, **fields: str) -> None: ...
 
 
 class _Worker:
@@ -78,7 +102,7 @@ def fork_worker(processor: Processor, linger: float, others: list[int]) -> tuple
         processor.lifeline = lifeline_r
         if processor.max_jobs is not None:
             processor.max_jobs = -(-processor.max_jobs // (processor.parallel or processor.config.parallel))
-        runner = processor._runner()
+        runner = processor.make_runner()
         try:
             processor.work(runner, mine, linger)
         finally:

@@ -6,19 +6,15 @@ table or of a record stays one line whatever they hold."""
 
 from __future__ import annotations
 
-import contextvars
 import shlex
-import shutil
 from collections.abc import Iterable
 
-from .face import visible
+from .face import terminal_width, visible
 from .job import State
 from .records import Record
 from .timeparse import relative
 
 COLUMNS = ("ID", "STATE", "NAME", "WHEN", "RESULT", "ARGS")
-#: The width of the client's terminal, when the helper answers a user (server.py).
-WIDTH: contextvars.ContextVar[int | None] = contextvars.ContextVar("miniq_width", default=None)
 
 
 def when(record: Record) -> str:
@@ -54,7 +50,7 @@ def outcome(record: Record) -> str:
 
 
 def render(items: Iterable[Record | tuple[str, int]]) -> str:
-    width = WIDTH.get() or shutil.get_terminal_size((100, 24)).columns
+    width = terminal_width()
     lines = [COLUMNS]
     notes = []
     for item in items:

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from . import files
-from .errors import BadInput, MiniqError
+from .errors import MiniqError
 from .files import Unusable, read_untrusted
-from .job import MAX_UNIQUE, State
+from .job import State
 from .layout import Layout, is_id
 
 GRACE = 10.0  # seconds a key may name a job not yet published
@@ -41,13 +41,6 @@ class AlreadyQueued(MiniqError):
     def __init__(self, job_id: str, key: str) -> None:
         super().__init__(f"job {job_id} with the same unique key is queued, delayed or running; no job added")
         self.job_id, self.key = job_id, key
-
-
-def check_key(key: str) -> str:
-    """``key`` if it can be a unique key, else ``BadInput``."""
-    if not 0 < len(key) <= MAX_UNIQUE or not key.isprintable():
-        raise BadInput(f"invalid unique key: expected 1 to {MAX_UNIQUE} printable characters")
-    return key
 
 
 def key_owner(file_owner: int) -> int:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 from .errors import BadInput, MiniqError
 from .manager import Manager, config_home
@@ -109,17 +110,19 @@ def systemctl(manager: Manager, *args: str) -> None:
         raise MiniqError(f"'{' '.join(cmd)}' failed: {proc.stderr.strip() or proc.returncode}")
 
 
-def install(manager: Manager, root: Path, now: bool = False, timer_period: str | None = None) -> list[Path]:
+def install(
+    manager: Manager, root: Path, make_root: Callable[[], object], now: bool = False, timer_period: str | None = None
+) -> list[Path]:
     """Write the units for queue ``root``; with ``now``, enable and start them.
 
+    ``make_root`` makes the queue's directories with their modes (``Queue.ensure_layout``),
+    once the options are known to be valid and before the path unit would make them.
     A root on NFS gets a timer period of a minute unless ``timer_period``
     says otherwise: no inotify event tells of jobs other machines queue."""
     from .files import on_nfs
 
     calendar = timer_calendar(timer_period) if timer_period else None
-    from .queue import Queue
-
-    Queue(root).ensure_layout()  # with its modes, before the path unit makes the queue directory
+    make_root()
     if calendar is None and on_nfs(root):
         calendar = "minutely"
     target = unit_dir(manager)

@@ -15,13 +15,39 @@ user run code as root.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from .spawn import Identity
+
+class Identity(NamedTuple):
+    """A user to run a job as: from the password and group databases."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    user: str
+    home: str
+    shell: str
+
+    @classmethod
+    def of(cls, uid: int) -> Identity:
+        """``KeyError`` if the uid has no account."""
+        entry = pwd.getpwuid(uid)
+        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        return cls(uid, entry.pw_gid, groups, entry.pw_name, entry.pw_dir, entry.pw_shell or "/bin/sh")
+
+    def group_names(self) -> tuple[str, ...]:
+        names = []
+        for gid in self.groups:
+            try:
+                names.append(grp.getgrgid(gid).gr_name)
+            except KeyError:
+                continue
+        return tuple(names)
 
 
 def untrusted_reason(path: str | Path) -> str | None:
@@ -85,8 +111,6 @@ def _judge(path: str, st: os.stat_result, last: bool) -> str | None:
 
 def identity_for(owner_uid: int, claimed_uid: int) -> Identity | str:
     """The identity to run a job as in a root processor, or why it must not run."""
-    from .spawn import Identity  # ctypes: only in a processor, never for root's enqueue
-
     if claimed_uid != owner_uid:
         return f"it says it was submitted by uid {claimed_uid}, but its file belongs to uid {owner_uid}"
     try:

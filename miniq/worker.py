@@ -22,8 +22,9 @@ from .limits import Limits
 from .output import Budget, OutputPump
 from .result import Cause, Outcome, Result
 from .runner import Runner, Running
-from .spawn import ExecSpec, Identity, StartDelayed, StartFailed, clean_environment
+from .spawn import ExecSpec, StartDelayed, StartFailed, clean_environment
 from .timeparse import now_iso
+from .users import Identity
 
 Log = Callable[..., None]
 

@@ -13,12 +13,13 @@ import pytest
 from helpers import ListSink, processor
 
 from miniq import ending
-from miniq.claims import Claim, Claimer, LeaseLost, clean_tmp, stale_claims, take_over
+from miniq.claims import Claim, LeaseLost, clean_tmp, stale_claims, take_over
 from miniq.clock import ServerClock
 from miniq.files import dump
 from miniq.job import State
 from miniq.layout import parse_queue_name
 from miniq.pending import Pending
+from miniq.proc import Claimer
 from miniq.queue import Queue
 from miniq.result import Outcome, Result
 from miniq.schedule import Schedule
@@ -57,8 +58,8 @@ def test_concurrent_processes_never_share_a_job(root: Path) -> None:
     q = Queue(root)
     ids = {q.enqueue("echo", [str(i)]).id for i in range(400)}
     script = (
-        "import sys; from pathlib import Path; from miniq.queue import Queue; from miniq.claims import Claim, Claimer\n"
-        "from miniq.pending import Pending; from miniq.layout import parse_queue_name\n"
+        "import sys; from pathlib import Path; from miniq.queue import Queue; from miniq.claims import Claim\n"
+        "from miniq.proc import Claimer; from miniq.pending import Pending; from miniq.layout import parse_queue_name\n"
         "q = Queue(Path(sys.argv[1])); me = Claimer.current(); p = Pending(q.layout)\n"
         "while (path := p.next()) is not None:\n"
         "    c = Claim.take(q.layout, path, me, parse_queue_name(path.name)[1])\n"

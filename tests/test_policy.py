@@ -26,13 +26,13 @@ from helpers import process, result_of, write_job
 
 from miniq.batch import Item, enqueue_batch
 from miniq.caller import Caller
-from miniq.claims import Claimer
 from miniq.config import Config
 from miniq.errors import BadInput, NotPermitted
 from miniq.job import Job
 from miniq.layout import Layout
 from miniq.limits import Limits
 from miniq.policy import Ask, Door, Owner, admit, at_start, held_to
+from miniq.proc import Claimer
 from miniq.queue import Queue
 from miniq.result import Outcome, Result
 from miniq.schedule import Schedule
@@ -334,7 +334,8 @@ def test_the_run_gate_holds_queued_jobs_to_the_owners_rules_now(shared: Path) ->
 @root_only
 def test_a_users_niceness_is_set_after_the_drop_and_below_zero_only_as_granted(tmp_path: Path) -> None:
     """The fork gate's child (spawn.py): as the user, what the run gate allowed."""
-    from miniq.spawn import ExecSpec, Identity, release, spawn_gated
+    from miniq.spawn import ExecSpec, release, spawn_gated
+    from miniq.users import Identity
 
     def run(nice: int) -> list[str]:
         spec = ExecSpec("/bin/sh", (b"-c", b"cut -d' ' -f19 /proc/self/stat; id -u"), {"PATH": "/usr/bin:/bin"}, "/",

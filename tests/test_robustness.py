@@ -47,8 +47,9 @@ def test_a_planted_entry_is_rejected_and_the_good_job_runs(root: Path, tmp_path:
 
 def test_reading_a_running_job_leaves_no_clock_file(root: Path) -> None:
     """show, logs and list of a running job read the file server's clock: its probe goes at once."""
-    from miniq.claims import Claim, Claimer
+    from miniq.claims import Claim
     from miniq.layout import Layout
+    from miniq.proc import Claimer
 
     q = Queue(root)
     job = q.enqueue("echo", [])
@@ -64,8 +65,9 @@ def test_reading_a_running_job_leaves_no_clock_file(root: Path) -> None:
 def test_a_clock_file_of_a_dead_process_is_removed(root: Path) -> None:
     import subprocess
 
-    from miniq.claims import Claimer, clean_tmp
+    from miniq.claims import clean_tmp
     from miniq.layout import Layout
+    from miniq.proc import Claimer
 
     Queue(root).ensure_layout()
     me = Claimer.current()
@@ -96,8 +98,9 @@ def test_cleaning_tmp_on_a_full_disk_keeps_what_it_cannot_judge(root: Path) -> N
     import errno
     import subprocess
 
-    from miniq.claims import Claimer, clean_tmp
+    from miniq.claims import clean_tmp
     from miniq.layout import Layout
+    from miniq.proc import Claimer
 
     Queue(root).ensure_layout()
     me = Claimer.current()

@@ -188,7 +188,8 @@ TMP_CLEANER = """
 import os, sys, time
 from pathlib import Path
 from miniq import claims
-from miniq.claims import Claimer, clean_tmp
+from miniq.claims import clean_tmp
+from miniq.proc import Claimer
 from miniq.layout import Layout
 
 removed = []
