@@ -14,27 +14,96 @@ and ``import dataclasses`` brings ``inspect``, ``ast``, ``dis`` and
 ``tokenize`` (about 14 ms); a cold ``miniq process`` paid both before its
 first job could run.  Commands a processor never runs (``list``, ``stats``,
 ``doctor``...) still use dataclasses.
+
+The code lives in wings, lowest first: ``core`` (the words every wing
+shares), ``store`` (the queue on disk), ``systemd``, ``run`` (running jobs),
+``serve`` (the system queue's helper) and ``cli``; a wing imports only from
+itself and lower ones (README, "Code layout").  The names below are the
+library; the wings' modules are internal.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+from .core.version import __version__
+
+if TYPE_CHECKING:  # the same names for type checkers (tests/test_docs.py checks both lists agree)
     from typing import Any
 
-__version__ = "0.3.0"
-__all__ = ["MiniqError", "Queue", "__version__"]
+    from .core.errors import (
+        BadInput as BadInput,
+    )
+    from .core.errors import (
+        Busy as Busy,
+    )
+    from .core.errors import (
+        MiniqError as MiniqError,
+    )
+    from .core.errors import (
+        NotPermitted as NotPermitted,
+    )
+    from .core.errors import (
+        SystemdUnavailable as SystemdUnavailable,
+    )
+    from .core.errors import (
+        UnknownJob as UnknownJob,
+    )
+    from .core.job import Job as Job
+    from .core.job import State as State
+    from .core.limits import Limits as Limits
+    from .core.manager import Manager as Manager
+    from .core.result import Outcome as Outcome
+    from .core.result import Result as Result
+    from .core.schedule import Schedule as Schedule
+    from .run.processor import Processor as Processor
+    from .store.batch import Item as Item
+    from .store.batch import enqueue_batch as enqueue_batch
+    from .store.listing import iterate as iterate
+    from .store.queue import Queue as Queue
+    from .store.records import Record as Record
+    from .store.unique import AlreadyQueued as AlreadyQueued
+    from .store.waiting import wait as wait
+
+
+#: The library's public face: each name, and the internal module it lives in
+#: (imported on first use, so that `miniq enqueue` loads only what it needs).
+#: Everything else is importable from its wing (``miniq.store.claims``...) but
+#: is internal: it may move between releases.
+_FACE = {
+    "Queue": "store.queue",
+    "Job": "core.job",
+    "State": "core.job",
+    "Result": "core.result",
+    "Outcome": "core.result",
+    "Limits": "core.limits",
+    "Schedule": "core.schedule",
+    "Record": "store.records",
+    "Item": "store.batch",
+    "enqueue_batch": "store.batch",
+    "iterate": "store.listing",
+    "wait": "store.waiting",
+    "Manager": "core.manager",
+    "Processor": "run.processor",
+    "MiniqError": "core.errors",
+    "BadInput": "core.errors",
+    "UnknownJob": "core.errors",
+    "NotPermitted": "core.errors",
+    "Busy": "core.errors",
+    "SystemdUnavailable": "core.errors",
+    "AlreadyQueued": "store.unique",
+}
+__all__ = [*_FACE, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use, so that `miniq enqueue` loads only what it needs.
-    if name == "Queue":
-        from .queue import Queue
+    module = _FACE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'miniq' has no attribute {name!r}")
+    from importlib import import_module
 
-        return Queue
-    if name == "MiniqError":
-        from .errors import MiniqError
+    return getattr(import_module(f".{module}", __name__), name)
 
-        return MiniqError
-    raise AttributeError(name)
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,11 +7,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from miniq.manager import Manager
-from miniq.processor import Processor, Summary
-from miniq.queue import Queue
-from miniq.records import Record
-from miniq.runner import PlainRunner
+from miniq.core.manager import Manager
+from miniq.run.processor import Processor, Summary
+from miniq.run.runner import PlainRunner
+from miniq.store.queue import Queue
+from miniq.store.records import Record
+
+PACKAGE = Path(__file__).resolve().parent.parent / "miniq"
+
+
+def modules() -> dict[str, Path]:
+    """Every module of miniq, wings included, by its name under the package
+    (``store.queue``, ``cli.main``; the package's own: ``__init__``)."""
+    return {".".join(p.relative_to(PACKAGE).with_suffix("").parts): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def function_node(qualname: str) -> Any:
+    """The ``ast`` node of ``wing.module.Class.function`` (or ``wing.module.function``)."""
+    import ast
+
+    module = max((m for m in modules() if qualname.startswith(m + ".")), key=len)
+    node: ast.AST = ast.parse(modules()[module].read_text())
+    for name in qualname[len(module) + 1 :].split("."):
+        node = next(n for n in ast.iter_child_nodes(node) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name)
+    return node
 
 
 class ListSink:

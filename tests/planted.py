@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from miniq.job import new_id
-from miniq.proc import Claimer
+from miniq.core.job import new_id
+from miniq.core.proc import Claimer
 
 SECRET = b"TOPSECRET-" + secrets.token_hex(8).encode()
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from click.testing import CliRunner
 from helpers import process, write_job
 
-from miniq.cli import main
-from miniq.job import State
-from miniq.queue import Queue
+from miniq.cli.main import main
+from miniq.core.job import State
+from miniq.store.queue import Queue
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from helpers import ListSink, processor
 
-from miniq import ending
-from miniq.claims import Claim, LeaseLost, clean_tmp, stale_claims, take_over
-from miniq.clock import ServerClock
-from miniq.files import dump
-from miniq.job import State
-from miniq.layout import parse_queue_name
-from miniq.pending import Pending
-from miniq.proc import Claimer
-from miniq.queue import Queue
-from miniq.result import Outcome, Result
-from miniq.schedule import Schedule
+from miniq.core.files import dump
+from miniq.core.job import State
+from miniq.core.proc import Claimer
+from miniq.core.result import Outcome, Result
+from miniq.core.schedule import Schedule
+from miniq.store import ending
+from miniq.store.claims import Claim, LeaseLost, clean_tmp, stale_claims, take_over
+from miniq.store.clock import ServerClock
+from miniq.store.layout import parse_queue_name
+from miniq.store.pending import Pending
+from miniq.store.queue import Queue
 
 
 def other(me: Claimer, **changes: object) -> Claimer:
@@ -58,8 +58,8 @@ def test_concurrent_processes_never_share_a_job(root: Path) -> None:
     q = Queue(root)
     ids = {q.enqueue("echo", [str(i)]).id for i in range(400)}
     script = (
-        "import sys; from pathlib import Path; from miniq.queue import Queue; from miniq.claims import Claim\n"
-        "from miniq.proc import Claimer; from miniq.pending import Pending; from miniq.layout import parse_queue_name\n"
+        "import sys; from pathlib import Path; from miniq.store.queue import Queue; from miniq.store.claims import Claim\n"
+        "from miniq.core.proc import Claimer; from miniq.store.pending import Pending; from miniq.store.layout import parse_queue_name\n"
         "q = Queue(Path(sys.argv[1])); me = Claimer.current(); p = Pending(q.layout)\n"
         "while (path := p.next()) is not None:\n"
         "    c = Claim.take(q.layout, path, me, parse_queue_name(path.name)[1])\n"
@@ -404,7 +404,7 @@ def test_a_new_claim_never_shows_the_old_time_of_its_file(root: Path) -> None:
 
 
 def test_file_system_type_is_read_from_statfs(tmp_path: Path) -> None:
-    from miniq.files import fs_type, on_nfs
+    from miniq.core.files import fs_type, on_nfs
 
     assert fs_type(Path("/proc")) == 0x9FA0  # PROC_SUPER_MAGIC
     assert fs_type(Path("/dev/shm")) == 0x01021994  # TMPFS_MAGIC
@@ -418,7 +418,7 @@ def test_a_claim_on_nfs_is_written_afresh_after_it_is_read(root: Path, monkeypat
     q = Queue(root)
     job = q.enqueue("echo", ["x"])
     me = Claimer.current()
-    monkeypatch.setattr("miniq.layout.Layout.on_nfs", True)
+    monkeypatch.setattr("miniq.store.layout.Layout.on_nfs", True)
     before = os.stat(q.layout.queue / next(iter(os.listdir(q.layout.queue)))).st_ino
     claim = take_next(q, me)
     assert claim is not None and claim.job is not None and claim.job.id == job.id

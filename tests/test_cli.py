@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import write_job
 
-from miniq.cli import main
+from miniq.cli.main import main
 
 
 def invoke(root: Path, *args: str) -> tuple[int, str, str]:
@@ -43,7 +43,7 @@ def test_enqueue_prints_the_id_and_keeps_arguments(root: Path) -> None:
 def test_dashes_reach_the_job(root: Path, argv: list[str], expected: list[str]) -> None:
     code, out, _ = invoke(root, "enqueue", *argv)
     assert code == 0
-    from miniq.queue import Queue
+    from miniq.store.queue import Queue
 
     assert list(Queue(root).read(out.strip()).data["argv"]) == expected
 
@@ -134,7 +134,7 @@ def test_show_unknown_id(root: Path) -> None:
 
 
 def test_root_resolution_order(tmp_path: Path) -> None:
-    from miniq.manager import Manager, resolve_root
+    from miniq.core.manager import Manager, resolve_root
 
     env = dict(os.environ)
     try:
@@ -155,7 +155,7 @@ def test_root_resolution_order(tmp_path: Path) -> None:
 
 def test_enqueue_does_not_import_pystemd(root: Path) -> None:
     code = (
-        "import sys; from miniq.cli import main\n"
+        "import sys; from miniq.cli.main import main\n"
         "try:\n    main(['--root', sys.argv[1], 'enqueue', 'echo', 'x'])\n"
         "except SystemExit:\n    pass\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('pystemd', 'lxml', 'psutil', 'configparser', 'subprocess',\n"
@@ -191,7 +191,7 @@ def test_errors_without_permission_are_one_line(root: Path) -> None:
 def test_internal_errors_are_one_line_unless_debugging(root: Path, monkeypatch: object) -> None:
 
     mp: pytest.MonkeyPatch = monkeypatch  # type: ignore[assignment]
-    from miniq.queue import Queue
+    from miniq.store.queue import Queue
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaboom")
@@ -237,7 +237,7 @@ def test_purge_everything_finished(root: Path) -> None:
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(root: Path) -> None:
-    from miniq.queue import Queue
+    from miniq.store.queue import Queue
 
     q = Queue(root)
     for i in range(1500):  # far more than a pipe holds
@@ -263,13 +263,13 @@ def test_process_starts_without_the_cli_and_answers_as_it(root: Path, tmp_path: 
         target.write_text("not a directory\n")
     env = dict(os.environ, MINIQ_ROOT=str(target))
     fast = (
-        "import sys; from miniq.entry import run\nsys.argv = ['miniq', 'process']\n"
+        "import sys; from miniq.cli.entry import run\nsys.argv = ['miniq', 'process']\n"
         "try:\n    run()\nfinally:\n"
         "    import gc\n"
         "    print([m for m in ('click', 'configparser', 'shutil', 'lxml', 'threading', 'socket') if m in sys.modules]\n"
         "          + ([] if gc.isenabled() else ['gc off']))"
     )
-    slow = "import sys; from miniq.cli import main\nmain(['process'], prog_name='miniq')"
+    slow = "import sys; from miniq.cli.main import main\nmain(['process'], prog_name='miniq')"
     a = subprocess.run([sys.executable, "-c", fast], capture_output=True, text=True, env=env)
     b = subprocess.run([sys.executable, "-c", slow], capture_output=True, text=True, env=env)
     *lines, imported = a.stdout.splitlines()
@@ -284,8 +284,8 @@ def test_every_other_command_runs_with_the_garbage_collector_on() -> None:
     such as `miniq wait` or `miniq logs -f` runs for hours, so it must be on
     again when cli.py runs the command."""
     code = (
-        "import gc, sys\nimport miniq.cli\nminiq.cli.run = lambda: print(gc.isenabled(), 'click' in sys.modules)\n"
-        "sys.argv = ['miniq', 'wait', '20990101-000000-000000-00000000']\nfrom miniq.entry import run\nrun()"
+        "import gc, sys\nimport miniq.cli.main\nminiq.cli.main.run = lambda: print(gc.isenabled(), 'click' in sys.modules)\n"
+        "sys.argv = ['miniq', 'wait', '20990101-000000-000000-00000000']\nfrom miniq.cli.entry import run\nrun()"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "True True\n"
@@ -297,7 +297,7 @@ def test_a_command_ends_without_teardown_and_with_every_line_written(root: Path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     marker = "import atexit, sys; atexit.register(lambda: sys.stderr.write('torn down\\n')); "
     lines = "".join(f"x{i}\n" for i in range(3000))
-    run = [sys.executable, "-c", marker + "from miniq.entry import run; run()", "--root", str(root)]
+    run = [sys.executable, "-c", marker + "from miniq.cli.entry import run; run()", "--root", str(root)]
     proc = subprocess.run([*run, "enqueue", "--stdin", "echo"], input=lines, capture_output=True, text=True, env=env)
     assert (proc.returncode, proc.stderr) == (0, "")
     ids = proc.stdout.splitlines()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from miniq.config import Config
-from miniq.errors import BadInput
-from miniq.limits import Limits
+from miniq.core.errors import BadInput
+from miniq.core.limits import Limits
+from miniq.store.config import Config
 
 
 def write(root: Path, text: str) -> Path:

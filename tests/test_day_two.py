@@ -15,14 +15,15 @@ import pytest
 from click.testing import CliRunner
 from helpers import process, processor, write_job
 
-from miniq import every, slots, unique
-from miniq.cli import main
-from miniq.job import State
-from miniq.layout import Layout
-from miniq.manager import Manager
-from miniq.pause import pause, resume
-from miniq.queue import Queue
-from miniq.stats import collect, prometheus_text, write_textfile
+from miniq.cli.main import main
+from miniq.core.job import State
+from miniq.core.manager import Manager
+from miniq.store import slots, unique
+from miniq.store.layout import Layout
+from miniq.store.pause import pause, resume
+from miniq.store.queue import Queue
+from miniq.store.stats import collect, prometheus_text, write_textfile
+from miniq.systemd import every
 
 
 def held(root: Path) -> list[str]:
@@ -179,7 +180,7 @@ def test_unique_adds_one_job_and_prints_the_holder_with_exit_7(root: Path) -> No
 def test_a_unique_key_is_held_while_the_job_waits_to_be_retried(root: Path) -> None:
     write_job(root, "fail", "#!/bin/sh\nexit 1\n")
     q = Queue(root)
-    from miniq.schedule import Schedule
+    from miniq.core.schedule import Schedule
 
     job = q.enqueue("fail", [], schedule=Schedule(retries=1), unique="k")
     process(root)
@@ -284,7 +285,7 @@ def test_success_queues_on_success_only_after_retries_and_cancel_counts_as_failu
     write_job(root, "notify", NOTIFY)
     write_job(root, "flaky", '#!/bin/sh\n[ "$MINIQ_ATTEMPT" = 2 ]\n')
     q = Queue(root)
-    from miniq.schedule import Schedule
+    from miniq.core.schedule import Schedule
 
     ok = q.enqueue("flaky", [], schedule=Schedule(retries=1), on_failure="notify", on_success="echo")
     p, _ = processor(root)
@@ -306,8 +307,8 @@ def test_an_unknown_follow_up_type_is_refused_at_enqueue(root: Path) -> None:
 
 
 def test_a_follow_up_is_queued_once_when_recording_runs_twice(root: Path) -> None:
-    from miniq.followup import queue_follow_up
-    from miniq.result import Outcome, Result
+    from miniq.core.result import Outcome, Result
+    from miniq.store.followup import queue_follow_up
 
     write_job(root, "notify", NOTIFY)
     q = Queue(root)
@@ -383,7 +384,7 @@ def test_quote_keeps_every_argument_as_is() -> None:
 
 def test_calendars_are_checked_by_systemd() -> None:
     assert every.check_calendar("daily") == "*-*-* 00:00:00"
-    from miniq.errors import BadInput
+    from miniq.core.errors import BadInput
 
     with pytest.raises(BadInput, match="invalid calendar 'every tuesday'"):
         every.check_calendar("every tuesday")
@@ -403,7 +404,7 @@ def test_a_fifo_where_a_key_should_be_is_stale_after_the_grace_time(root: Path, 
     q.ensure_layout()
     path = unique.key_path(q.layout, "k", os.geteuid())
     os.mkfifo(path)
-    from miniq.errors import MiniqError
+    from miniq.core.errors import MiniqError
 
     with pytest.raises(MiniqError, match="could not take the unique key 'k'"):
         q.enqueue("echo", [], unique="k")  # it may be a key being written: nothing is added

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import processor, write_job
 
-from miniq.errors import BadInput
-from miniq.queue import Queue
-from miniq.schedule import Schedule
+from miniq.core.errors import BadInput
+from miniq.core.schedule import Schedule
+from miniq.store.queue import Queue
 
 
 def test_dependencies(root: Path) -> None:

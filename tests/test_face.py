@@ -21,15 +21,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import write_job
+from helpers import modules, write_job
 
-from miniq.cli import main
-from miniq.face import visible, visible_lines
-from miniq.job import Job
-from miniq.queue import Queue
-from miniq.result import Outcome, Result
+from miniq.cli.main import main
+from miniq.core.face import visible, visible_lines
+from miniq.core.job import Job
+from miniq.core.result import Outcome, Result
+from miniq.store.queue import Queue
 
-PACKAGE = Path(__file__).resolve().parent.parent / "miniq"
 HOSTILE = "a\rb\x1b[2K\x1b[1A\x07\x9b31m\u202eevil\u2028x\udcff\x01z"
 #: Bytes that must never reach a person: C0 controls but line end, DEL, and C1 controls as UTF-8.
 RAW = [bytes([c]) for c in (*range(0x09), *range(0x0B, 0x20), 0x7F)] + [bytes([0xC2, c]) for c in range(0x80, 0xA0)]
@@ -54,7 +53,7 @@ def test_every_kind_of_control_character_is_made_visible() -> None:
 
 #: Writers to standard output or error allowed outside face.py, and why.
 ALLOWED = {
-    ("helper.py", "_relay"): "passes on the helper's frames, which its face made",
+    ("serve.helper", "_relay"): "passes on the helper's frames, which its face made",
 }
 
 
@@ -80,13 +79,13 @@ def _writes(tree: ast.AST) -> list[tuple[str, int]]:
 
 def test_no_module_but_the_face_writes_to_standard_output_or_error() -> None:
     offenders = []
-    for path in sorted(PACKAGE.glob("*.py")):
-        if path.name == "face.py":
+    for module, path in modules().items():
+        if module == "core.face":
             continue
         for scope, line in _writes(ast.parse(path.read_text())):
-            if (path.name, scope) not in ALLOWED:
-                offenders.append(f"{path.name}:{line} ({scope})")
-    assert not offenders, f"print through miniq.face (say, say_lines, say_bytes, say_json) instead: {offenders}"
+            if (module, scope) not in ALLOWED:
+                offenders.append(f"{module}:{line} ({scope})")
+    assert not offenders, f"print through miniq.core.face (say, say_lines, say_bytes, say_json) instead: {offenders}"
 
 
 # -- every command, in a pipe and on a terminal --------------------------------------
@@ -108,7 +107,7 @@ def hostile(tmp_path: Path) -> Path:
 
 
 def failed_state():  # type: ignore[no-untyped-def]
-    from miniq.job import State
+    from miniq.core.job import State
 
     return State.FAILED
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from helpers import ListSink, write_job
 
-from miniq.layout import Layout, queue_name
-from miniq.manager import Manager
-from miniq.output import Budget
-from miniq.pending import Pending, _Turns
-from miniq.processor import Processor
-from miniq.queue import Queue
-from miniq.runner import PlainRunner
+from miniq.core.manager import Manager
+from miniq.run.output import Budget
+from miniq.run.processor import Processor
+from miniq.run.runner import PlainRunner
+from miniq.store.layout import Layout, queue_name
+from miniq.store.pending import Pending, _Turns
+from miniq.store.queue import Queue
 
 
 def test_turns_interleave_submitters_within_a_priority() -> None:

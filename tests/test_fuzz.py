@@ -29,11 +29,11 @@ from helpers import write_job
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from miniq import server
-from miniq.caller import Caller
-from miniq.cli import main
-from miniq.queue import Queue
-from miniq.server import Connection, answer
+from miniq.cli.main import main
+from miniq.core.caller import Caller
+from miniq.serve import server
+from miniq.serve.server import Connection, answer
+from miniq.store.queue import Queue
 
 #: README's exit codes, and 75 (wait gave up); 1 only with an error a person can act on.
 DOCUMENTED = {0, 1, 2, 3, 4, 5, 6, 7, 75}

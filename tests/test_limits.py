@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from miniq.errors import BadInput
-from miniq.limits import LIMITS, Limits, parse_percent, parse_size
-from miniq.timeparse import parse_duration
+from miniq.core.errors import BadInput
+from miniq.core.limits import LIMITS, Limits, parse_percent, parse_size
+from miniq.core.timeparse import parse_duration
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_a_time_limit_is_sigterm_then_sigkill_after_the_stop_timeout(root: Path)
     --stop-timeout later, so the scope outlives the job until it is accounted."""
     from helpers import process, result_of, write_job
 
-    from miniq.queue import Queue
+    from miniq.store.queue import Queue
 
     write_job(root, "stubborn", "#!/bin/sh\ntrap '' TERM\nsleep 30 &\nwait; wait\n")
     write_job(root, "polite", "#!/bin/sh\nexec sleep 30\n")

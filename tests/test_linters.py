@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import import_graph
 import pytest
 
-from miniq.manager import Manager
-from miniq.units import miniq_command, render, units_for
+from miniq.core.manager import Manager
+from miniq.systemd.units import miniq_command, render, units_for
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,7 +52,7 @@ def test_functions_are_short_and_modules_small() -> None:
     import ast
 
     long = []
-    for path in sorted((REPO / "miniq").glob("*.py")):
+    for path in sorted((REPO / "miniq").rglob("*.py")):
         source = path.read_text()
         assert len(source.splitlines()) <= 520, f"{path.name} is {len(source.splitlines())} lines: split it"
         for node in ast.walk(ast.parse(source)):
@@ -60,42 +61,35 @@ def test_functions_are_short_and_modules_small() -> None:
     assert long == []
 
 
-def _imports(path: Path) -> set[str]:
-    """miniq modules ``path`` imports when it runs (``if TYPE_CHECKING`` blocks aside)."""
-    import ast
-
-    found = set()
-    tree = ast.parse(path.read_text())
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip |= {id(n) for n in ast.walk(node)}
-    for node in ast.walk(tree):
-        if id(node) in skip or not isinstance(node, ast.ImportFrom) or node.level != 1:
-            continue
-        if node.module:
-            found.add(node.module.split(".")[0])
-        else:
-            found |= {alias.name for alias in node.names}
-    return found
+def test_no_circle_and_no_wing_imports_a_higher_one() -> None:
+    """Wings, not knots (README, "Code layout"; tests/import_graph.py prints the
+    graph): every module is in a wing, a wing imports only from itself and lower
+    ones, and no module imports one that imports it back, even lazily or for
+    type checkers only."""
+    g = import_graph.graph()
+    assert {m for m in g if import_graph.wing_of(m) is None} == {"__init__", "__main__"}
+    assert import_graph.circles(g) == []
+    order = import_graph.WINGS
+    up = {f"{a} -> {b}": why for (a, b), why in import_graph.wing_arrows(g).items() if order.index(b) > order.index(a)}
+    assert up == {}
 
 
-def test_no_import_cycles() -> None:
-    """Layers, not knots: no miniq module imports, even lazily, one that imports it
-    back.  (The system queue's helper gets the CLI's command handed in.)"""
-    graph = {p.stem: _imports(p) & {q.stem for q in (REPO / "miniq").glob("*.py")} for p in (REPO / "miniq").glob("*.py")}
-    cycles = []
-
-    def visit(node: str, path: list[str]) -> None:
-        for nxt in sorted(graph.get(node, ())):
-            if nxt == path[0]:
-                cycles.append(" -> ".join([*path, nxt]))
-            elif nxt not in path and nxt > path[0]:
-                visit(nxt, [*path, nxt])
-
-    for start in sorted(graph):
-        visit(start, [start])
-    assert cycles == []
+def test_the_import_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
+    """The check above cannot be dodged by a deferred import, a type checker's
+    import or the package's own name."""
+    known = {"core.files", "core.job", "store.queue", "run.processor", "cli.main", "__init__"}
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from ..core import files\n"
+        "if TYPE_CHECKING:\n    from ..run.processor import Processor\n"
+        "def f():\n    from ..cli.main import main\n    import miniq.core.job\n"
+        "def g():\n    from .. import __version__\n"
+    )
+    (tmp_path / "queue.py").write_text(source)
+    found = import_graph.imports("store.queue", tmp_path / "queue.py", known)
+    assert found == {"core.files", "run.processor", "cli.main", "core.job", "__init__"}
+    assert import_graph.circles({"a.x": {"a.y"}, "a.y": {"a.x"}}) == [["a.x", "a.y"]]
+    assert import_graph.wing_arrows({"core.x": {"cli.y"}, "cli.y": set()}) == {("core", "cli"): ["core.x -> cli.y"]}
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")

@@ -10,11 +10,11 @@ from pathlib import Path
 from click.testing import CliRunner
 from helpers import processor
 
-from miniq.cli import main
-from miniq.job import State
-from miniq.listing import ROW_KEYS, row, select
-from miniq.queue import Queue
-from miniq.schedule import Schedule
+from miniq.cli.main import main
+from miniq.core.job import State
+from miniq.core.schedule import Schedule
+from miniq.store.listing import ROW_KEYS, row, select
+from miniq.store.queue import Queue
 
 
 def test_list_rows_have_the_documented_shape(root: Path) -> None:

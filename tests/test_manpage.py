@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from miniq.cli import main
-from miniq.manpage import pages, write
+from miniq.cli.main import main
+from miniq.cli.manpage import pages, write
 
 VISIBLE = [name for name, command in main.commands.items() if not command.hidden and name != "status"]
 

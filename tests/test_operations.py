@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from helpers import processor, write_job
 
-from miniq.errors import BadInput
-from miniq.job import State
-from miniq.queue import Queue
-from miniq.schedule import Schedule
+from miniq.core.errors import BadInput
+from miniq.core.job import State
+from miniq.core.schedule import Schedule
+from miniq.store.queue import Queue
 
 
 def test_cancel_queued_and_delayed_jobs_never_run(root: Path) -> None:

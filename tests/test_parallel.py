@@ -11,7 +11,7 @@ from pathlib import Path
 
 from helpers import processor, write_job
 
-from miniq.queue import Queue
+from miniq.store.queue import Queue
 
 
 def test_parallel_runs_jobs_at_once(root: Path) -> None:

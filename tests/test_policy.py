@@ -22,22 +22,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import process, result_of, write_job
+from helpers import function_node, modules, process, result_of, write_job
 
-from miniq.batch import Item, enqueue_batch
-from miniq.caller import Caller
-from miniq.config import Config
-from miniq.errors import BadInput, NotPermitted
-from miniq.job import Job
-from miniq.layout import Layout
-from miniq.limits import Limits
-from miniq.policy import Ask, Door, Owner, admit, at_start, held_to
-from miniq.proc import Claimer
-from miniq.queue import Queue
-from miniq.result import Outcome, Result
-from miniq.schedule import Schedule
+from miniq.core.caller import Caller
+from miniq.core.errors import BadInput, NotPermitted
+from miniq.core.job import Job
+from miniq.core.limits import Limits
+from miniq.core.proc import Claimer
+from miniq.core.result import Outcome, Result
+from miniq.core.schedule import Schedule
+from miniq.store.batch import Item, enqueue_batch
+from miniq.store.config import Config
+from miniq.store.layout import Layout
+from miniq.store.policy import Ask, Door, Owner, admit, at_start, held_to
+from miniq.store.queue import Queue
 
-PACKAGE = Path(__file__).resolve().parent.parent / "miniq"
 NOBODY = 65534
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="a shared queue needs a root process (CI runs as root)")
 
@@ -48,38 +47,37 @@ BUILDERS = {"queued", "delayed_entry", "queue_name", "delayed_name", "requeue", 
 
 #: Doors: each takes an ``Admitted`` or calls ``admit`` itself.
 DOORS = {
-    "queue.Queue.publish": "enqueue: writes the job Queue.enqueue admitted",
-    "queue.Queue.put_back": "retry: moves back the job Queue.retry admitted",
-    "queue.Queue.requeue": "requeue: admits the job before it takes its claim over",
-    "batch.enqueue_batch": "enqueue --stdin: admits every job, then stages them",
-    "followup.publish": "follow-up: writes the job queue_follow_up admitted",
-    "cli.requeue": "the command: calls Queue.requeue, the door",
+    "store.queue.Queue.publish": "enqueue: writes the job Queue.enqueue admitted",
+    "store.queue.Queue.put_back": "retry: moves back the job Queue.retry admitted",
+    "store.queue.Queue.requeue": "requeue: admits the job before it takes its claim over",
+    "store.batch.enqueue_batch": "enqueue --stdin: admits every job, then stages them",
+    "store.followup.publish": "follow-up: writes the job queue_follow_up admitted",
+    "cli.main.requeue": "the command: calls Queue.requeue, the door",
 }
 #: Moves of a job admitted before: the run gate (at_start) judges it again before it starts.
 MOVES = {
-    "claims.Claim.postpone": "the claim's move to delayed/ (its callers are listed here)",
-    "claims.Claim.requeue": "the claim's move to queue/ (its callers are listed here)",
-    "processor.Processor._interrupted": "an interrupted run's backoff",
-    "processor.Processor._admit": "held: its type is paused or at its cap",
-    "processor.Processor.conclude": "a failed run's retry backoff",
-    "promote._reject": "an entry that was fine after all goes back to what it waited for",
-    "promote._to_queue": "a due or released job into queue/",
-    "promote._due": "a due job that still waits for its dependencies",
+    "store.claims.Claim.postpone": "the claim's move to delayed/ (its callers are listed here)",
+    "store.claims.Claim.requeue": "the claim's move to queue/ (its callers are listed here)",
+    "run.processor.Processor._interrupted": "an interrupted run's backoff",
+    "run.processor.Processor._admit": "held: its type is paused or at its cap",
+    "run.processor.Processor.conclude": "a failed run's retry backoff",
+    "run.promote._reject": "an entry that was fine after all goes back to what it waited for",
+    "run.promote._to_queue": "a due or released job into queue/",
+    "run.promote._due": "a due job that still waits for its dependencies",
 }
 #: Names built to look a job up, never to write one.
 LOOKUPS = {
-    "layout.Layout.queued": "the name itself",
-    "layout.Layout.delayed_entry": "the name itself",
-    "layout.Layout.candidates": "where a job may be",
-    "layout.queue_sort_key": "run order of a name",
+    "store.layout.Layout.queued": "the name itself",
+    "store.layout.Layout.delayed_entry": "the name itself",
+    "store.layout.Layout.candidates": "where a job may be",
+    "store.layout.queue_sort_key": "run order of a name",
 }
 
 
 def _call_sites() -> dict[str, set[str]]:
     """Enclosing function -> builder names it calls, over every module of miniq."""
     found: dict[str, set[str]] = {}
-    for path in sorted(PACKAGE.glob("*.py")):
-        module = path.stem
+    for module, path in modules().items():
         tree = ast.parse(path.read_text())
 
         def visit(node: ast.AST, scope: list[str]) -> None:
@@ -99,10 +97,7 @@ def _call_sites() -> dict[str, set[str]]:
 
 
 def _function(qualname: str) -> ast.FunctionDef:
-    module, *names = qualname.split(".")
-    node: ast.AST = ast.parse((PACKAGE / f"{module}.py").read_text())
-    for name in names:
-        node = next(n for n in ast.iter_child_nodes(node) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name)
+    node = function_node(qualname)
     assert isinstance(node, ast.FunctionDef)
     return node
 
@@ -124,7 +119,7 @@ def test_every_writer_of_queue_and_delayed_is_a_door_or_an_admitted_move() -> No
 
 
 def test_only_the_gate_makes_an_admitted() -> None:
-    for path in PACKAGE.glob("*.py"):
+    for path in modules().values():
         if path.name == "policy.py":
             continue
         calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Admitted"]
@@ -244,7 +239,7 @@ def _dead_pid() -> int:
 
 @root_only
 def test_follow_up_door(shared: Path) -> None:
-    from miniq.followup import queue_follow_up
+    from miniq.store.followup import queue_follow_up
 
     conf(shared, "[access]\ngroup = lab-that-does-not-exist\n")
     layout = Layout(shared)
@@ -263,8 +258,8 @@ def test_follow_up_door(shared: Path) -> None:
 
 def test_every_door(tmp_path: Path, root: Path) -> None:
     """The gate judges what each firing will queue before any unit is written."""
-    from miniq import every
-    from miniq.manager import Manager
+    from miniq.core.manager import Manager
+    from miniq.systemd import every
 
     os.environ["XDG_CONFIG_HOME"] = str(tmp_path / "config")
     try:
@@ -334,8 +329,8 @@ def test_the_run_gate_holds_queued_jobs_to_the_owners_rules_now(shared: Path) ->
 @root_only
 def test_a_users_niceness_is_set_after_the_drop_and_below_zero_only_as_granted(tmp_path: Path) -> None:
     """The fork gate's child (spawn.py): as the user, what the run gate allowed."""
-    from miniq.spawn import ExecSpec, release, spawn_gated
-    from miniq.users import Identity
+    from miniq.core.users import Identity
+    from miniq.run.spawn import ExecSpec, release, spawn_gated
 
     def run(nice: int) -> list[str]:
         spec = ExecSpec("/bin/sh", (b"-c", b"cut -d' ' -f19 /proc/self/stat; id -u"), {"PATH": "/usr/bin:/bin"}, "/",

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from helpers import ListSink, process, record, result_of, write_job
 
-from miniq import files
-from miniq.journal import MAX_LINE
-from miniq.manager import Manager
-from miniq.processor import Processor
-from miniq.queue import Queue
-from miniq.runner import PlainRunner
-from miniq.spawn import ExecSpec
+from miniq.core import files
+from miniq.core.manager import Manager
+from miniq.run.processor import Processor
+from miniq.run.runner import PlainRunner
+from miniq.run.spawn import ExecSpec
+from miniq.store.queue import Queue
+from miniq.systemd.journal import MAX_LINE
 
 
 def test_runs_jobs_in_order_with_their_arguments(root: Path) -> None:
@@ -160,7 +160,7 @@ def test_the_processor_loads_pystemds_bus_alone_and_leaves_the_package_whole() -
     """systemd.dbuslib: a processor does not import the rest of pystemd (lxml
     among it), and whoever imports pystemd afterwards still gets all of it."""
     code = (
-        "import sys\nfrom miniq.systemd import dbuslib\n"
+        "import sys\nfrom miniq.systemd.dbus import dbuslib\n"
         "bus = dbuslib().DBus\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pystemd', 'lxml')))\n"
         "import pystemd\nprint(bool(pystemd.__version__), 'DBus' in pystemd.__all__)\n"
@@ -178,7 +178,7 @@ def test_a_cold_processor_defers_the_standard_modules_pystemd_imports_and_they_s
     dataclasses (through pprint) and platform (through uuid); a caller who
     uses pprint, uuid or pystemd's own pformat afterwards gets them whole."""
     code = (
-        "import sys\nfrom miniq.processor import Processor, preload\nfrom miniq.queue import Queue\n"
+        "import sys\nfrom miniq.run.processor import Processor, preload\nfrom miniq.store.queue import Queue\n"
         "preload()\n"
         "print(sorted(m for m in ('dataclasses', 'inspect', 'platform') if m in sys.modules))\n"
         "import pprint, uuid\nfrom pystemd import dbuslib\n"
@@ -266,7 +266,7 @@ def test_the_processor_lingers_for_a_job_that_arrives(root: Path) -> None:
 
 def test_a_scope_systemd_was_too_busy_to_start_is_run_later(root: Path) -> None:
     """Not the job's failure: it goes back, its attempt says why, and it runs later."""
-    from miniq.spawn import StartDelayed
+    from miniq.run.spawn import StartDelayed
 
     class Busy(PlainRunner):
         def start(self, spec: ExecSpec):  # type: ignore[no-untyped-def]
@@ -314,7 +314,7 @@ def test_a_full_disk_at_a_jobs_end_keeps_its_result_and_records_it_once(root: Pa
 
 def test_a_call_systemd_never_answered_is_told_from_a_refusal() -> None:
     """systemd.NoAnswer: the scope's start is then delayed, not failed (scope.py)."""
-    from miniq.systemd import NoAnswer, Systemd, SystemdError
+    from miniq.systemd.dbus import NoAnswer, Systemd, SystemdError
 
     class Gone(Exception):
         err_name = b"org.freedesktop.DBus.Error.NoReply"

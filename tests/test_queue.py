@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from miniq.errors import BadInput, MiniqError, UnknownJob
-from miniq.job import ID_RE, SCHEMA, Job, State, new_id
-from miniq.layout import delayed_name, parse_claim_name, parse_delayed_name, parse_queue_name, queue_name, queue_sort_key
-from miniq.queue import Queue
-from miniq.schedule import Schedule
+from miniq.core.errors import BadInput, MiniqError, UnknownJob
+from miniq.core.job import ID_RE, SCHEMA, Job, State, new_id
+from miniq.core.schedule import Schedule
+from miniq.store.layout import delayed_name, parse_claim_name, parse_delayed_name, parse_queue_name, queue_name, queue_sort_key
+from miniq.store.queue import Queue
 
 
 def test_enqueue_publishes_a_complete_job(root: Path) -> None:
@@ -112,7 +112,7 @@ def test_arguments_that_cannot_be_passed_are_refused(root: Path) -> None:
     with pytest.raises(BadInput, match="argument 1 is 131072 bytes"):
         Queue(root).enqueue("echo", ["x" * 131_072])
     # Many arguments each under the limit, but together over ARG_MAX.
-    from miniq.job import arg_max
+    from miniq.core.job import arg_max
 
     many = ["y" * 100_000] * (arg_max() // 100_000 + 1)
     with pytest.raises(BadInput, match=r"over the kernel's limit of \d+ bytes for one program \(ARG_MAX\)"):
@@ -168,7 +168,7 @@ def test_locate_finds_every_state_by_exact_names(root: Path) -> None:
 def test_no_name_ever_holds_a_partial_file(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A staging file is written unnamed (O_TMPFILE) and named only once it is on
     disk: a crash while writing leaves nothing under any name."""
-    from miniq import files
+    from miniq.core import files
 
     seen: list[list[str]] = []
     real_fill = files.fill

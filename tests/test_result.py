@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from miniq.result import Outcome, Result
+from miniq.core.result import Outcome, Result
 
 
 def test_predicates() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from helpers import processor, write_job
 
-from miniq.job import State
-from miniq.queue import Queue
-from miniq.schedule import Schedule, backoff
+from miniq.core.job import State
+from miniq.core.schedule import Schedule, backoff
+from miniq.store.queue import Queue
 
 
 def test_retries_with_backoff_record_every_attempt(root: Path) -> None:

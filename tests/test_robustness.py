@@ -18,8 +18,8 @@ import pytest
 from helpers import process
 from planted import PLANTS, Plant, leaked, plant_name
 
-from miniq.job import new_id
-from miniq.queue import Queue
+from miniq.core.job import new_id
+from miniq.store.queue import Queue
 
 
 @pytest.mark.parametrize("where", ["queue", "delayed", "running"])
@@ -47,9 +47,9 @@ def test_a_planted_entry_is_rejected_and_the_good_job_runs(root: Path, tmp_path:
 
 def test_reading_a_running_job_leaves_no_clock_file(root: Path) -> None:
     """show, logs and list of a running job read the file server's clock: its probe goes at once."""
-    from miniq.claims import Claim
-    from miniq.layout import Layout
-    from miniq.proc import Claimer
+    from miniq.core.proc import Claimer
+    from miniq.store.claims import Claim
+    from miniq.store.layout import Layout
 
     q = Queue(root)
     job = q.enqueue("echo", [])
@@ -65,9 +65,9 @@ def test_reading_a_running_job_leaves_no_clock_file(root: Path) -> None:
 def test_a_clock_file_of_a_dead_process_is_removed(root: Path) -> None:
     import subprocess
 
-    from miniq.claims import clean_tmp
-    from miniq.layout import Layout
-    from miniq.proc import Claimer
+    from miniq.core.proc import Claimer
+    from miniq.store.claims import clean_tmp
+    from miniq.store.layout import Layout
 
     Queue(root).ensure_layout()
     me = Claimer.current()
@@ -98,9 +98,9 @@ def test_cleaning_tmp_on_a_full_disk_keeps_what_it_cannot_judge(root: Path) -> N
     import errno
     import subprocess
 
-    from miniq.claims import clean_tmp
-    from miniq.layout import Layout
-    from miniq.proc import Claimer
+    from miniq.core.proc import Claimer
+    from miniq.store.claims import clean_tmp
+    from miniq.store.layout import Layout
 
     Queue(root).ensure_layout()
     me = Claimer.current()
@@ -125,7 +125,7 @@ def test_a_spare_keeper_that_died_is_replaced_and_every_keeper_ends_with_its_lif
     when its processor dies, however)."""
     import signal
 
-    from miniq.scope import ScopeRunner
+    from miniq.run.scope import ScopeRunner
 
     runner = ScopeRunner.__new__(ScopeRunner)  # no bus: only the keeper's part
     runner.spare, runner._lifeline = None, None
@@ -156,8 +156,8 @@ def test_rejected_entries_are_kept_for_their_retention_then_removed(root: Path) 
     counts what is there, purge and a processor remove what is older."""
     from helpers import process
 
-    from miniq.doctor import _leftovers
-    from miniq.queue import Queue
+    from miniq.cli.doctor import _leftovers
+    from miniq.store.queue import Queue
 
     q = Queue(root)
     q.ensure_layout()

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from helpers import processor
 
-from miniq.layout import WAKE
-from miniq.queue import Queue
-from miniq.schedule import Schedule, backoff
-from miniq.timeparse import parse_at
+from miniq.core.schedule import Schedule, backoff
+from miniq.core.timeparse import parse_at
+from miniq.store.layout import WAKE
+from miniq.store.queue import Queue
 
 
 def test_priority_then_submission_order(root: Path) -> None:
@@ -55,7 +55,7 @@ def test_a_delayed_job_due_while_the_processor_lingers_runs_at_once(root: Path) 
     assert p.run().succeeded == [job.id] and wakes == []
     result = q.read(job.id).result
     assert result is not None and result.started is not None and job.schedule.not_before is not None
-    from miniq.timeparse import timestamp
+    from miniq.core.timeparse import timestamp
 
     assert 0 <= timestamp(result.started) - job.schedule.not_before < 0.5  # not after the linger
 

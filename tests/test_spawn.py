@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from helpers import ListSink, process, result_of, write_job
 
-from miniq.errors import BadInput
-from miniq.limits import Limits
-from miniq.queue import Queue
-from miniq.spawn import ExecSpec, abort, release, spawn_gated
+from miniq.core.errors import BadInput
+from miniq.core.limits import Limits
+from miniq.run.spawn import ExecSpec, abort, release, spawn_gated
+from miniq.store.queue import Queue
 
 GATES = {"shell gate": Limits(), "fork gate": Limits(nice=5)}
 
@@ -155,7 +155,7 @@ def test_an_exec_that_fails_anyway_fails_the_job_with_a_reason(root: Path, limit
         os.close(gated.stdout)
         os.close(gated.stderr)
     else:
-        from miniq.spawn import StartFailed
+        from miniq.run.spawn import StartFailed
 
         with pytest.raises(StartFailed, match=f"No such file or directory \\({root}/gone.job\\)"):
             release(gated)
@@ -179,7 +179,7 @@ def test_nothing_runs_before_the_gate_opens_nor_after_an_abort(root: Path, limit
 
 
 def test_doctor_names_a_job_type_whose_interpreter_is_missing(root: Path, tmp_path: Path) -> None:
-    from miniq.doctor import _job_types
+    from miniq.cli.doctor import _job_types
 
     write_job(root, "ok", "#!/bin/sh\ntrue\n")
     write_job(root, "py", f"#!{tmp_path}/python9\nprint('ran')\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from miniq.users import untrusted_reason
+from miniq.core.users import untrusted_reason
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="files owned by root need root (CI runs as root)")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from click.testing import CliRunner
 from helpers import processor, write_job
 
-from miniq.cli import main
-from miniq.queue import Queue
-from miniq.result import Outcome, Result
+from miniq.cli.main import main
+from miniq.core.result import Outcome, Result
+from miniq.store.queue import Queue
 
 
 def test_wait_exit_statuses(root: Path) -> None:
@@ -57,9 +57,9 @@ def test_a_waiter_unwatches_before_it_reads_and_closes(root: Path, tmp_path: Pat
     inotify descriptor open, whether its jobs were done or unknown."""
     import os
 
-    from miniq.errors import UnknownJob
-    from miniq.inotify import open_watch
-    from miniq.waiting import wait
+    from miniq.core.errors import UnknownJob
+    from miniq.core.inotify import open_watch
+    from miniq.store.waiting import wait
 
     (tmp_path / "d").mkdir()
     watch = open_watch(tmp_path / "d")

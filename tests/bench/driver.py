@@ -57,9 +57,9 @@ def enqueue(root: str, samples: int) -> dict[str, list[float]]:
 DRAIN = """
 import sys, time
 from pathlib import Path
-from miniq.processor import Processor
-from miniq.queue import Queue
-from miniq.manager import Manager
+from miniq.run.processor import Processor
+from miniq.store.queue import Queue
+from miniq.core.manager import Manager
 class Null:
     def send(self, *a, **k): pass
 root, n, parallel, limit = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -470,7 +470,7 @@ def bulk(root: str, n: int, samples: int) -> dict[str, list[float]]:
 def fill(root: str, n: int) -> float:
     """Queue ``n`` jobs through the library, durably; returns seconds taken."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from miniq.queue import Queue
+    from miniq.store.queue import Queue
 
     q = Queue(Path(root))
     t = time.perf_counter()

@@ -30,11 +30,11 @@ MINIQ = str(REPO / ".venv" / "bin" / "miniq")
 DRAIN = """
 import sys, time
 from pathlib import Path
-from miniq.processor import Processor
-from miniq.queue import Queue
-from miniq.scope import PlainRunner
+from miniq.run.processor import Processor
+from miniq.store.queue import Queue
+from miniq.run.scope import PlainRunner
 from miniq.settings import Manager
-from miniq.journal import ConsoleSink
+from miniq.systemd.journal import ConsoleSink
 root, scoped, n = Path(sys.argv[1]), sys.argv[2] == "scope", int(sys.argv[3])
 q = Queue(root)
 for i in range(n):

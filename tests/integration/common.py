@@ -163,8 +163,8 @@ def test_shipped_units_verify(flow: Flow, repo: str) -> None:
     """systemd-analyze verify on units/ as shipped (ExecStart=/usr/bin/miniq)."""
     flow.sb.run(["ln", "-sf", flow.miniq, "/usr/bin/miniq"])
     args = ["systemd-analyze", *(["--user"] if flow.mode == "--user" else []), "verify", "--man=no"]
-    from miniq.manager import Manager
-    from miniq.units import units_for
+    from miniq.core.manager import Manager
+    from miniq.systemd.units import units_for
 
     units = units_for(Manager.USER if flow.mode == "--user" else Manager.SYSTEM)
     proc = flow.run([*args, *(f"{repo}/units/{u}" for u in units)], check=False)

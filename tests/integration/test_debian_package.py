@@ -240,7 +240,7 @@ def _previous_state(box: Sandbox, root: Flow) -> dict[str, str]:
     jobs["delayed"] = root.run(["miniq", "enqueue", "--in", "40s", "hello", "delayed"]).stdout.strip()
     jobs["dependent"] = root.run(["miniq", "enqueue", "--after", jobs["running"], "hello", "dependent"]).stdout.strip()
     # A job file under a 0.1.0 name (queue/ID.json), staged and renamed in as writers must.
-    from miniq.job import new_id
+    from miniq.core.job import new_id
 
     legacy = new_id()
     data = {"miniq": 1, "id": legacy, "name": "hello", "argv": ["legacy"], "submitted": "2026-11-28T00:00:00+00:00",

@@ -21,7 +21,7 @@ import pytest
 from planted import PLANTS, Plant, age, leaked, plant_name
 from testbed.sandbox import Sandbox
 
-from miniq.job import new_id
+from miniq.core.job import new_id
 
 from .flows import Flow
 

@@ -106,7 +106,7 @@ def test_a_user_acts_on_their_own_jobs_only(root: Flow) -> None:
 
 def plant(root: Flow, owner: str, claimed_uid: int) -> str:
     """A job file in the queue, owned by ``owner``, that claims another submitter."""
-    from miniq.job import new_id
+    from miniq.core.job import new_id
 
     job_id = new_id()
     data = {"miniq": 1, "id": job_id, "name": "whoami", "argv": [], "submitted": "2026-11-29T00:00:00+00:00",

@@ -409,6 +409,6 @@ class Nemesis:
 
 
 def _wait_status(result: dict[str, Any]) -> int:
-    from miniq.result import Result
+    from miniq.core.result import Result
 
     return Result.from_json(result).wait_status

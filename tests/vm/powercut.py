@@ -165,7 +165,7 @@ API_CLIENT = r"""
 import random, socket, sys
 from pathlib import Path
 from miniq import Queue
-from miniq.schedule import Schedule
+from miniq.core.schedule import Schedule
 rng = random.Random(int(sys.argv[1]))
 queue = Queue(Path("/var/lib/miniq"))
 def mark(line):
@@ -200,7 +200,7 @@ while True:
 SNAPSHOT = r"""
 import json, os, sys
 sys.path.insert(0, "/usr/lib/python3/dist-packages")
-from miniq.layout import parse_claim_name, parse_delayed_name, parse_queue_name
+from miniq.store.layout import parse_claim_name, parse_delayed_name, parse_queue_name
 root = sys.argv[1]
 out = {"files": [], "entries": []}
 for dirpath, dirs, names in os.walk(root):

@@ -162,8 +162,8 @@ def test_exactly_once_over_nfs_with_the_same_hostname(pair: dict[str, VM]) -> No
 STAGE_WRITER = """
 import errno, os, sys, time
 from pathlib import Path
-from miniq import files
-from miniq.layout import Layout
+from miniq.core import files
+from miniq.store.layout import Layout
 
 layout = Layout(Path(sys.argv[1]))
 probe = Path(sys.argv[1]) / "probe-staging"
@@ -187,10 +187,10 @@ print(written, lost)
 TMP_CLEANER = """
 import os, sys, time
 from pathlib import Path
-from miniq import claims
-from miniq.claims import clean_tmp
-from miniq.proc import Claimer
-from miniq.layout import Layout
+from miniq.store import claims
+from miniq.store.claims import clean_tmp
+from miniq.core.proc import Claimer
+from miniq.store.layout import Layout
 
 removed = []
 unlink = os.unlink
@@ -241,9 +241,9 @@ def test_a_live_writers_staging_files_survive_the_other_machines_cleaning(pair: 
 UNIQUE_RACE = """
 import sys, time
 from pathlib import Path
-from miniq import unique
-from miniq.job import new_id
-from miniq.layout import Layout
+from miniq.store import unique
+from miniq.core.job import new_id
+from miniq.store.layout import Layout
 
 layout, key = Layout(Path(sys.argv[1])), "mark:in-flight"
 publishing = new_id()  # an enqueue that holds the key and is about to publish its job
