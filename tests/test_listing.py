@@ -69,3 +69,39 @@ def test_show_prints_attempts_and_limits(root: Path) -> None:
     assert f"id:          {job.id}" in out and "attempt 1:   exit code 0 after" in out and "output_lines: 1" in out
     stored = json.loads(CliRunner().invoke(main, ["--root", str(root), "show", "--json", job.id]).stdout)
     assert stored["state"] == "done" and stored["result"]["exit_code"] == 0
+
+
+def test_pages_of_a_long_queue_read_only_their_own_jobs(root: Path) -> None:
+    """--limit and --offset: each page in run order (finished: newest first),
+    opening only its own jobs; owner names the file's owner."""
+    import os
+    import pwd
+
+    q = Queue(root)
+    ids = [q.enqueue("echo", [str(i)]).id for i in range(25)]
+
+    def page(*args: str) -> list[dict[str, object]]:
+        result = CliRunner().invoke(main, ["--root", str(root), "list", "--json", *args])
+        assert result.exit_code == 0, result.output
+        rows: list[dict[str, object]] = json.loads(result.stdout)
+        return rows
+
+    assert [r["id"] for r in page("--state", "queued", "--limit", "10")] == ids[:10]
+    # Entries outside the page are not read (they would fail loudly).
+    for job_id in ids[:10] + ids[20:]:
+        (root / "queue" / f"1000-{job_id}.json").write_bytes(b"\xff")
+    second = page("--state", "queued", "--limit", "10", "--offset", "10")
+    assert [r["id"] for r in second] == ids[10:20]
+    assert {r["owner"] for r in second} == {pwd.getpwuid(os.geteuid()).pw_name}
+    assert page("--state", "queued", "--offset", "25") == []
+    table = CliRunner().invoke(main, ["--root", str(root), "list", "--state", "queued", "--limit", "5", "--offset", "10"]).stdout
+    assert table.splitlines()[-1] == "... and 10 more queued (--all to list them)"
+    refused = CliRunner().invoke(main, ["--root", str(root), "list", "--all", "--offset", "5"])
+    assert refused.exit_code == 2 and "--all shows every job" in refused.output
+    # Finished jobs: the newest first, page by page.
+    for job_id in ids[10:20]:
+        (root / "queue" / f"1000-{job_id}.json").unlink()
+    done = [q.enqueue("echo", [f"d{i}"]).id for i in range(6)]
+    processor(root)[0].run()
+    newest = [r["id"] for r in page("--state", "done", "--limit", "2", "--offset", "2")]
+    assert newest == [done[2], done[3]]  # the newest two skipped, shown oldest first like list

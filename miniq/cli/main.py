@@ -147,12 +147,15 @@ STATE_CHOICES = ["running", "queued", "delayed", "done", "failed"]  # State labe
 @click.option("--name", help="Only jobs of this job type.")
 @click.option("--all", "show_all", is_flag=True, help="Every job, not only the first 20 queued, delayed and finished.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape in README); streams with --all.")
+@click.option("--limit", type=click.IntRange(1, 100000), help="At most this many of each group (default 20).")
+@click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many of each group first (finished: the newest): a page.")
 @click.pass_obj
-def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: bool, as_json: bool) -> None:
+def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: bool, as_json: bool, limit: int | None, offset: int) -> None:
     """List running jobs, the next queued and delayed ones, and the newest finished.
 
     Without --all it shows at most 20 queued, 20 delayed and the 20 most
-    recently submitted finished jobs, and says how many more there are.
+    recently submitted finished jobs (--limit N), and says how many more
+    there are; --offset K skips the first K of each, for the next page.
     WHEN is relative to now: "queued 5m ago", "due in 2h", "ended 10s ago".
 
     Example: miniq list --state failed --name backup
@@ -160,8 +163,10 @@ def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: boo
     from ..core.job import State
     from ..store.listing import iterate, row
 
+    if show_all and (limit is not None or offset):
+        raise BadInput("--all shows every job: it takes no --limit or --offset")
     chosen = [State.by_label(s) for s in states] if states else list(State)
-    items = iterate(obj.queue, chosen, name, None if show_all else 20, ordered=not (as_json and show_all))
+    items = iterate(obj.queue, chosen, name, None if show_all else limit or 20, ordered=not (as_json and show_all), offset=offset)
     if as_json:
         say_json("[", end="")
         first = True

@@ -9,6 +9,7 @@ ones and the 20 newest finished ones, and only counts the rest.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,7 @@ from .records import Record
 ROW_KEYS = (
     "id", "name", "state", "argv", "submitted", "priority", "not_before", "after", "retries",
     "attempts", "outcome", "exit_code", "signal", "reason", "started", "ended", "duration", "host", "lease",
-    "held", "unique", "on_success", "on_failure", "follows",
+    "held", "unique", "on_success", "on_failure", "follows", "owner",
 )  # fmt: skip
 DEFAULT_SHOWN = 20
 
@@ -63,7 +64,19 @@ def row(record: Record) -> dict[str, Any]:
         "on_success": job.on_success if job else None,
         "on_failure": job.on_failure if job else None,
         "follows": job.follows.id if job and job.follows else None,
+        "owner": user_name(record.owner),
     }
+
+
+@functools.lru_cache(maxsize=256)
+def user_name(uid: int) -> str:
+    """The account name of ``uid`` (the owner of a job's file), or the number."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 @dataclass
@@ -122,44 +135,68 @@ def _entries(
 
 
 def iterate(
-    queue: Queue, states: Iterable[State], name: str | None = None, limit: int | None = DEFAULT_SHOWN, ordered: bool = True
+    queue: Queue,
+    states: Iterable[State],
+    name: str | None = None,
+    limit: int | None = DEFAULT_SHOWN,
+    ordered: bool = True,
+    offset: int = 0,
 ) -> Iterator[Record | tuple[str, int]]:
     """Records to show in display order (finished ones oldest first), each
     group followed by (group, count not shown) when it holds more than
     ``limit`` (None: show everything; ``ordered=False`` then streams them as
-    the directories list them, with memory that stays flat)."""
+    the directories list them, with memory that stays flat).  ``offset``
+    skips that many of each group first, in the order they are chosen
+    (finished ones newest first): the pages of a long queue."""
     wanted = set(states)
     clock = records.server_clock(queue.layout)
     try:
         for group, members in GROUPS:
             chosen_states = tuple(s for s in members if s in wanted)
-            if not chosen_states:
-                continue
-            final = group == "finished"
-            cap = None if group == "running" else limit
-            # Finished records are looked at newest first when only the newest
-            # are shown (then reversed); otherwise everything goes in order.
-            reverse = final and cap is not None
-            entries, total = _entries(queue, chosen_states, reverse, cap if name is None else None, ordered or cap is not None)
-            picked: list[Record] = []
-            shown = 0
-            for state, entry in entries:
-                if cap is not None and shown >= cap:
-                    break
-                record = _read(queue, state, entry, clock)
-                if record is None or (name is not None and record.name != name):
-                    continue
-                shown += 1
-                if reverse:
-                    picked.append(record)
-                else:
-                    yield record
-            yield from reversed(picked)
-            if cap is not None and name is None and total > shown:
-                yield group, total - shown
+            if chosen_states:
+                yield from _group(queue, group, chosen_states, name, None if group == "running" else limit, ordered, offset, clock)
     finally:
         if clock:
             clock.close()
+
+
+def _group(
+    queue: Queue,
+    group: str,
+    states: tuple[State, ...],
+    name: str | None,
+    cap: int | None,
+    ordered: bool,
+    offset: int,
+    clock: ServerClock | None,
+) -> Iterator[Record | tuple[str, int]]:
+    """One group of ``iterate``: its records, then (group, count not shown)."""
+    final = group == "finished"
+    # Finished records are looked at newest first when only the newest
+    # are shown (then reversed); otherwise everything goes in order.
+    reverse = final and cap is not None
+    skip = offset if cap is not None else 0
+    wanted_count = None if cap is None or name is not None else cap + skip
+    entries, total = _entries(queue, states, reverse, wanted_count, ordered or cap is not None)
+    picked: list[Record] = []
+    shown = 0
+    for state, entry in entries:
+        if cap is not None and shown >= cap:
+            break
+        record = _read(queue, state, entry, clock)
+        if record is None or (name is not None and record.name != name):
+            continue
+        if skip:
+            skip -= 1
+            continue
+        shown += 1
+        if reverse:
+            picked.append(record)
+        else:
+            yield record
+    yield from reversed(picked)
+    if cap is not None and name is None and total > shown + offset:
+        yield group, total - shown - offset
 
 
 def _read(queue: Queue, state: State, entry: str, clock: ServerClock | None) -> Record | None:

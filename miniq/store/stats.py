@@ -52,6 +52,20 @@ class Stats:
     running_by_host: Counter[str] = field(default_factory=Counter)
     paused: list[str] = field(default_factory=list)  # "@all" and/or job types
     slots: dict[str, tuple[int, int]] = field(default_factory=dict)  # job type -> (held, count)
+    #: hours before ``generated`` (0: the last hour) -> [done, failed, run times]
+    hourly: dict[int, tuple[int, int, list[float]]] = field(default_factory=dict)
+
+    def count_hour(self, ended: str | None, done: bool, duration: float | None) -> None:
+        try:
+            ago = int((self.generated - timestamp(ended)) // 3600) if ended else 0
+        except ValueError:
+            return
+        if not 0 <= ago < -(-self.window // 3600):
+            ago = 0 if ago < 0 else int(-(-self.window // 3600)) - 1
+        d, f, times = self.hourly.get(ago, (0, 0, []))
+        if duration is not None:
+            times.append(duration)
+        self.hourly[ago] = (d + done, f + (not done), times)
 
     @property
     def oldest_queued_age(self) -> float | None:
@@ -79,7 +93,13 @@ class Stats:
             "finished_by_type": finished,
             "paused": sorted(self.paused),
             "slots": {name: {"used": used, "count": count} for name, (used, count) in sorted(self.slots.items())},
+            "finished_by_hour": [self._hour(h) for h in range(int(-(-self.window // 3600)))],
         }
+
+    def _hour(self, ago: int) -> dict[str, Any]:
+        """Finished jobs of one hour of the window (``ago`` hours back), oldest last."""
+        done, failed, times = self.hourly.get(ago, (0, 0, []))
+        return {"hours_ago": ago, "done": done, "failed": failed, "duration_seconds": _summary(times)}
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -138,6 +158,7 @@ def collect(queue: Queue, window: float = DEFAULT_WINDOW, now: float | None = No
             stats.finished[(name, state.label, result.outcome.value)] += 1
             if result.duration is not None:
                 stats.durations[name].append(result.duration)
+            stats.count_hour(result.ended, state is State.DONE, result.duration)
     stats.paused = sorted(paused_names(queue.layout))
     stats.slots = slots.in_use(queue.layout, None if queue.caller is None else queue.caller.uid)
     return stats

@@ -145,9 +145,11 @@ def test_logs_of_two_jobs_running_at_once(flow: Flow) -> None:
         # Two processors at once: the service, and a second one beside it.
         flow.run([*flow.systemctl, "start", "--no-block", "miniq-process.service"])
         run = ["systemd-run", *(["--user"] if flow.mode == "--user" else []), "--no-block", "--collect", "--quiet"]
-        flow.run([*run, f"--setenv=MINIQ_ROOT={flow.root}", flow.miniq, *flow.cli_flag, "process"])
+        flow.run([*run, "--unit=tb-second-processor", f"--setenv=MINIQ_ROOT={flow.root}", flow.miniq, *flow.cli_flag, "process"])
         flow.wait_final([a, b], timeout=60)
     finally:
+        # The second one would linger on into later tests as long as jobs keep coming, with this configuration.
+        flow.run([*flow.systemctl, "stop", "tb-second-processor.service"], check=False)
         flow.resume()
     ra, rb = flow.record(a)["result"], flow.record(b)["result"]
     assert ra["started"] < rb["ended"] and rb["started"] < ra["ended"], "the two jobs did not overlap"

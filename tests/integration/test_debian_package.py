@@ -157,7 +157,8 @@ def test_remove_stops_the_triggers_first_and_keeps_the_queue_and_the_administrat
         time.sleep(0.5)
     cursor = box.run(["journalctl", "-n", "0", "--show-cursor", "--no-pager"]).stdout.strip().rsplit("cursor: ", 1)[-1]
 
-    apt(box, "remove", "miniq")
+    removal = apt(box, "remove", "miniq")
+    print(f"--- apt-get remove miniq, a job running, one queued, wake timers armed (root's, alice's):\n{removal}")
     time.sleep(2)
     started = box.run(["journalctl", "--no-pager", "-o", "cat", "--after-cursor", cursor]).stdout
     assert "Starting miniq job processor" not in started, started  # nothing started the processor again
@@ -269,6 +270,7 @@ def test_an_upgrade_from_the_previous_release_loses_and_doubles_no_job(box: Sand
 
     proc = box.run(["apt-get", "-y", "install", str(debs["new"])], env=APT, timeout=300)
     out = proc.stdout + proc.stderr
+    print(f"--- apt-get install miniq 0.3.0 over 0.2.0, a job running, the timer masked, miniq.conf in 0.2's place:\n{out}")
     assert "Unpacking miniq (0.3.0) over (0.2.0)" in out
     # In place: the mask kept without a word of error, the configuration moved where Debian keeps it.
     assert "error" not in out.lower(), out

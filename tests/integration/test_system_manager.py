@@ -37,7 +37,10 @@ def test_every_free_slot_starts_a_new_job_at_once(flow: Flow, capped: bool) -> N
     flow.add_job("block", BLOCK)
     flow.sh(f"rm -f {flow.root}/release-*")
     cap = "[job:block]\nparallel = 1\n" if capped else ""
+    # parallel applies from a processor's start (README): none of an earlier test may linger on.
+    flow.pause()
     flow.sh(f"cat > {flow.root}/miniq.conf", input=f"[processor]\nparallel = 4\nlinger = 1s\n{cap}")
+    flow.resume()
     try:
         long, _ = flow.enqueue_timed("block", "long")
         _started(flow, long)

@@ -208,8 +208,7 @@ class WriteLog:
             'dmsetup create tblog --table "0 $(blockdev --getsz /dev/vdb) log-writes /dev/vdb /dev/vdc" && '
             "dmsetup mknodes tblog && "  # no udev in this guest: dmsetup makes the node
             "mkfs.ext4 -q -F /dev/mapper/tblog && dmsetup message tblog 0 mark mkfs && "
-            f"mount /dev/mapper/tblog {ROOT} && mkdir -p {ROOT}/jobs && "
-            f"printf '[processor]\\nparallel = {PARALLEL}\\nlease = 5s\\n' > {ROOT}/miniq.conf",
+            f"mount /dev/mapper/tblog {ROOT} && mkdir -p {ROOT}/jobs",  # miniq.conf: /etc/miniq's (PowerCuts.prepare)
             check=True,
         )  # fmt: skip
         vm.put(f"{ROOT}/jobs/work.job", WORK.encode(), "0755")

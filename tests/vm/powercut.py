@@ -82,6 +82,8 @@ from .machine import VM, stop_processing
 ROOT = "/var/lib/miniq"
 REAL_RUNS = {"exited", "signaled", "oom", "timeout"}
 PARALLEL = 2
+#: What every guest's system queue runs with: /etc/miniq/miniq.conf, the package's conffile.
+CONF = f"[processor]\nparallel = {PARALLEL}\nlease = 5s\n"
 
 #: Units a power-cut guest does without, for boots twice as fast under emulation.
 FAST_BOOT_MASKS = [
@@ -452,6 +454,8 @@ class PowerCuts:
             vm.put("/etc/systemd/system/tb-marks.service", RELAY_UNIT.encode())
             vm.put("/etc/systemd/system/miniq-process.service.d/queue-disk.conf",
                    b"[Unit]\nRequiresMountsFor=/var/lib/miniq\nWants=tb-marks.service\nAfter=tb-marks.service\n")  # fmt: skip
+            # The system queue's configuration is the package's conffile (/etc/miniq), on the root disk every boot starts from.
+            vm.put("/etc/miniq/miniq.conf", CONF.encode())
             vm.put("/usr/local/bin/tb-client", CLIENT.encode(), "0755")
             vm.put("/usr/local/lib/tb-api-client.py", API_CLIENT.encode())
             vm.put("/usr/local/lib/tb-snapshot.py", SNAPSHOT.encode())
@@ -480,7 +484,7 @@ class PowerCuts:
         return vm
 
     def first_setup(self, vm: VM) -> None:
-        vm.run(f"mkdir -p {ROOT}/jobs && printf '[processor]\\nparallel = {PARALLEL}\\nlease = 5s\\n' > {ROOT}/miniq.conf", check=True)
+        vm.run(f"mkdir -p {ROOT}/jobs", check=True)
         vm.put(f"{ROOT}/jobs/work.job", WORK.encode(), "0755")
         vm.put(f"{ROOT}/jobs/flaky.job", FLAKY.encode(), "0755")
         vm.run("sync", check=True)
@@ -599,6 +603,8 @@ def after_boot(cuts: PowerCuts) -> dict[str, Any]:
         dropin = b"[Unit]\nRequires=tb-queue-mount.service\nAfter=tb-queue-mount.service\nWants=tb-marks.service\nAfter=tb-marks.service\n"
         setup.put("/etc/systemd/system/miniq-process.service.d/queue-disk.conf", dropin)
         setup.run("systemctl enable tb-queue-mount.service miniq-process.path miniq-process.timer", check=True)
+        setup.run("systemctl start tb-queue-mount.service", check=True)
+        cuts.first_setup(setup)  # the job types, on the queue disk
     finally:
         setup.shutdown(keep=enabled)
     first = VM(cuts.image, "afterboot-1", cuts.work, base=enabled, extra=cuts.extra())
@@ -629,6 +635,11 @@ def after_boot(cuts: PowerCuts) -> dict[str, Any]:
         causes = [(a["outcome"], a.get("cause")) for a in record["attempts"]]
         if causes != [("interrupted", "lost"), ("exited", None)]:
             raise Failure(f"after boot, the cut job's attempts are {causes}")
+        # The idle minute starts once the last processor has ended (it lingers after the drain).
+        while second.run("systemctl show -P ActiveState miniq-process.service").stdout.strip() != "inactive":  # oneshot: activating
+            if time.monotonic() > deadline:
+                raise Failure("the processor did not end after the drain")
+            time.sleep(1)
         show = "systemctl show --value --property=NRestarts,ExecMainStartTimestampMonotonic miniq-process.service"
         started = second.run(show).stdout.split()
         cursor = second.run("journalctl -n 0 --show-cursor --no-pager").stdout.strip().rsplit("cursor: ", 1)[-1]
