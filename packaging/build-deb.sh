@@ -1,7 +1,7 @@
 #!/bin/bash
 # Build the Debian package of this checkout with Debian's own tools:
 #
-#   bash packaging/build-deb.sh        # -> dist/miniq_VERSION_all.deb, then lintian on it
+#   bash packaging/build-deb.sh        # -> dist/miniq_VERSION_all.deb and dist/cockpit-miniq_VERSION_all.deb, then lintian on both
 #
 # As root it installs the build dependencies when they are missing.
 set -euo pipefail
@@ -26,4 +26,12 @@ mkdir -p "$src/dist"
 cp "$work"/miniq_*_all.deb "$src/dist/"
 deb=$(ls "$src"/dist/miniq_*_all.deb | tail -n 1)
 echo "built $deb"
-lintian --fail-on error "$deb"
+# The Cockpit page, its own package (0.2.0's tree had none).
+if ls "$work"/cockpit-miniq_*_all.deb >/dev/null 2>&1; then
+    cp "$work"/cockpit-miniq_*_all.deb "$src/dist/"
+    page=$(ls "$src"/dist/cockpit-miniq_*_all.deb | tail -n 1)
+    echo "built $page"
+    lintian --fail-on error "$deb" "$page"
+else
+    lintian --fail-on error "$deb"
+fi

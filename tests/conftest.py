@@ -103,6 +103,15 @@ def build_deb() -> Path:
     return _deb[0]
 
 
+def page_deb() -> Path:
+    """The Cockpit page's package, built with miniq's (build-deb.sh prints both)."""
+    build_deb()
+    assert _deb is not None
+    lines = [line.split("built ", 1)[1].strip() for line in _deb[1].splitlines() if line.startswith("built ") and "cockpit-miniq_" in line]
+    assert lines, _deb[1]
+    return Path(lines[0])
+
+
 def deb_build_output() -> str:
     build_deb()
     assert _deb is not None
@@ -172,3 +181,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"{name}: {end - start:.0f} s")
     for line in REPORT:
         terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Each phase's report on its test (``item.rep_call``): fixtures that keep
+    evidence of a failure (the browser tests' screenshots) look at it."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)

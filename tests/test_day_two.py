@@ -18,6 +18,7 @@ from helpers import process, processor, write_job
 from miniq.cli.main import main
 from miniq.core.job import State
 from miniq.core.manager import Manager
+from miniq.core.schedule import Schedule
 from miniq.store import slots, unique
 from miniq.store.layout import Layout
 from miniq.store.pause import pause, resume
@@ -342,6 +343,15 @@ def test_stats_count_states_outcomes_and_write_a_prometheus_textfile(root: Path,
     assert data["paused"] == ["fail"]
     assert data["oldest_queued_age_seconds"] is None or data["oldest_queued_age_seconds"] >= 0
     assert q.read(queued.id).state is State.DONE
+    # The quick count, from the names alone, agrees on every state; it reads no job.
+    q.enqueue("echo", ["queued now"])
+    q.enqueue("echo", ["in an hour"], schedule=Schedule(not_before=time.time() + 3600))
+    whole, quick = collect(q).to_json(), collect(q, counts_only=True).to_json()
+    assert quick["jobs"] == whole["jobs"] and whole["jobs"]["queued"] == 1 and whole["jobs"]["held"] == 1
+    assert (quick["jobs_by_type"], quick["finished_by_hour"], quick["oldest_queued_age_seconds"]) == ({}, [], None)
+    for entry in (root / "queue").iterdir():
+        entry.write_bytes(b"\xff")  # unreadable: a count of names does not care
+    assert collect(q, counts_only=True).to_json()["jobs"] == whole["jobs"]
     target = tmp_path / "textfile" / "miniq.prom"
     target.parent.mkdir()
     write_textfile(target, prometheus_text(stats, str(root)))
@@ -412,3 +422,24 @@ def test_a_fifo_where_a_key_should_be_is_stale_after_the_grace_time(root: Path, 
     monkeypatch.setattr(unique, "_server_now", lambda layout: later)
     job = q.enqueue("echo", [], unique="k")
     assert path.read_text() == job.id + "\n"
+
+
+def test_every_list_as_json(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schedules of this queue, as the Cockpit page reads them; --json only with --list."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    units = tmp_path / "config" / "systemd" / "user"
+    units.mkdir(parents=True)
+    made = every.Every("0a1b2c3d", "*-*-* 03:00:00", "echo", ("a b", "\x1b"), str(root), True)
+    for name, text in every._units(made, Manager.USER).items():
+        (units / name).write_text(text)
+    other = every.Every("ffffffff", "daily", "echo", (), str(tmp_path / "another-root"))
+    for name, text in every._units(other, Manager.USER).items():
+        (units / name).write_text(text)
+    result = CliRunner().invoke(main, ["--user", "--root", str(root), "every", "--list", "--json"])
+    assert result.exit_code == 0, result.output
+    [found] = json.loads(result.stdout)
+    assert {k: found[k] for k in ("id", "calendar", "name", "argv", "stack")} == {
+        "id": "0a1b2c3d", "calendar": "*-*-* 03:00:00", "name": "echo", "argv": ["a b", "\x1b"], "stack": True}  # fmt: skip
+    assert isinstance(found["next"], str) and isinstance(found["last"], str)
+    refused = CliRunner().invoke(main, ["--user", "--root", str(root), "every", "--json"])
+    assert refused.exit_code == 2 and "--json goes with --list" in refused.output

@@ -101,6 +101,8 @@ def test_every_path_of_the_code_the_docs_name_exists() -> None:
             text = text.split("\n## ", 2)[1]  # the release being made; older ones name the old layout
         for path in re.findall(r"`(miniq/[\w/]+\.py)`", text):
             assert (REPO / path).is_file(), f"{doc}: {path}"
+        for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):  # the screenshots
+            assert (REPO / path).is_file(), f"{doc}: {path}"
 
 
 def test_one_version_everywhere() -> None:

@@ -105,3 +105,25 @@ def test_pages_of_a_long_queue_read_only_their_own_jobs(root: Path) -> None:
     processor(root)[0].run()
     newest = [r["id"] for r in page("--state", "done", "--limit", "2", "--offset", "2")]
     assert newest == [done[2], done[3]]  # the newest two skipped, shown oldest first like list
+
+
+def test_list_by_owner_names_a_user_or_refuses_clearly(root: Path) -> None:
+    import os
+    import pwd
+
+    q = Queue(root)
+    mine = q.enqueue("echo", ["x"]).id
+    me = pwd.getpwuid(os.geteuid()).pw_name
+
+    def listed(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["--root", str(root), "list", "--json", *args])
+        return result.exit_code, result.output
+
+    for who in (me, str(os.geteuid())):
+        code, out = listed("--owner", who)
+        assert code == 0 and [r["id"] for r in json.loads(out)] == [mine]
+    code, out = listed("--owner", "65534")
+    assert code == 0 and json.loads(out) == []  # a user with no job here
+    for bad in ("no-such-user-here", "x\x00y", "\udcff"):
+        code, out = listed("--owner", bad)
+        assert code == 2 and "Error: no user" in out, (bad, out)

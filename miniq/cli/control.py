@@ -68,9 +68,10 @@ def resume(obj: Context, names: tuple[str, ...]) -> None:
 @click.option("--list", "show", is_flag=True, help="Show every schedule of this queue with its next and last run.")
 @click.option("--remove", metavar="ID", help="Stop and remove schedule ID.")
 @click.option("--stack", is_flag=True, help="Queue a job at every firing, even while the last one is unfinished.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: a JSON array (id, calendar, name, argv, stack, next, last).")
 @click.pass_obj
 def every(obj: Context, calendar: str | None, name: str | None, args: tuple[str, ...], show: bool, remove: str | None,
-          stack: bool) -> None:  # fmt: skip
+          stack: bool, as_json: bool) -> None:  # fmt: skip
     """Queue NAME ARGS... at every CALENDAR time (systemd calendar syntax).
 
     Installs a persistent timer in this queue's manager (see `systemctl
@@ -91,6 +92,14 @@ def every(obj: Context, calendar: str | None, name: str | None, args: tuple[str,
             gone = schedules.remove(obj.manager, remove)
             say(f"removed schedule {gone.id} ({gone.calendar}: {gone.name})")
             return
+        if as_json:
+            found = []
+            for item in schedules.schedules(obj.manager, obj.root):
+                upcoming, last = schedules.times(obj.manager, item)
+                found.append({"id": item.id, "calendar": item.calendar, "name": item.name, "argv": list(item.argv),
+                              "stack": item.stack, "next": upcoming, "last": last})  # fmt: skip
+            say_json(json.dumps(found))
+            return
         rows = [("ID", "CALENDAR", "NEXT", "LAST", "JOB")]
         import shlex
 
@@ -102,6 +111,8 @@ def every(obj: Context, calendar: str | None, name: str | None, args: tuple[str,
         for r in rows:
             say("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:4])) + "  " + r[4])
         return
+    if as_json:
+        raise BadInput("--json goes with --list")
     if not calendar or not name:
         raise BadInput("expected CALENDAR NAME [ARGS]..., e.g. miniq every daily backup /srv (or --list, --remove ID)")
     if args[:1] == ("--",):
@@ -115,8 +126,9 @@ def every(obj: Context, calendar: str | None, name: str | None, args: tuple[str,
 @click.option("--window", metavar="DURATION", default="24h", show_default=True, help="Finished jobs of this long ago count.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (shape in README).")
 @click.option("--prometheus", "prom", metavar="FILE", help="Write the Prometheus text format to FILE (*.prom), atomically.")
+@click.option("--counts", is_flag=True, help="Only jobs per state, from the file names: quick on a long queue (no types, ages or runs).")
 @click.pass_obj
-def stats(obj: Context, window: str, as_json: bool, prom: str | None) -> None:
+def stats(obj: Context, window: str, as_json: bool, prom: str | None, counts: bool) -> None:
     """Jobs per state and type, finished jobs and run times, oldest queued job's age.
 
     Through the system queue's helper a user sees figures of their own jobs.
@@ -137,7 +149,11 @@ def stats(obj: Context, window: str, as_json: bool, prom: str | None) -> None:
         from ..core.errors import NotPermitted
 
         raise NotPermitted("only root may write the system queue's figures to a file; use miniq --system stats --json")
-    figures = collect(obj.queue, parse_duration(window))
+    if counts and prom:
+        from ..core.errors import BadInput
+
+        raise BadInput("--counts leaves out most figures: it does not go with --prometheus")
+    figures = collect(obj.queue, parse_duration(window), counts_only=counts)
     if prom:
         write_textfile(Path(prom), prometheus_text(figures, str(obj.root)))
         say(f"wrote {prom}")
@@ -153,13 +169,16 @@ def _print_stats(data: dict[str, Any], window: str) -> None:
     totals = data["jobs"]
     say("jobs: " + ", ".join(f"{totals[s]} {s}" for s in totals))
     age = data["oldest_queued_age_seconds"]
-    say(f"oldest queued job: {'none' if age is None else f'{age:.0f} s old'}")
+    if not data["counts_only"]:
+        say(f"oldest queued job: {'none' if age is None else f'{age:.0f} s old'}")
     for host, count in data["running_by_host"].items():
         say(f"running on {host}: {count}")
     for pause in data["paused"]:
         say("paused: the whole queue" if pause == "@all" else f"paused: job type {pause}")
     for name, slot in data["slots"].items():
         say(f"slots of {name}: {slot['used']} of {slot['count']} in use")
+    if data["counts_only"]:
+        return
     rows = [("JOB", "QUEUED", "DELAYED", "HELD", "RUNNING", "DONE", "FAILED", "P50 S", "P90 S", "MAX S")]
     for name in sorted(set(data["jobs_by_type"]) | set(data["finished_by_type"])):
         now = data["jobs_by_type"].get(name, {})

@@ -149,8 +149,18 @@ STATE_CHOICES = ["running", "queued", "delayed", "done", "failed"]  # State labe
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape in README); streams with --all.")
 @click.option("--limit", type=click.IntRange(1, 100000), help="At most this many of each group (default 20).")
 @click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many of each group first (finished: the newest): a page.")
+@click.option("--owner", metavar="USER", help="Only the jobs of this user (a name or a uid).")
 @click.pass_obj
-def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: bool, as_json: bool, limit: int | None, offset: int) -> None:
+def list_(
+    obj: Context,
+    states: tuple[str, ...],
+    name: str | None,
+    show_all: bool,
+    as_json: bool,
+    limit: int | None,
+    offset: int,
+    owner: str | None,
+) -> None:
     """List running jobs, the next queued and delayed ones, and the newest finished.
 
     Without --all it shows at most 20 queued, 20 delayed and the 20 most
@@ -166,7 +176,9 @@ def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: boo
     if show_all and (limit is not None or offset):
         raise BadInput("--all shows every job: it takes no --limit or --offset")
     chosen = [State.by_label(s) for s in states] if states else list(State)
-    items = iterate(obj.queue, chosen, name, None if show_all else limit or 20, ordered=not (as_json and show_all), offset=offset)
+    uid = None if owner is None else _uid_of(owner)
+    limit = None if show_all else limit or 20
+    items = iterate(obj.queue, chosen, name, limit, ordered=not (as_json and show_all), offset=offset, owner=uid)
     if as_json:
         say_json("[", end="")
         first = True
@@ -183,6 +195,17 @@ def list_(obj: Context, states: tuple[str, ...], name: str | None, show_all: boo
     for held in pauses(obj.queue.layout):
         say(f"paused: {held.what} (by {held.by} on {held.host} at {held.at}); undo with: miniq resume")
     say_lines(render(items))
+
+
+def _uid_of(user: str) -> int:
+    import pwd
+
+    try:
+        return int(user) if user.isascii() and user.isdigit() else pwd.getpwnam(user).pw_uid
+    except (KeyError, ValueError):
+        from ..core.face import visible
+
+        raise BadInput(f"no user '{visible(user)[:64]}' on this host") from None
 
 
 @main.command()

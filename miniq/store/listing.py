@@ -141,20 +141,23 @@ def iterate(
     limit: int | None = DEFAULT_SHOWN,
     ordered: bool = True,
     offset: int = 0,
+    owner: int | None = None,
 ) -> Iterator[Record | tuple[str, int]]:
     """Records to show in display order (finished ones oldest first), each
     group followed by (group, count not shown) when it holds more than
     ``limit`` (None: show everything; ``ordered=False`` then streams them as
     the directories list them, with memory that stays flat).  ``offset``
     skips that many of each group first, in the order they are chosen
-    (finished ones newest first): the pages of a long queue."""
+    (finished ones newest first): the pages of a long queue.  ``owner``:
+    only the jobs of that uid (like ``name``, this reads every record)."""
     wanted = set(states)
     clock = records.server_clock(queue.layout)
     try:
         for group, members in GROUPS:
             chosen_states = tuple(s for s in members if s in wanted)
             if chosen_states:
-                yield from _group(queue, group, chosen_states, name, None if group == "running" else limit, ordered, offset, clock)
+                cap = None if group == "running" else limit
+                yield from _group(queue, group, chosen_states, (name, owner), cap, ordered, offset, clock)
     finally:
         if clock:
             clock.close()
@@ -164,19 +167,22 @@ def _group(
     queue: Queue,
     group: str,
     states: tuple[State, ...],
-    name: str | None,
+    only: tuple[str | None, int | None],
     cap: int | None,
     ordered: bool,
     offset: int,
     clock: ServerClock | None,
 ) -> Iterator[Record | tuple[str, int]]:
-    """One group of ``iterate``: its records, then (group, count not shown)."""
+    """One group of ``iterate``: its records, then (group, count not shown);
+    ``only``: a job type and an owner, or None for any."""
+    name, owner = only
+    filtered = name is not None or owner is not None
     final = group == "finished"
     # Finished records are looked at newest first when only the newest
     # are shown (then reversed); otherwise everything goes in order.
     reverse = final and cap is not None
     skip = offset if cap is not None else 0
-    wanted_count = None if cap is None or name is not None else cap + skip
+    wanted_count = None if cap is None or filtered else cap + skip
     entries, total = _entries(queue, states, reverse, wanted_count, ordered or cap is not None)
     picked: list[Record] = []
     shown = 0
@@ -184,7 +190,7 @@ def _group(
         if cap is not None and shown >= cap:
             break
         record = _read(queue, state, entry, clock)
-        if record is None or (name is not None and record.name != name):
+        if record is None or (name is not None and record.name != name) or (owner is not None and record.owner != owner):
             continue
         if skip:
             skip -= 1
@@ -195,7 +201,7 @@ def _group(
         else:
             yield record
     yield from reversed(picked)
-    if cap is not None and name is None and total > shown + offset:
+    if cap is not None and not filtered and total > shown + offset:
         yield group, total - shown - offset
 
 

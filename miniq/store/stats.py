@@ -52,6 +52,8 @@ class Stats:
     running_by_host: Counter[str] = field(default_factory=Counter)
     paused: list[str] = field(default_factory=list)  # "@all" and/or job types
     slots: dict[str, tuple[int, int]] = field(default_factory=dict)  # job type -> (held, count)
+    #: Only jobs per state, from the names (collect's ``counts_only``).
+    counts_only: bool = False
     #: hours before ``generated`` (0: the last hour) -> [done, failed, run times]
     hourly: dict[int, tuple[int, int, list[float]]] = field(default_factory=dict)
 
@@ -74,7 +76,8 @@ class Stats:
     def to_json(self) -> dict[str, Any]:
         per_type: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(UNFINISHED, 0))
         for (state, name), count in self.jobs.items():
-            per_type[name][state] = count
+            if name:  # "": counted by state only (collect's counts_only)
+                per_type[name][state] = count
         totals = {state: sum(c for (s, _), c in self.jobs.items() if s == state) for state in UNFINISHED}
         finished: dict[str, dict[str, Any]] = {}
         for (name, state, outcome), count in sorted(self.finished.items()):
@@ -93,7 +96,8 @@ class Stats:
             "finished_by_type": finished,
             "paused": sorted(self.paused),
             "slots": {name: {"used": used, "count": count} for name, (used, count) in sorted(self.slots.items())},
-            "finished_by_hour": [self._hour(h) for h in range(int(-(-self.window // 3600)))],
+            "finished_by_hour": [] if self.counts_only else [self._hour(h) for h in range(int(-(-self.window // 3600)))],
+            "counts_only": self.counts_only,
         }
 
     def _hour(self, ago: int) -> dict[str, Any]:
@@ -114,13 +118,26 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
             "max": max(values)}  # fmt: skip
 
 
-def collect(queue: Queue, window: float = DEFAULT_WINDOW, now: float | None = None) -> Stats:
-    """The figures of ``queue`` (only the caller's jobs, through the helper)."""
+def collect(queue: Queue, window: float = DEFAULT_WINDOW, now: float | None = None, counts_only: bool = False) -> Stats:
+    """The figures of ``queue`` (only the caller's jobs, through the helper).
+
+    ``counts_only``: jobs per state and running jobs per host from the
+    entries' names alone, no file read (a first look at a long queue); no
+    job types, oldest age or finished jobs."""
     from . import slots
     from .pause import paused_names
 
     now = time.time() if now is None else now
-    stats = Stats(now, window)
+    stats = Stats(now, window, counts_only=counts_only)
+    _unfinished(queue, stats)
+    stats.paused = sorted(paused_names(queue.layout))
+    stats.slots = slots.in_use(queue.layout, None if queue.caller is None else queue.caller.uid)
+    if not counts_only:
+        _finished(queue, stats, now - window)
+    return stats
+
+
+def _unfinished(queue: Queue, stats: Stats) -> None:
     for state in (State.QUEUED, State.DELAYED, State.RUNNING):
         for job_id, path in queue.entries(state):
             if not queue.visible(path):
@@ -129,6 +146,10 @@ def collect(queue: Queue, window: float = DEFAULT_WINDOW, now: float | None = No
                 parsed = parse_claim_name(path.name)
                 holder = Claimer.parse(parsed[1]) if parsed else None
                 stats.running_by_host[holder.host if holder else "?"] += 1
+            if stats.counts_only:
+                held = state is State.DELAYED and path.name.startswith("held-")
+                stats.jobs[("held" if held else state.label, "")] += 1
+                continue
             try:
                 record = records.read(path, state, job_id)
             except OSError:
@@ -142,7 +163,9 @@ def collect(queue: Queue, window: float = DEFAULT_WINDOW, now: float | None = No
                     continue
                 if stats.oldest_queued is None or submitted < stats.oldest_queued:
                     stats.oldest_queued = submitted
-    cutoff = now - window
+
+
+def _finished(queue: Queue, stats: Stats, cutoff: float) -> None:
     for state in (State.DONE, State.FAILED):
         for job_id, path in queue.entries(state):
             try:
@@ -159,9 +182,6 @@ def collect(queue: Queue, window: float = DEFAULT_WINDOW, now: float | None = No
             if result.duration is not None:
                 stats.durations[name].append(result.duration)
             stats.count_hour(result.ended, state is State.DONE, result.duration)
-    stats.paused = sorted(paused_names(queue.layout))
-    stats.slots = slots.in_use(queue.layout, None if queue.caller is None else queue.caller.uid)
-    return stats
 
 
 def _ended_before(ended: str, cutoff: float) -> bool:

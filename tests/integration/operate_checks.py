@@ -84,7 +84,8 @@ def test_list_json_shape(flow: Flow) -> None:
     flow.cli("enqueue", "--in", "1h", "stamp")
     rows = json.loads(flow.cli("list", "--json", "--all").stdout)
     assert rows, "nothing listed"
-    types = {"id": str, "state": str, "argv": list, "priority": int, "after": list, "retries": int, "attempts": int, "held": bool}
+    types = {"id": str, "state": str, "argv": list, "priority": int, "after": list, "retries": int, "attempts": int, "held": bool,
+             "owner": str}
     # name and submitted are null only for a rejected file that was not a job.
     optional = {"name": str, "submitted": str, "not_before": str, "outcome": str, "exit_code": int, "signal": str,
                 "reason": str, "started": str, "ended": str, "duration": float, "host": str, "lease": str,

@@ -12,6 +12,8 @@ Debian mirror):
    commit) in a local repository, install that, upgrade to this one in place
    (without ``--install-remove-install``, which would remove 0.2.0 before
    installing this one), purge.
+4. cockpit-miniq with miniq (and Cockpit's bridge from the mirror): install,
+   remove and install again, purge.
 
 Any file left beyond the baseline's fails them.
 """
@@ -41,8 +43,12 @@ def _leftovers(log: str) -> set[str]:
     return found
 
 
-def _baseline_deb(new: Path, work: Path) -> Path:
+def _baseline_deb(new: Path, page: Path, work: Path) -> Path:
+    """Both packages' dependencies but miniq itself."""
     depends = subprocess.run(["dpkg-deb", "-f", str(new), "Depends"], check=True, capture_output=True, text=True).stdout.strip()
+    for dep in subprocess.run(["dpkg-deb", "-f", str(page), "Depends"], check=True, capture_output=True, text=True).stdout.split(","):
+        if dep.strip() and not dep.strip().startswith("miniq"):
+            depends += ", " + dep.strip()
     tree = work / "baseline"
     (tree / "DEBIAN").mkdir(parents=True)
     (tree / "DEBIAN" / "control").write_text(
@@ -60,16 +66,16 @@ def _piuparts(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_piuparts_install_remove_reinstall_purge_and_upgrade(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from conftest import build_deb, build_previous_deb, require_testbed
+    from conftest import build_deb, build_previous_deb, page_deb, require_testbed
 
     require_testbed()
     subprocess.run(["bash", "packaging/need-debs.sh", "piuparts", "dpkg-dev"], check=True, cwd=Path(__file__).parents[2])
     work = tmp_path_factory.mktemp("piuparts")
-    new, old = build_deb(), build_previous_deb(work / "previous")
+    new, page, old = build_deb(), page_deb(), build_previous_deb(work / "previous")
     base = work / "base.tgz"
 
     baseline = _piuparts(work, "--install-remove-install", "--warn-on-leftovers-after-purge", "--save", str(base),
-                         str(_baseline_deb(new, work)))  # fmt: skip
+                         str(_baseline_deb(new, page, work)))  # fmt: skip
     assert baseline.returncode == 0, baseline.stdout[-4000:]
     allowed = sorted(_leftovers(baseline.stdout))
     print(f"what systemd and the other dependencies leave after a purge (baseline): {allowed}")
@@ -85,12 +91,16 @@ def test_piuparts_install_remove_reinstall_purge_and_upgrade(tmp_path_factory: p
         repo_args = ["--extra-repo", f"deb [trusted=yes] file://{repo} ./", "--bindmount", str(repo)]
         run = _piuparts(work, "-b", str(base), "--install-remove-install", "--no-upgrade-test", *ignores, str(new))
         upgrade = _piuparts(work, "-b", str(base), *repo_args, "--no-install-purge-test", *ignores, str(new))
+        both = _piuparts(work, "-b", str(base), "--install-remove-install", "--no-upgrade-test", *ignores, str(new), str(page))
     finally:
         shutil.rmtree(repo, ignore_errors=True)
-    verdicts = re.findall(r"INFO: (PASS: .*|FAIL: .*)", run.stdout + upgrade.stdout)
+    verdicts = re.findall(r"INFO: (PASS: .*|FAIL: .*)", run.stdout + upgrade.stdout + both.stdout)
     print("piuparts verdicts:", verdicts)
     assert run.returncode == 0, run.stdout[-6000:]
     assert upgrade.returncode == 0, upgrade.stdout[-6000:]
+    assert both.returncode == 0, both.stdout[-6000:]
+    assert verdicts.count("PASS: Installation and purging test.") == 2, verdicts
+    assert "cockpit-miniq" in both.stdout and _leftovers(both.stdout) == set()
     assert "PASS: Installation and purging test." in verdicts
     assert "PASS: Installation, upgrade and purging tests." in verdicts, "no upgrade from 0.2.0 was tested"
     assert "apt-cache knows about the following packages: miniq" in upgrade.stdout
