@@ -110,6 +110,18 @@ def test_an_interruption_of_another_cause_is_caught() -> None:
     _fails(records, ledger, "interrupted with cause 'died'")
 
 
+def test_a_stop_is_accepted_only_after_an_orderly_stop() -> None:
+    """The write log's recorded run ends with systemctl stop: a flush point after it holds a stopped run."""
+    records, ledger = _good()
+    records["cut"]["attempts"][0].update(cause="stopped", reason="its processor was stopped")
+    _fails(records, ledger, "interrupted with cause 'stopped'")  # no stop happened: only cuts
+    ledger.stopped = {B1}
+    counts = check_end(_snapshot(records), ledger, parallel=2)
+    assert counts["interrupted by an orderly stop"] == 1 and counts["interrupted by a cut"] == 0
+    ledger.stopped = {B2}  # stopped, but its run was in B1, which was not
+    _fails(records, ledger, "which was not stopped, and was stopped")
+
+
 def test_a_dependency_run_early_and_a_flaky_job_over_its_retries_are_caught() -> None:
     records, ledger = _good()
     ledger.runs["child"] = [Run(1, B2, 1796601604.0)]  # a second before its parent ended

@@ -84,7 +84,7 @@ for index in range(count):
         flushes.append(index)
 fractions = [float(f) for f in os.environ.get("TB_SAMPLES", "").split(",") if f]
 sampled = {flushes[min(int(f * len(flushes)), len(flushes) - 1)]: disk for f, disk in zip(fractions, copies)} if flushes else {}
-pos, marks, runs, points, started = sectorsize, [], [], 0, False
+pos, marks, runs, points, started, stopped = sectorsize, [], [], 0, False, False
 os.makedirs("/mnt/replay", exist_ok=True)
 def check(index):
     os.fsync(out)
@@ -101,7 +101,7 @@ def check(index):
     finally:
         subprocess.run(["dmsetup", "remove", "tbsnap"], check=True)
     print(json.dumps({"point": index, "enqueued": list(marks), "runs": list(runs), "state": state,
-                      "sample": sampled.get(index)}), flush=True)
+                      "sample": sampled.get(index), "stopped": stopped}), flush=True)
 for index in range(count):
     block = os.pread(fd, sectorsize, pos)
     pos += sectorsize
@@ -114,6 +114,8 @@ for index in range(count):
             marks.append(text[4:])
         elif text.startswith("run:"):
             runs.append(text[4:])
+        elif text == "stop":
+            stopped = True
         continue
     if nsec and not flags & DISCARD:
         os.pwrite(out, os.pread(fd, nsec * sectorsize, pos), sector * sectorsize)
@@ -219,7 +221,9 @@ class WriteLog:
         for n, command in enumerate(("/usr/local/bin/tb-marking-client", "/usr/bin/python3 /usr/local/lib/tb-api-marking-client.py")):
             vm.run(f"systemd-run --quiet --unit tb-marking-{n} {command} {self.cuts.rng.randrange(1, 32767)}", check=True)
         time.sleep(seconds)
-        stop_processing(vm, "tb-marking-0", "tb-marking-1")
+        # A mark before the orderly stop: a flush point after it may hold runs the stop interrupted.
+        vm.run("systemctl stop tb-marking-0 tb-marking-1 && dmsetup message tblog 0 mark stop", check=True)
+        stop_processing(vm)
         vm.run(f"umount {ROOT} && dmsetup remove tblog", check=True, timeout=300)
         started = time.monotonic()
         disks = " ".join(f"/dev/vd{chr(ord('f') + n)}" for n in range(len(self.copies)))
@@ -270,6 +274,7 @@ class WriteLog:
                     ledger.take(line)
             # The recorded run's boot was cut at this point; this guest's boot drained.
             ledger.boots = [self.recorded_boot, boot]
+            ledger.stopped = {self.recorded_boot} if point.get("stopped") else set()
             snapshot = json.loads(vm.run(f"python3 /usr/local/lib/tb-snapshot.py {ROOT}", check=True, timeout=300).stdout)
             try:
                 counts = check_end(snapshot, ledger, PARALLEL)

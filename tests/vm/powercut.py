@@ -257,6 +257,7 @@ class Ledger:
     runs: dict[str, list[Run]] = field(default_factory=dict)
     records: dict[str, tuple[str, Any]] = field(default_factory=dict)  # id -> (state, the whole record) when first seen
     boots: list[str] = field(default_factory=list)  # boot ids, in order; every one but the last was cut
+    stopped: set[str] = field(default_factory=set)  # boots whose processor was stopped in order (systemctl stop) before their cut
     checks: list[str] = field(default_factory=list)
 
     def read_marks(self, path: Path) -> None:
@@ -369,6 +370,13 @@ def check_end(snapshot: dict[str, Any], ledger: Ledger, parallel: int = 2) -> di
                 counts["scope not ready in time"] = counts.get("scope not ready in time", 0) + 1
                 if k in by_attempt:
                     problems.append(f"job {job_id}: attempt {k} is recorded as never started (its scope was late), but it ran")
+            elif outcome == "interrupted" and attempt.get("cause") == "stopped" and ledger.stopped:
+                # The write log's recorded run ends with ``systemctl stop``: its running jobs are
+                # stopped, recorded so by their processor, and may run again in the next boot.
+                counts["interrupted by an orderly stop"] = counts.get("interrupted by an orderly stop", 0) + 1
+                run = by_attempt.get(k)
+                if run is not None and run.boot not in ledger.stopped:
+                    problems.append(f"job {job_id}: attempt {k} ran in boot {run.boot[:8]}, which was not stopped, and was stopped")
             elif outcome == "interrupted":
                 # Nothing but power cuts interrupts a run here: judged by the next boot, cause lost.
                 if attempt.get("cause") != "lost":
@@ -409,6 +417,9 @@ def check_end(snapshot: dict[str, Any], ledger: Ledger, parallel: int = 2) -> di
                 counts["after jobs after their parent"] += 1
     # Each cut interrupts at most what its processor held: parallel runs.
     bound = len(cut_boots) * parallel
+    stopped = counts.get("interrupted by an orderly stop", 0)
+    if stopped > len(ledger.stopped) * parallel:
+        problems.append(f"{stopped} attempts stopped, more than {len(ledger.stopped)} stops x parallel {parallel}")
     if counts["interrupted by a cut"] > bound:
         problems.append(
             f"{counts['interrupted by a cut']} interrupted attempts, more than {len(cut_boots)} cuts x parallel {parallel} explain"
