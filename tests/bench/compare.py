@@ -197,16 +197,16 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     rate_ref = median([r["jobs"] / r["seconds"] for r in refs])  # type: ignore[operator]
     rate_ref2 = median([r["jobs"] / r["seconds"] for r in refs2])  # type: ignore[operator]
     b.row(f"drain {jobs} trivial jobs, parallel 1, scope per job", f"{rate1:.0f} jobs/s",
-          f"minimal pystemd loop {rate_ref:.0f}/s", rate1 / rate_ref, ">= 0.6x")  # fmt: skip
+          f"minimal pystemd loop {rate_ref:.0f}/s", rate1 / rate_ref, ">= 0.7x")  # fmt: skip
     rate_floor = median([r["jobs"] / r["seconds"] for r in floors])  # type: ignore[operator]
     b.row("same, the minimal loop plus what miniq must do per job (driver.py FLOOR)", f"{rate1:.0f} jobs/s",
           f"durable claim and record, keeper, JobRemoved, accounting: {rate_floor:.0f}/s", rate1 / rate_floor,
           "(what miniq's bookkeeping costs)")  # fmt: skip
     b.row("the FLOOR loop beside the minimal loop", f"{rate_floor:.0f}/s", f"{rate_ref:.0f}/s", rate_floor / rate_ref,
-          "(the most the 0.6x target leaves)")  # fmt: skip
+          "(the most a loop doing miniq's work reaches)")  # fmt: skip
     b.row("same, parallel 2", f"{rate2:.0f} jobs/s", f"miniq parallel 1 {rate1:.0f}/s", rate2 / rate1, ">= 1.6x")
     b.row(f"drain {jobs} trivial jobs, parallel 2", f"{rate2:.0f} jobs/s",
-          f"two minimal loops side by side {rate_ref2:.0f}/s", rate2 / rate_ref2, ">= 0.6x")  # fmt: skip
+          f"two minimal loops side by side {rate_ref2:.0f}/s", rate2 / rate_ref2, ">= 0.75x")  # fmt: skip
     for label, spacing in (("warm: the processor still lingers", 0.5), ("cold: the processor had exited", COLD_SPACING)):
         lat = run(sb, root, "latency", str(b.latency_samples), str(spacing))
         mq, sr = lat["miniq"], lat["systemd-run"]
@@ -244,12 +244,16 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     large_n = 10_000 if b.quick else 100_000
     large = run(sb, root, "scale", str(large_n), "1000", timeout=7200)
     for key, label, target in (
-        ("per_job_s", "processor time per job", "<= 1.5x"),
-        ("list_s", "`miniq list` (default view)", "<= 2x"),
+        ("per_job_s", "processor time per job", "<= 1.3x"),
+        ("list_s", "`miniq list` (default view)", "<= 1.5x"),
         ("show_s", "`miniq show ID` (finding a job)", "flat"),
     ):
         b.row(f"{label}, {large_n:,} queued vs 100", ms(float(large[key])), f"{ms(float(small[key]))} at 100",  # type: ignore[arg-type]
               float(large[key]) / float(small[key]), target)  # type: ignore[arg-type]  # fmt: skip
+    list_floor = float(small["list_s"]) + float(large["listdir_s"])  # type: ignore[arg-type]
+    b.row(f"`miniq list`, {large_n:,} queued, beside its floor", ms(float(large["list_s"])),  # type: ignore[arg-type]
+          f"list at 100 + one os.listdir of queue/ ({ms(float(large['listdir_s']))}): {ms(list_floor)}",  # type: ignore[arg-type]
+          float(large["list_s"]) / list_floor, "(what miniq adds to reading the directory)")  # type: ignore[arg-type]  # fmt: skip
     big_kib, small_kib = float(large["list_json_all_kib"]), float(small["list_json_all_kib"])  # type: ignore[arg-type]
     b.row(f"`miniq list --all --json` peak RSS, {large_n:,} queued vs 100", f"{big_kib / 1024:.1f} MiB",
           f"{small_kib / 1024:.1f} MiB at 100", big_kib / small_kib, "flat (streamed)")  # fmt: skip

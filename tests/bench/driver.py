@@ -493,6 +493,7 @@ def _scale(root: str, queued: int, drained: int) -> dict[str, float]:
     filled = fill(root, queued)
     out: dict[str, float] = {"enqueue_per_s": queued / filled}
     out["list_s"] = min(wall([MINIQ, "--root", root, "list"]) for _ in range(5))
+    out["listdir_s"] = min(_listdir_time(f"{root}/queue") for _ in range(5))  # the floor: the kernel's one listing
     out["list_json_all_kib"] = peak_kib([MINIQ, "--root", root, "list", "--all", "--json"])
     out["show_s"] = min(wall([MINIQ, "--root", root, "show", _first_id(root)]) for _ in range(5))
     seconds, done, began = in_service(DRAIN, root, "0", "1", str(drained)).split()
@@ -505,6 +506,12 @@ def _scale(root: str, queued: int, drained: int) -> dict[str, float]:
 def _first_start(root: str) -> float:
     starts = [json.loads(Path(f"{root}/done/{n}").read_text())["result"]["started"] for n in os.listdir(f"{root}/done")]
     return datetime.fromisoformat(min(starts)).timestamp()
+
+
+def _listdir_time(path: str) -> float:
+    started = time.perf_counter()
+    os.listdir(path)
+    return time.perf_counter() - started
 
 
 def _first_id(root: str) -> str:

@@ -167,10 +167,12 @@ def test_the_overview_shows_what_miniq_stats_says(box: Sandbox, browsers: dict[s
             assert shown == {s: str(stats["jobs"][s]) for s in shown}, (user, args)
             per_type = browser.driver.execute_script(
                 "return Object.fromEntries([...document.querySelectorAll('#types tbody tr[data-type]')].map(r => "
-                "[r.dataset.type, [...r.cells].slice(1, 5).map(c => c.textContent)]))")
+                "[r.dataset.type, [...r.cells].slice(1, 5).map(c => c.textContent)]))"
+            )
             assert per_type == {n: [str(v[s]) for s in ("queued", "delayed", "held", "running")] for n, v in stats["jobs_by_type"].items()}
             assert browser.driver.find_elements("css selector", "svg.mq-chart rect") or not any(
-                h["done"] + h["failed"] for h in stats["finished_by_hour"])
+                h["done"] + h["failed"] for h in stats["finished_by_hour"]
+            )
             if user is None:
                 assert browser.driver.find_elements("id", "paused-banner")
         assert browser.console_errors() == []
@@ -249,8 +251,12 @@ def test_alice_never_sees_bobs_jobs(box: Sandbox, browsers: dict[str, Browser]) 
     assert "bob" not in alice.text("#main")
     root.open("/jobs?state=done&owner=bob", queue="system")
     assert rows(root) == [bobs] or bobs in rows(root)
-    assert all(owner == "bob" for owner in root.driver.execute_script(
-        "return [...document.querySelectorAll('#jobs tbody tr[data-id]')].map(r => r.cells[3].textContent)"))
+    assert all(
+        owner == "bob"
+        for owner in root.driver.execute_script(
+            "return [...document.querySelectorAll('#jobs tbody tr[data-id]')].map(r => r.cells[3].textContent)"
+        )
+    )
 
 
 def test_a_hostile_argument_renders_as_text(box: Sandbox, browsers: dict[str, Browser]) -> None:
@@ -368,8 +374,13 @@ def _a_long_queue(box: Sandbox, tmp_path: Path) -> None:
         overview_paint, overview_whole = bob.open("/", queue="user")
         assert bob.text("#count-queued .mq-card-value") == "100000"
         assert bob.driver.execute_script("return document.querySelector('#types tr[data-type=echo]').cells[1].textContent") == "100000"
-        print(f"first paint with 100,000 queued jobs (load to data drawn): jobs view {jobs_paint:.2f} s, overview's counts "
-              f"{overview_paint:.2f} s, the overview whole (each job's type read) {overview_whole:.2f} s")
+        from conftest import REPORT
+
+        REPORT.append(
+            f"Cockpit, first paint with 100,000 queued jobs (load to data drawn): jobs view {jobs_paint:.2f} s, "
+            f"overview's counts {overview_paint:.2f} s, the overview whole (each job's type read) {overview_whole:.2f} s"
+        )
+        print(REPORT[-1])
         assert bob.console_errors() == []
     finally:
         bob.close()

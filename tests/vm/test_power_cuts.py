@@ -64,7 +64,8 @@ def test_every_flush_point_of_a_recorded_run_holds(power: PowerCuts) -> None:
     figures = WriteLog(power).run(seconds=10.0)
     recovered = "; ".join(
         f"point {r['point']}: {r['acknowledged']} acknowledged, {r['done as their kind calls for']} done, "
-        f"{r['interrupted by a cut']} interrupted (at most {r['bound: cuts x parallel']}), drained in {r['drain_seconds']} s"
+        f"{r['interrupted by a cut']} interrupted (at most {r['bound: cuts x parallel']}), "
+        f"{r.get('interrupted by an orderly stop', 0)} stopped by the recorded run's stop, drained in {r['drain_seconds']} s"
         for r in figures["recovered"]
     )
     REPORT.append(
