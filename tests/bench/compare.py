@@ -1,6 +1,6 @@
 """Benchmark: miniq beside nq, task-spooler and systemd-run, in one run.
 
-    sudo .venv/bin/python tests/bench/compare.py [--quick] [--only cold]
+    sudo .venv/bin/python tests/bench/compare.py [--quick] [--only cold|drain|profile]
 
 Boots the sandbox systemd (tests/testbed) with the queue root on this
 machine's disk (not a tmpfs: fsync costs what it costs), installs nq and
@@ -75,7 +75,9 @@ def ms(seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="miniq beside nq, task-spooler and systemd-run, in one run (about 17 min).")
     parser.add_argument("--quick", action="store_true", help="fewer samples, 10,000 queued instead of 100,000 (about 8 min)")
-    parser.add_argument("--only", choices=["cold"], help="only these rows: cold = the cold processor beside its reference")
+    parser.add_argument("--only", choices=["cold", "drain", "profile"],
+                        help="only these rows: cold = the cold processor beside its reference; drain = the drains; "
+                             "profile = a parallel-1 drain under cProfile, its top functions")  # fmt: skip
     options = parser.parse_args()
     # Killed (timeout, kill): unwind, so that `finally` stops the sandbox's
     # systemd and removes its cgroups instead of leaving them behind.
@@ -166,18 +168,8 @@ def cold(sb: Sandbox, root: str, b: Bench, processor: list[float], spacing: floa
           f"import pystemd's bus, connect, one gated scope: {ms(ref)}", start / ref, "(what miniq adds)")  # fmt: skip
 
 
-def measure(sb: Sandbox, root: str, b: Bench) -> None:
-    samples = 10 if b.quick else 30
-    if b.only == "cold":
-        lat = run(sb, root, "latency", str(b.latency_samples), str(COLD_SPACING))
-        cold(sb, root, b, lat["processor"], COLD_SPACING)  # type: ignore[arg-type]
-        return
-    enq = run(sb, root, "enqueue", str(samples))
-    m, ref = median(enq["miniq"]), median(enq["import"])  # type: ignore[arg-type]
-    b.row("`miniq enqueue` wall", ms(m), f'`python -c "import click, json"` {ms(ref)}', m / ref, "<= 1.25x")
-    b.notes.append(
-        "Submit commands of the peers (median): " + ", ".join(f"{k} {ms(median(enq[k]))}" for k in ("nq", "tsp", "systemd-run"))  # type: ignore[arg-type]
-    )
+def drains(sb: Sandbox, root: str, b: Bench) -> None:
+    """The drains beside the minimal loop, the FLOOR loop and two loops side by side."""
     jobs = 100 if b.quick else 500
     # Each drain beside a run of its reference right after it, three times:
     # the machine's load moves over minutes, and both sides see the same.
@@ -207,6 +199,35 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     b.row("same, parallel 2", f"{rate2:.0f} jobs/s", f"miniq parallel 1 {rate1:.0f}/s", rate2 / rate1, ">= 1.6x")
     b.row(f"drain {jobs} trivial jobs, parallel 2", f"{rate2:.0f} jobs/s",
           f"two minimal loops side by side {rate_ref2:.0f}/s", rate2 / rate_ref2, ">= 0.75x")  # fmt: skip
+    every = (("reference", refs), ("two references", refs2), ("floor", floors), ("parallel 1", drains), ("parallel 2", drains2))
+    pid1 = {label: median([d["pid1_cpu"] / d["jobs"] for d in runs]) for label, runs in every}  # type: ignore[operator]
+    b.notes.append("CPU time of systemd (PID 1) per job: " + ", ".join(f"{k} {ms(v)}" for k, v in pid1.items()))
+    b.notes.append("Each drain (jobs in seconds): " + "; ".join(
+        f"{label} " + ", ".join(f"{d['jobs']} in {float(d['seconds']):.2f}" for d in runs)  # type: ignore[arg-type]
+        for label, runs in every))  # fmt: skip
+
+
+def measure(sb: Sandbox, root: str, b: Bench) -> None:
+    samples = 10 if b.quick else 30
+    if b.only == "cold":
+        lat = run(sb, root, "latency", str(b.latency_samples), str(COLD_SPACING))
+        cold(sb, root, b, lat["processor"], COLD_SPACING)  # type: ignore[arg-type]
+        return
+    if b.only == "drain":
+        drains(sb, root, b)
+        return
+    if b.only == "profile":
+        prof = run(sb, root, "profile", "100" if b.quick else "500")
+        print(f"a parallel-1 drain under cProfile: {prof['jobs']} jobs in {float(prof['seconds']):.2f} s "  # type: ignore[arg-type]
+              f"(slower than without: the profiler's own cost)\n{prof['text']}")  # fmt: skip
+        return
+    enq = run(sb, root, "enqueue", str(samples))
+    m, ref = median(enq["miniq"]), median(enq["import"])  # type: ignore[arg-type]
+    b.row("`miniq enqueue` wall", ms(m), f'`python -c "import click, json"` {ms(ref)}', m / ref, "<= 1.25x")
+    b.notes.append(
+        "Submit commands of the peers (median): " + ", ".join(f"{k} {ms(median(enq[k]))}" for k in ("nq", "tsp", "systemd-run"))  # type: ignore[arg-type]
+    )
+    drains(sb, root, b)
     for label, spacing in (("warm: the processor still lingers", 0.5), ("cold: the processor had exited", COLD_SPACING)):
         lat = run(sb, root, "latency", str(b.latency_samples), str(spacing))
         mq, sr = lat["miniq"], lat["systemd-run"]
@@ -260,12 +281,6 @@ def measure(sb: Sandbox, root: str, b: Bench) -> None:
     b.row(f"processor start to first job, {large_n:,} queued vs 100", ms(float(large["start_s"])), f"{ms(float(small['start_s']))} at 100",  # type: ignore[arg-type]
           float(large["start_s"]) / float(small["start_s"]), "(once per processor run)")  # type: ignore[arg-type]  # fmt: skip
     b.notes.append(f"Durable enqueue while filling {large_n:,}: {float(large['enqueue_per_s']):.0f} jobs/s")  # type: ignore[arg-type]
-    every = (("reference", refs), ("two references", refs2), ("floor", floors), ("parallel 1", drains), ("parallel 2", drains2))
-    pid1 = {label: median([d["pid1_cpu"] / d["jobs"] for d in runs]) for label, runs in every}  # type: ignore[operator]
-    b.notes.append("CPU time of systemd (PID 1) per job: " + ", ".join(f"{k} {ms(v)}" for k, v in pid1.items()))
-    b.notes.append("Each drain (jobs in seconds): " + "; ".join(
-        f"{label} " + ", ".join(f"{d['jobs']} in {float(d['seconds']):.2f}" for d in runs)  # type: ignore[arg-type]
-        for label, runs in every))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -291,6 +291,28 @@ def drain(root: str, n: int, parallel: int, limit: int = 0) -> dict[str, float]:
         units("start")
 
 
+def profile(root: str, n: int, top: int = 25) -> dict[str, object]:
+    """A parallel-1 drain of ``n`` trivial jobs under cProfile: where the
+    processor's time per job goes (its own code, the bus, the kernel)."""
+    fresh(root)
+    units("stop")
+    out = str(Path(root).parent / "drain.pstats")
+    code = DRAIN.replace("s = Processor(", "import cProfile\nprof = cProfile.Profile()\nprof.enable()\ns = Processor(").replace(
+        "dt = time.perf_counter() - t\n", "dt = time.perf_counter() - t\nprof.disable()\nprof.dump_stats(sys.argv[5])\n"
+    )
+    try:
+        seconds, done, _ = in_service(code, root, str(n), "1", "0", out).split()
+    finally:
+        units("start")
+    import io
+    import pstats
+
+    text = io.StringIO()
+    stats = pstats.Stats(out, stream=text)
+    stats.sort_stats("tottime").print_stats(top)
+    return {"seconds": float(seconds), "jobs": int(done), "text": text.getvalue()}
+
+
 def reference(n: int, loops: int = 1) -> dict[str, float]:
     """``loops`` minimal loops side by side, each as its own service; the
     jobs per second of all together (from the first start to the last end)."""
@@ -560,6 +582,7 @@ def main() -> None:
     funcs = {
         "enqueue": lambda: enqueue(root, int(args[0])),
         "drain": lambda: drain(root, int(args[0]), int(args[1])),
+        "profile": lambda: profile(root, int(args[0])),
         "reference": lambda: reference(int(args[0]), int(args[1]) if len(args) > 1 else 1),
         "floor": lambda: floor(root, int(args[0])),
         "latency": lambda: latency(root, int(args[0]), float(args[1])),
