@@ -97,7 +97,7 @@ def render(name: str, command: list[str], root: str = DEFAULT_ROOT, calendar: st
         # systemd specifiers use '%': escape it in a literal path.
         text = text.replace(DEFAULT_ROOT, root.replace("%", "%%"))
     if calendar:
-        text = text.replace("OnStartupSec=15s\n", f"OnStartupSec=15s\nOnCalendar={calendar}\nAccuracySec=1s\n")
+        text = text.replace("OnStartupSec=15s\n", f"OnStartupSec=15s\nOnCalendar={calendar}\n")  # on time: AccuracySec=1s
     exec_start = " ".join(shlex.quote(c).replace("%", "%%") for c in command)
     text = text.replace("ConditionFileIsExecutable=/usr/bin/miniq", f"ConditionFileIsExecutable={command[0].replace('%', '%%')}")
     return text.replace("ExecStart=/usr/bin/miniq ", f"ExecStart={exec_start} ")

@@ -203,6 +203,20 @@ def test_a_mask_survives_an_upgrade(box: Sandbox, debs: dict[str, Path]) -> None
         box.run(["systemctl", "start", "miniq-api.socket"])
 
 
+def test_an_upgrade_stops_a_running_helper_and_its_socket_starts_the_new_one(box: Sandbox, debs: dict[str, Path]) -> None:
+    """miniq.preinst stops the helper before the files change (0.2, which had no such unit, is
+    test_an_upgrade_from_the_previous_release...: nothing said); the next request starts it again."""
+    box.run(["miniq", "--system", "list"], user="alice")  # the socket starts the helper; it stays 30 s idle
+    before = box.run(["systemctl", "show", "-P", "MainPID", "miniq-api.service"]).stdout.strip()
+    assert before != "0" and active(box, "miniq-api.service") == "active"
+    out = dpkg(box, "-i", str(debs["new"]))  # the same version again: what an upgrade's scripts do
+    assert "failed" not in out.lower() and "error" not in out.lower(), out
+    assert active(box, "miniq-api.service") == "inactive" and active(box, "miniq-api.socket") == "active"
+    assert box.run(["miniq", "--system", "list"], user="alice").returncode == 0
+    after = box.run(["systemctl", "show", "-P", "MainPID", "miniq-api.service"]).stdout.strip()
+    assert after not in ("0", before), (before, after)
+
+
 def test_purge_removes_the_data_and_keeps_what_the_administrator_added(box: Sandbox, debs: dict[str, Path]) -> None:
     root = Flow(box, None, "--system", "/usr/bin/miniq")
     job = root.run(["miniq", "enqueue", "hello", "x"]).stdout.strip()
@@ -273,7 +287,7 @@ def test_an_upgrade_from_the_previous_release_loses_and_doubles_no_job(box: Sand
     print(f"--- apt-get install miniq 0.3.0 over 0.2.0, a job running, the timer masked, miniq.conf in 0.2's place:\n{out}")
     assert "Unpacking miniq (0.3.0) over (0.2.0)" in out
     # In place: the mask kept without a word of error, the configuration moved where Debian keeps it.
-    assert "error" not in out.lower(), out
+    assert "error" not in out.lower() and "failed" not in out.lower(), out
     assert enabled(box, "miniq-process.timer") == "masked"
     assert "miniq: moved /var/lib/miniq/miniq.conf to /etc/miniq/miniq.conf" in out, out
     assert box.path("/etc/miniq/miniq.conf").read_text() == "[limits]\ntimeout = 2h\n"
