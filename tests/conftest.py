@@ -120,6 +120,35 @@ def deb_build_output() -> str:
 
 _deb: tuple[Path, str] | None = None
 
+
+def lintian_tags(deb: Path) -> tuple[list[str], str]:
+    """lintian --pedantic of ``deb``, info tags too: the tags it gave (none is clean), and its output."""
+    lint = subprocess.run(["lintian", "--pedantic", "-I", "-E", "--color", "never", str(deb)], capture_output=True, text=True)
+    return [line for line in lint.stdout.splitlines() if line[:2] in ("E:", "W:", "I:", "P:", "X:")], lint.stdout
+
+
+def fetch_dependencies(*debs: Path) -> None:
+    """The sandbox has no network: fetch what ``debs`` depend on into the host's
+    apt cache (which the sandbox's overlay sees) without installing them."""
+    fetch = subprocess.run(["apt-get", "install", "--download-only", "-y", *map(str, debs)], capture_output=True, text=True)
+    assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+
+
+def package_sandbox(scratch: Path, name: str, debs: list[Path]) -> Sandbox:
+    """A booted sandbox systemd that sees ``debs`` and lets maintainer scripts
+    start services: this machine's image carries Docker's policy-rc.d, which
+    forbids it, and a Debian system has none (gone in the sandbox's overlay only)."""
+    require_testbed()
+    extra = [d.parent for d in debs if not d.parent.is_relative_to(REPO)]
+    sb = Sandbox(scratch, name, binds=[REPO, *extra])
+    sb.boot()
+    try:
+        sb.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
+    except BaseException:
+        sb.close()
+        raise
+    return sb
+
 #: The previous release, 0.2.0, as it landed: upgrade tests build its .deb from this commit.
 PREVIOUS_RELEASE = ("0.2.0", "3b6875d")
 _previous: Path | None = None

@@ -136,8 +136,9 @@ def hostname() -> str:
     return os.uname().nodename
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=256)  # a listing names each job's owner
 def user_name(uid: int) -> str:
+    """The account name of ``uid``, or the number."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

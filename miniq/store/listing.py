@@ -9,14 +9,13 @@ ones and the 20 newest finished ones, and only counts the rest.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.job import State
+from ..core.job import State, user_name
 from . import records
 from .clock import ServerClock
 from .layout import WAKE
@@ -66,17 +65,6 @@ def row(record: Record) -> dict[str, Any]:
         "follows": job.follows.id if job and job.follows else None,
         "owner": user_name(record.owner),
     }
-
-
-@functools.lru_cache(maxsize=256)
-def user_name(uid: int) -> str:
-    """The account name of ``uid`` (the owner of a job's file), or the number."""
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 @dataclass

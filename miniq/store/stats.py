@@ -57,13 +57,17 @@ class Stats:
     #: hours before ``generated`` (0: the last hour) -> [done, failed, run times]
     hourly: dict[int, tuple[int, int, list[float]]] = field(default_factory=dict)
 
+    @property
+    def hours(self) -> int:
+        """The window in whole hours, rounded up: ``finished_by_hour``'s length."""
+        return int(-(-self.window // 3600))
+
     def count_hour(self, ended: str | None, done: bool, duration: float | None) -> None:
         try:
             ago = int((self.generated - timestamp(ended)) // 3600) if ended else 0
         except ValueError:
             return
-        if not 0 <= ago < -(-self.window // 3600):
-            ago = 0 if ago < 0 else int(-(-self.window // 3600)) - 1
+        ago = 0 if ago < 0 else min(ago, self.hours - 1)  # a clock ahead: the last hour; the window's edge: its first
         d, f, times = self.hourly.get(ago, (0, 0, []))
         if duration is not None:
             times.append(duration)
@@ -96,7 +100,7 @@ class Stats:
             "finished_by_type": finished,
             "paused": sorted(self.paused),
             "slots": {name: {"used": used, "count": count} for name, (used, count) in sorted(self.slots.items())},
-            "finished_by_hour": [] if self.counts_only else [self._hour(h) for h in range(int(-(-self.window // 3600)))],
+            "finished_by_hour": [] if self.counts_only else [self._hour(h) for h in range(self.hours)],
             "counts_only": self.counts_only,
         }
 

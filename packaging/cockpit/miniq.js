@@ -338,15 +338,20 @@
         return svg;
     }
 
-    async function pauseAction(args, title, text) {
-        if (!await confirmAction(title, text)) return;
+    // Asks, then runs a miniq command, its error shown as miniq's own; false if the person declined.
+    async function confirmAndRun(args, title, text) {
+        if (!await confirmAction(title, text)) return false;
         try {
             await run(args);
             clearError();
         } catch (ex) {
             showError(ex);
         }
-        refresh(false);
+        return true;
+    }
+
+    async function queueAction(args, title, text) {
+        if (await confirmAndRun(args, title, text)) refresh(false);
     }
 
     /* First the counts from the queue's file names (quick on a long queue), then every figure. */
@@ -380,8 +385,8 @@
             const slot = stats.slots[name];
             const paused = stats.paused.includes(name);
             const action = paused
-                ? el("button", { type: "button", class: "mq-button mq-secondary", onclick: () => pauseAction(["resume", name], "Resume " + visible(name) + "?", "Its held jobs run again, in their order.") }, "Resume")
-                : el("button", { type: "button", class: "mq-button mq-secondary", onclick: () => pauseAction(["pause", name], "Pause " + visible(name) + "?", "No new job of this type starts; running ones finish.") }, "Pause");
+                ? el("button", { type: "button", class: "mq-button mq-secondary", onclick: () => queueAction(["resume", name], "Resume " + visible(name) + "?", "Its held jobs run again, in their order.") }, "Resume")
+                : el("button", { type: "button", class: "mq-button mq-secondary", onclick: () => queueAction(["pause", name], "Pause " + visible(name) + "?", "No new job of this type starts; running ones finish.") }, "Pause");
             return el("tr", { dataset: { type: name } },
                 el("th", { scope: "row" }, visible(name)),
                 el("td", {}, now.queued), el("td", {}, now.delayed), el("td", {}, now.held), el("td", {}, now.running),
@@ -404,8 +409,8 @@
                 el("td", {}, visible(r.host)), el("td", {}, r.started ? ago(r.started) : ""))) : el("tr", {}, el("td", { colspan: 5 }, "Nothing runs."))));
         const hosts = Object.entries(stats.running_by_host).map(([host, n]) => `${visible(host)}: ${n}`).join(", ");
         const pauseAll = pausedAll
-            ? el("button", { type: "button", class: "mq-button mq-secondary", id: "resume-all", onclick: () => pauseAction(["resume"], "Resume the queue?", "Jobs start again.") }, "Resume the queue")
-            : el("button", { type: "button", class: "mq-button mq-secondary", id: "pause-all", onclick: () => pauseAction(["pause"], "Pause the whole queue?", "No new job starts; running ones finish.") }, "Pause the queue");
+            ? el("button", { type: "button", class: "mq-button mq-secondary", id: "resume-all", onclick: () => queueAction(["resume"], "Resume the queue?", "Jobs start again.") }, "Resume the queue")
+            : el("button", { type: "button", class: "mq-button mq-secondary", id: "pause-all", onclick: () => queueAction(["pause"], "Pause the whole queue?", "No new job starts; running ones finish.") }, "Pause the queue");
         main.replaceChildren(
             pausedAll ? el("p", { class: "mq-banner", id: "paused-banner" }, "The whole queue is paused: no new job starts.") : "",
             cards,
@@ -470,13 +475,7 @@
     // -- one job -----------------------------------------------------------------
 
     async function act(args, title, text, id) {
-        if (!await confirmAction(title, text)) return;
-        try {
-            await run(args);
-            clearError();
-        } catch (ex) {
-            showError(ex);
-        }
+        if (!await confirmAndRun(args, title, text)) return;
         if (state.follow) {
             state.follow.close();
             state.follow = null;
@@ -599,7 +598,7 @@
                 el("td", {}, s.id), el("td", {}, visible(s.calendar)),
                 el("td", { class: "mq-args" }, [s.name, ...s.argv].map(shellWord).join(" ") + (s.stack ? " (stacked)" : "")),
                 el("td", {}, visible(s.next)), el("td", {}, visible(s.last)),
-                el("td", {}, el("button", { type: "button", class: "mq-button mq-danger", onclick: () => pauseAction(["every", "--remove", s.id], "Remove this schedule?", "Its timer is stopped and removed; jobs it queued stay.") }, "Remove")))) :
+                el("td", {}, el("button", { type: "button", class: "mq-button mq-danger", onclick: () => queueAction(["every", "--remove", s.id], "Remove this schedule?", "Its timer is stopped and removed; jobs it queued stay.") }, "Remove")))) :
                 el("tr", {}, el("td", { colspan: 6 }, "No schedules."))));
         const form = el("form", { class: "mq-form", id: "schedule-add", onsubmit: async ev => {
             ev.preventDefault();

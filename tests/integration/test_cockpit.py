@@ -42,13 +42,12 @@ TALK = '#!/bin/sh\necho "first line"\nwhile [ ! -e "/tmp/release-$MINIQ_JOB_ID" 
 
 @pytest.fixture(scope="module")
 def debs() -> dict[str, Path]:
-    from conftest import build_deb, page_deb
+    from conftest import build_deb, fetch_dependencies, lintian_tags, page_deb
 
     found = {"miniq": build_deb(), "page": page_deb()}
-    lint = subprocess.run(["lintian", "--pedantic", "-I", "-E", "--color", "never", str(found["page"])], capture_output=True, text=True)
-    tags = [line for line in lint.stdout.splitlines() if line[:2] in ("E:", "W:", "I:", "P:", "X:")]
+    tags, lint = lintian_tags(found["page"])
     print("lintian --pedantic -I -E cockpit-miniq:", tags or "no tags")
-    assert tags == [], lint.stdout
+    assert tags == [], lint
     # What the package ships is the page's source itself (no build step).
     listing = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(found["page"])], capture_output=True, check=True).stdout
     shipped = subprocess.run(["tar", "-t"], input=listing, capture_output=True, check=True).stdout.decode().split()
@@ -57,22 +56,16 @@ def debs() -> dict[str, Path]:
     for name in page:
         data = subprocess.run(["tar", "-xO", f"./usr/share/cockpit/miniq/{name}"], input=listing, capture_output=True, check=True).stdout
         assert data == (REPO / "packaging" / "cockpit" / name).read_bytes(), name
-    fetch = subprocess.run(["apt-get", "install", "--download-only", "-y", str(found["miniq"]), str(found["page"])],
-                           capture_output=True, text=True)  # fmt: skip
-    assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+    fetch_dependencies(found["miniq"], found["page"])
     return found
 
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]) -> Iterator[Sandbox]:
-    from conftest import require_testbed
+    from conftest import package_sandbox
 
-    require_testbed()
-    extra = [d.parent for d in debs.values() if not d.parent.is_relative_to(REPO)]
-    sb = Sandbox(tmp_path_factory.mktemp("cockpitsandbox") / "scratch", "cockpit", binds=[REPO, *extra])
-    sb.boot()
+    sb = package_sandbox(tmp_path_factory.mktemp("cockpitsandbox") / "scratch", "cockpit", list(debs.values()))
     try:
-        sb.run(["rm", "-f", "/usr/sbin/policy-rc.d"])  # Docker's, on this image: a Debian system has none
         for user in ("alice", "bob"):
             sb.add_user(user)
         sb.run(["chpasswd"], input=f"alice:{PASSWORD}\nbob:{PASSWORD}\nroot:{PASSWORD}\n")

@@ -13,7 +13,6 @@ piuparts, Debian's own checker, runs in test_piuparts.py.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ from testbed.sandbox import Sandbox
 from .flows import Flow
 
 pytestmark = pytest.mark.systemd
-REPO = Path(__file__).resolve().parent.parent.parent
 APT = {"DEBIAN_FRONTEND": "noninteractive"}
 READY = ("miniq-process.path", "miniq-process.timer", "miniq-api.socket")
 HELLO = '#!/bin/sh\necho "hello $1 from $(id -un)"\n'
@@ -32,35 +30,24 @@ HELLO = '#!/bin/sh\necho "hello $1 from $(id -un)"\n'
 
 @pytest.fixture(scope="module")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from conftest import build_deb, build_previous_deb, deb_build_output
+    from conftest import build_deb, build_previous_deb, deb_build_output, fetch_dependencies, lintian_tags
 
     new = build_deb()
-    lint = subprocess.run(["lintian", "--pedantic", "-I", "-E", "--color", "never", str(new)], capture_output=True, text=True)
-    tags = [line for line in lint.stdout.splitlines() if line[:2] in ("E:", "W:", "I:", "P:", "X:")]
+    tags, lint = lintian_tags(new)
     print("lintian --pedantic -I -E:", tags or "no tags")
-    assert tags == [] and "no-manual-page" not in deb_build_output(), lint.stdout
+    assert tags == [] and "no-manual-page" not in deb_build_output(), lint
     old = build_previous_deb(tmp_path_factory.mktemp("previous"))
-    # The sandbox has no network: fetch the dependencies into the host's apt
-    # cache (which the sandbox's overlay sees) without installing them.
-    fetch = subprocess.run(["apt-get", "install", "--download-only", "-y", str(new)], capture_output=True, text=True)
-    assert fetch.returncode == 0, fetch.stdout + fetch.stderr
+    fetch_dependencies(new)
     return {"new": new, "old": old}
 
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]) -> Iterator[Sandbox]:
-    from conftest import require_testbed
+    from conftest import package_sandbox
 
-    require_testbed()
-    extra = [d.parent for d in debs.values() if not d.parent.is_relative_to(REPO)]
-    sb = Sandbox(tmp_path_factory.mktemp("debsandbox") / "scratch", "deb", binds=[REPO, *extra])
-    sb.boot()
-    # This machine's image carries Docker's policy-rc.d, which forbids every
-    # maintainer script to start a service; a Debian system has none.  Gone
-    # in the sandbox's overlay only.
-    sb.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
-    sb.add_user("alice")
+    sb = package_sandbox(tmp_path_factory.mktemp("debsandbox") / "scratch", "deb", list(debs.values()))
     try:
+        sb.add_user("alice")
         yield sb
     finally:
         sb.close()
