@@ -50,16 +50,20 @@
         return code.toString(16).padStart(width, "0");
     }
 
-    /* Control characters as escapes: \n \t \r, \x1b, \u009b, \u202e; lone surrogates too. */
-    function visible(value) {
+    /* miniq's face (miniq/core/face.py, checked against it by the browser test): control
+       characters as escapes (\n \t \r, \x1b, \u009b, \u202e), a byte that was not UTF-8 as
+       \xff, any other lone surrogate as \udXXX; with keepLines, line ends and tabs kept. */
+    function visible(value, keepLines) {
         const text = value === null || value === undefined ? "" : String(value);
         let out = "";
         for (const ch of text) {
             const code = ch.codePointAt(0);
-            if (code === 0x0A) out += "\\n";
+            if (keepLines && (code === 0x0A || code === 0x09)) out += ch;
+            else if (code === 0x0A) out += "\\n";
             else if (code === 0x09) out += "\\t";
             else if (code === 0x0D) out += "\\r";
             else if (code < 0x20 || code === 0x7F) out += "\\x" + hex(code, 2);
+            else if (code >= 0xDC80 && code <= 0xDCFF) out += "\\x" + hex(code - 0xDC00, 2);
             else if ((code >= 0x80 && code < 0xA0) || SPECIAL.has(code) || (code >= 0xD800 && code <= 0xDFFF))
                 out += "\\u" + hex(code, 4);
             else out += ch;
@@ -67,9 +71,9 @@
         return out;
     }
 
-    /* Lines kept, every other control character an escape (a job's output, miniq show). */
+    /* Lines and tabs kept, every other control character an escape (a job's output, miniq show). */
     function visibleLines(value) {
-        return String(value === null || value === undefined ? "" : value).split("\n").map(visible).join("\n");
+        return visible(value, true);
     }
 
     /* An element: attributes set as properties or attributes, children as text nodes (never HTML). */

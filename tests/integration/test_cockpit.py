@@ -270,6 +270,21 @@ def test_a_hostile_argument_renders_as_text(box: Sandbox, browsers: dict[str, Br
     assert alice.console_errors() == []
 
 
+def test_the_pages_face_shows_what_miniqs_face_shows(browsers: dict[str, Browser]) -> None:
+    """The page gets a job's text as exact JSON and escapes it itself: its face (miniq.js) must
+    show every string as miniq's face (miniq/core/face.py) does, in one line and keeping lines."""
+    from miniq.core.face import visible, visible_lines
+
+    source = (REPO / "packaging" / "cockpit" / "miniq.js").read_text()
+    face = source[source.index("    const SPECIAL = ") : source.index("    /* An element:")]
+    corpus = ["plain", "tab\there", "two\nlines\n", "\r\x1b[2K\x1b[1A\x00\x7f", "\x85\x9b\xa0", "\u202e\u2066\u061c\u2028\u200f",
+              "\udc80\udcff", "\ud800", "é ü 漢 🙂", "'quoted' \"double\""]  # fmt: skip
+    # As ASCII JSON: a lone surrogate cannot travel in WebDriver's UTF-8 request, JSON.parse makes it.
+    script = face + "const c = JSON.parse(arguments[0]); return [c.map(t => visible(t)), c.map(t => visibleLines(t))];"
+    shown = browsers["alice"].driver.execute_script(script, json.dumps(corpus))
+    assert shown == [[visible(t) for t in corpus], [visible_lines(t) for t in corpus]]
+
+
 def test_pause_from_the_page_for_root_and_not_for_alice(box: Sandbox, browsers: dict[str, Browser]) -> None:
     root, alice = browsers["root"], browsers["alice"]
     root.open("/", queue="system")
