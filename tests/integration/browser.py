@@ -13,14 +13,15 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 CLONE_NEWNET = 0x40000000
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+T = TypeVar("T")
 
 
 def _setns(fd: int) -> None:
@@ -119,15 +120,25 @@ class Browser:
             time.sleep(poll)
         raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last!r}) at {self.driver.current_url}")
 
-    def text(self, css: str) -> str:
+    def _now(self, css: str, act: Callable[[Any], T]) -> T:
+        """``act`` on the element ``css`` is now. The page redraws a view whole (an
+        action's own refresh, a watched file's), so an element found a moment ago
+        may be gone; nothing was done to a stale element, so look it up again."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
 
-        return str(self.driver.find_element(By.CSS_SELECTOR, css).text)
+        for _ in range(50):
+            try:
+                return act(self.driver.find_element(By.CSS_SELECTOR, css))
+            except StaleElementReferenceException:
+                time.sleep(0.05)
+        raise AssertionError(f"{css} was redrawn 50 times in a row at {self.driver.current_url}")
+
+    def text(self, css: str) -> str:
+        return self._now(css, lambda element: str(element.text))
 
     def click(self, css: str) -> None:
-        from selenium.webdriver.common.by import By
-
-        self.driver.find_element(By.CSS_SELECTOR, css).click()
+        self._now(css, lambda element: element.click())
 
     def confirm(self) -> None:
         self.wait(lambda: self.driver.execute_script("return document.getElementById('confirm').open"), "the confirmation")
