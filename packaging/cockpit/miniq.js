@@ -15,7 +15,9 @@
  * Live: a Cockpit file-watch channel on the queue's directories refreshes
  * the view within a fraction of a second of a change; where the user may
  * not read them (a user's view of the system queue), the view is asked
- * again every few seconds, through the helper.
+ * again every few seconds, through the helper.  A redraw never takes what a
+ * person is doing: forms being filled in and the output being read stay in
+ * place, and the focus stays on its control (draw()).
  *
  * No build step: this file is what the package ships.
  */
@@ -91,6 +93,41 @@
             node.append(child instanceof Node ? child : document.createTextNode(String(child)));
         }
         return node;
+    }
+
+    /* A view drawn into main, in named parts (``data-part``). A live redraw (full false) never
+     * takes what a person is doing: a part marked keep that is already there (a form being
+     * filled in, the output being read) stays in place, untouched, and the control that had
+     * the focus in a redrawn part has it again in the new drawing (same id, data-key or link). */
+    function draw(main, parts, full) {
+        const shown = parts.filter(part => part instanceof Node);
+        const focused = full ? null : focusKey(main);
+        const old = [...main.children];
+        const same = !full && old.length === shown.length &&
+            old.every((node, i) => node.dataset.part !== undefined && node.dataset.part === shown[i].dataset.part);
+        if (!same) main.replaceChildren(...shown);
+        else shown.forEach((part, i) => {
+            if (part.dataset.keep !== "true") old[i].replaceWith(part);
+        });
+        if (focused) {
+            const again = main.querySelector(focused);
+            if (again && again !== document.activeElement) again.focus({ preventScroll: true });
+        }
+    }
+
+    function part(name, node, keep) {
+        node.dataset.part = name;
+        if (keep) node.dataset.keep = "true";
+        return node;
+    }
+
+    function focusKey(main) {
+        const node = document.activeElement;
+        if (!node || node === main || !main.contains(node) || node.closest("[data-keep='true']")) return null;
+        if (node.id) return "#" + CSS.escape(node.id);
+        if (node.dataset.key) return `[data-key="${CSS.escape(node.dataset.key)}"]`;
+        if (node.getAttribute("href")) return `a[href="${CSS.escape(node.getAttribute("href"))}"]`;
+        return null;
     }
 
     function shellWord(word) {
@@ -275,11 +312,11 @@
         const main = document.getElementById("main");
         main.setAttribute("aria-busy", "true");
         try {
-            if (view === "jobs") await renderJobs(main, opts);
+            if (view === "jobs") await renderJobs(main, opts, full);
             else if (view === "job" && path[1]) await renderJob(main, path[1], full);
             else if (view === "enqueue") await renderEnqueue(main);
-            else if (view === "schedules") await renderSchedules(main);
-            else await renderOverview(main);
+            else if (view === "schedules") await renderSchedules(main, full);
+            else await renderOverview(main, full);
             if (full) clearError();
         } catch (ex) {
             showError(ex);
@@ -359,21 +396,21 @@
     }
 
     /* First the counts from the queue's file names (quick on a long queue), then every figure. */
-    async function renderOverview(main) {
+    async function renderOverview(main, full) {
         const generation = state.generation;
         const [counts, running] = await Promise.all([
             runJson(["stats", "--json", "--counts"]),
             runJson(["list", "--json", "--state", "running", "--limit", "100"]),
         ]);
         if (generation !== state.generation) return;
-        if (!main.querySelector("#types")) drawOverview(main, counts, running);
+        if (!main.querySelector("#types")) drawOverview(main, counts, running, full);
         document.body.dataset.painted = "true";
         const stats = await runJson(["stats", "--json"]);
         if (generation !== state.generation) return;
-        drawOverview(main, stats, running);
+        drawOverview(main, stats, running, false);
     }
 
-    function drawOverview(main, stats, running) {
+    function drawOverview(main, stats, running, full) {
         const partial = stats.counts_only;
         const jobs = stats.jobs;
         const pausedAll = stats.paused.includes("@all");
@@ -389,8 +426,8 @@
             const slot = stats.slots[name];
             const paused = stats.paused.includes(name);
             const action = paused
-                ? el("button", { type: "button", class: "mq-button mq-secondary", onclick: () => queueAction(["resume", name], "Resume " + visible(name) + "?", "Its held jobs run again, in their order.") }, "Resume")
-                : el("button", { type: "button", class: "mq-button mq-secondary", onclick: () => queueAction(["pause", name], "Pause " + visible(name) + "?", "No new job of this type starts; running ones finish.") }, "Pause");
+                ? el("button", { type: "button", class: "mq-button mq-secondary", dataset: { key: "type:" + name }, onclick: () => queueAction(["resume", name], "Resume " + visible(name) + "?", "Its held jobs run again, in their order.") }, "Resume")
+                : el("button", { type: "button", class: "mq-button mq-secondary", dataset: { key: "type:" + name }, onclick: () => queueAction(["pause", name], "Pause " + visible(name) + "?", "No new job of this type starts; running ones finish.") }, "Pause");
             return el("tr", { dataset: { type: name } },
                 el("th", { scope: "row" }, visible(name)),
                 el("td", {}, now.queued), el("td", {}, now.delayed), el("td", {}, now.held), el("td", {}, now.running),
@@ -415,17 +452,17 @@
         const pauseAll = pausedAll
             ? el("button", { type: "button", class: "mq-button mq-secondary", id: "resume-all", onclick: () => queueAction(["resume"], "Resume the queue?", "Jobs start again.") }, "Resume the queue")
             : el("button", { type: "button", class: "mq-button mq-secondary", id: "pause-all", onclick: () => queueAction(["pause"], "Pause the whole queue?", "No new job starts; running ones finish.") }, "Pause the queue");
-        main.replaceChildren(
-            pausedAll ? el("p", { class: "mq-banner", id: "paused-banner" }, "The whole queue is paused: no new job starts.") : "",
-            cards,
-            el("section", { class: "mq-panel", "aria-labelledby": "chart-title" },
+        draw(main, [
+            pausedAll ? part("banner", el("p", { class: "mq-banner", id: "paused-banner" }, "The whole queue is paused: no new job starts.")) : "",
+            part("cards", cards),
+            part("chart", el("section", { class: "mq-panel", "aria-labelledby": "chart-title" },
                 el("h2", { id: "chart-title" }, "Finished per hour"),
                 partial ? el("p", {}, "Reading the day's records…") : chart(stats.finished_by_hour),
-                el("p", { class: "mq-legend" }, el("span", { class: "mq-key mq-key-done" }), "done ", el("span", { class: "mq-key mq-key-failed" }), "failed")),
-            el("div", { class: "mq-scroll" }, runningTable),
-            hosts ? el("p", {}, "Running per host: " + hosts) : "",
-            el("div", { class: "mq-scroll" }, typeTable),
-            el("div", { class: "mq-actions" }, pauseAll));
+                el("p", { class: "mq-legend" }, el("span", { class: "mq-key mq-key-done" }), "done ", el("span", { class: "mq-key mq-key-failed" }), "failed"))),
+            part("running", el("div", { class: "mq-scroll" }, runningTable)),
+            hosts ? part("hosts", el("p", {}, "Running per host: " + hosts)) : "",
+            part("types", el("div", { class: "mq-scroll" }, typeTable)),
+            part("actions", el("div", { class: "mq-actions" }, pauseAll))], full);
     }
 
     // -- jobs --------------------------------------------------------------------
@@ -434,7 +471,7 @@
         return "#/job/" + encodeURIComponent(id) + "?queue=" + state.queue;
     }
 
-    async function renderJobs(main, opts) {
+    async function renderJobs(main, opts, full) {
         const generation = state.generation;
         const chosen = STATES.includes(opts.state) ? opts.state : "queued";
         const page = Math.max(0, parseInt(opts.page || "0", 10) || 0);
@@ -473,7 +510,7 @@
             el("span", {}, `Page ${page + 1}`),
             el("button", { type: "button", class: "mq-button mq-secondary", id: "page-next", disabled: rows.length < PAGE,
                 onclick: () => go(["jobs"], Object.assign({}, opts, { page: String(page + 1) })) }, "Next"));
-        main.replaceChildren(filters, el("div", { class: "mq-scroll" }, table), nav);
+        draw(main, [part("filters", filters, true), part("table", el("div", { class: "mq-scroll" }, table)), part("pages", nav)], full);
     }
 
     // -- one job -----------------------------------------------------------------
@@ -502,20 +539,27 @@
         if (jobState === "running")
             actions.push(el("button", { type: "button", class: "mq-button mq-secondary", id: "action-requeue",
                 onclick: () => act(["requeue", id], "Requeue this job?", "Only for a job whose processor is gone: it runs again from the start.", id) }, "Requeue"));
-        let output = document.getElementById("output");
-        const keepOutput = !full && output && output.dataset.id === id;
-        if (!keepOutput) output = el("pre", { class: "mq-output", id: "output", dataset: { id }, tabindex: "0", "aria-label": "Output" });
-        main.replaceChildren(
-            el("p", {}, el("a", { href: "#/jobs?queue=" + state.queue }, "All jobs")),
-            el("h2", { class: "mq-job-title" }, visible(record.name || "?"), " ",
-                el("span", { class: "mq-state mq-state-" + jobState, id: "job-state" }, jobState)),
-            el("div", { class: "mq-actions" }, actions),
-            el("section", { class: "mq-panel", "aria-labelledby": "record-title" },
+        const old = document.getElementById("output");
+        const keepOutput = !full && old !== null && old.dataset.id === id;
+        const output = keepOutput ? old : el("pre", { class: "mq-output", id: "output", dataset: { id }, tabindex: "0", "aria-label": "Output" });
+        const title = jobState === "running" ? "Output (live)" : "Output";
+        const section = el("section", { class: "mq-panel", "aria-labelledby": "output-title" }, el("h3", { id: "output-title" }, title));
+        if (!keepOutput) section.append(output);
+        draw(main, [
+            part("back", el("p", {}, el("a", { href: "#/jobs?queue=" + state.queue }, "All jobs"))),
+            part("title", el("h2", { class: "mq-job-title" }, visible(record.name || "?"), " ",
+                el("span", { class: "mq-state mq-state-" + jobState, id: "job-state" }, jobState))),
+            part("actions", el("div", { class: "mq-actions" }, actions)),
+            part("record", el("section", { class: "mq-panel", "aria-labelledby": "record-title" },
                 el("h3", { id: "record-title" }, "Record"),
-                el("pre", { class: "mq-record", id: "record" }, visibleLines(shown))),
-            el("section", { class: "mq-panel", "aria-labelledby": "output-title" },
-                el("h3", { id: "output-title" }, jobState === "running" ? "Output (live)" : "Output"), output));
-        if (keepOutput) return;
+                el("pre", { class: "mq-record", id: "record" }, visibleLines(shown)))),
+            part("output", section, keepOutput)], full);
+        if (keepOutput) {
+            // The output being read stays where it is, scrolled and selected as it was.
+            if (!output.isConnected) section.append(output);
+            document.getElementById("output-title").textContent = title;
+            return;
+        }
         if (state.follow) state.follow.close();
         const follow = run(jobState === "running" ? ["logs", "-f", id] : ["logs", id]);
         state.follow = follow;
@@ -591,7 +635,7 @@
 
     // -- schedules ---------------------------------------------------------------
 
-    async function renderSchedules(main) {
+    async function renderSchedules(main, full) {
         const generation = state.generation;
         const found = await runJson(["every", "--list", "--json"]);
         if (generation !== state.generation) return;
@@ -602,7 +646,7 @@
                 el("td", {}, s.id), el("td", {}, visible(s.calendar)),
                 el("td", { class: "mq-args" }, [s.name, ...s.argv].map(shellWord).join(" ") + (s.stack ? " (stacked)" : "")),
                 el("td", {}, visible(s.next)), el("td", {}, visible(s.last)),
-                el("td", {}, el("button", { type: "button", class: "mq-button mq-danger", onclick: () => queueAction(["every", "--remove", s.id], "Remove this schedule?", "Its timer is stopped and removed; jobs it queued stay.") }, "Remove")))) :
+                el("td", {}, el("button", { type: "button", class: "mq-button mq-danger", dataset: { key: "remove:" + s.id }, onclick: () => queueAction(["every", "--remove", s.id], "Remove this schedule?", "Its timer is stopped and removed; jobs it queued stay.") }, "Remove")))) :
                 el("tr", {}, el("td", { colspan: 6 }, "No schedules."))));
         const form = el("form", { class: "mq-form", id: "schedule-add", onsubmit: async ev => {
             ev.preventDefault();
@@ -625,7 +669,7 @@
             el("label", { class: "mq-field mq-wide" }, el("span", {}, "Arguments, one per line"), el("textarea", { name: "argv", rows: 3 })),
             el("label", { class: "mq-check" }, el("input", { type: "checkbox", name: "stack" }), "Stack: queue even while the last one is unfinished"),
             el("div", { class: "mq-actions mq-wide" }, el("button", { type: "submit", class: "mq-button mq-primary" }, "Add")));
-        main.replaceChildren(el("div", { class: "mq-scroll" }, table), form);
+        draw(main, [part("table", el("div", { class: "mq-scroll" }, table)), part("add", form, true)], full);
     }
 
     // -- theme: Cockpit's light, dark or the system's ----------------------------

@@ -270,6 +270,49 @@ def test_a_hostile_argument_renders_as_text(box: Sandbox, browsers: dict[str, Br
     assert alice.console_errors() == []
 
 
+def test_a_live_redraw_keeps_what_a_person_is_doing(box: Sandbox, browsers: dict[str, Browser]) -> None:
+    """On a busy queue every view is drawn again whenever a job moves: text typed into a
+    form, the control that has the focus and the place a person scrolled a job's output
+    to stay as they were (before, each redraw emptied the forms and dropped the focus)."""
+    alice = browsers["alice"]
+    d = alice.driver
+    finished = miniq(box, "alice", "enqueue", "echo", *(f"line {i}" for i in range(300))).stdout.strip()
+    box.run(["miniq", "wait", finished], user="alice", timeout=60)
+
+    def redrawn(css: str) -> None:
+        """A change in the queue (a job queued in a shell) and the view drawn again: ``css`` is a new element."""
+        d.execute_script("document.querySelector(arguments[0]).dataset.before = 'yes'", css)
+        miniq(box, "alice", "enqueue", "echo", "a change")
+        new = "const n = document.querySelector(arguments[0]); return n !== null && n.dataset.before === undefined"
+        alice.wait(lambda: d.execute_script(new, css), f"a live redraw of {css}")
+
+    def typed(field: str, text: str) -> None:
+        d.find_element("id", field).click()
+        d.find_element("id", field).send_keys(text)
+
+    focus = "return [document.activeElement.id, document.activeElement.value]"
+    with nothing_runs(box, "alice"):
+        alice.open("/jobs?state=queued", queue="user")
+        typed("filter-type", "ec")
+        redrawn("#jobs")
+        assert d.execute_script(focus) == ["filter-type", "ec"]
+        alice.open("/schedules", queue="user")
+        typed("schedule-calendar", "daily")
+        redrawn("#schedules")
+        assert d.execute_script(focus) == ["schedule-calendar", "daily"]
+        alice.open("/", queue="user")
+        d.execute_script("document.querySelector('#types tr[data-type=echo] button').focus()")
+        redrawn("#types")
+        assert d.execute_script("return document.activeElement.closest('tr[data-type]')?.dataset.type") == "echo"
+        alice.open(f"/job/{finished}", queue="user")
+        alice.wait(lambda: "line 299" in alice.text("#output"), "the whole output")
+        scrolled = d.execute_script("const o = document.getElementById('output'); o.scrollTop = 400; return o.scrollTop")
+        assert scrolled > 0
+        redrawn("#record")
+        assert d.execute_script("return document.getElementById('output').scrollTop") == scrolled
+        assert alice.console_errors() == []
+
+
 def test_the_pages_face_shows_what_miniqs_face_shows(browsers: dict[str, Browser]) -> None:
     """The page gets a job's text as exact JSON and escapes it itself: its face (miniq.js) must
     show every string as miniq's face (miniq/core/face.py) does, in one line and keeping lines."""
