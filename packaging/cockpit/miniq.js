@@ -41,6 +41,10 @@
         follow: null,
         view: null,
         generation: 0,
+        drawing: 0,
+        busy: 0,
+        again: false,
+        took: 0,
     };
 
     // -- the face: a job's text shown as text -----------------------------------
@@ -255,12 +259,34 @@
         }
     }
 
+    /* A change seen: one live redraw at a time, never a pile of them. Changes during a redraw
+     * ask for one more after it, and the next waits at least as long as the last one took, so
+     * a busy queue whose figures take seconds to read (every job's file) keeps the page's
+     * `miniq` to one process and half the time, not one more per change. */
     function changed() {
+        if (state.busy > 0) {
+            state.again = true;
+            return;
+        }
         if (state.pending) return;
-        state.pending = window.setTimeout(() => {
+        state.pending = window.setTimeout(async () => {
             state.pending = null;
-            refresh(false);
-        }, 150);
+            if (state.busy > 0) {
+                state.again = true;
+                return;
+            }
+            const started = performance.now();
+            await refresh(false);
+            state.took = performance.now() - started;
+        }, Math.max(150, state.took));
+    }
+
+    /* Whether this drawing is still the one wanted: the same queue and no newer drawing begun
+     * (a view that took long to read never draws over the one the person went to since). */
+    function stillWanted() {
+        const generation = state.generation;
+        const drawing = state.drawing;
+        return () => generation === state.generation && drawing === state.drawing;
     }
 
     // -- routing -----------------------------------------------------------------
@@ -293,7 +319,22 @@
         watch();
     }
 
-    async function refresh(full) {
+    /* The view drawn again: whole (full: the person went somewhere, or acted) or live (a
+     * change seen). A whole drawing supersedes any drawing under way; live ones wait for it. */
+    async function refresh(full, clear = full) {
+        state.busy += 1;
+        try {
+            await drawView(full, clear);
+        } finally {
+            state.busy -= 1;
+            if (state.busy === 0 && state.again) {
+                state.again = false;
+                changed();
+            }
+        }
+    }
+
+    async function drawView(full, clear) {
         const { path, options: opts } = route();
         const queue = opts.queue === "system" ? "system" : "user";
         if (queue !== state.queue || state.root === null && full) await useQueue(queue);
@@ -305,6 +346,8 @@
             tab.href = "#" + tab.getAttribute("href").slice(1).split("?")[0] + "?queue=" + state.queue;
         const view = path[0] || "";
         if (!full && (view === "enqueue")) return; // a form being filled in is not redrawn
+        state.drawing += 1;
+        const wanted = stillWanted();
         if (full && state.follow) {
             state.follow.close();
             state.follow = null;
@@ -317,12 +360,14 @@
             else if (view === "enqueue") await renderEnqueue(main);
             else if (view === "schedules") await renderSchedules(main, full);
             else await renderOverview(main, full);
-            if (full) clearError();
+            if (clear) clearError();
         } catch (ex) {
             showError(ex);
         } finally {
-            main.setAttribute("aria-busy", "false");
-            document.body.dataset.ready = "true";
+            if (wanted()) {
+                main.setAttribute("aria-busy", "false");
+                document.body.dataset.ready = "true";
+            }
         }
     }
 
@@ -397,17 +442,17 @@
 
     /* First the counts from the queue's file names (quick on a long queue), then every figure. */
     async function renderOverview(main, full) {
-        const generation = state.generation;
-        const [counts, running] = await Promise.all([
-            runJson(["stats", "--json", "--counts"]),
-            runJson(["list", "--json", "--state", "running", "--limit", "100"]),
-        ]);
-        if (generation !== state.generation) return;
-        if (!main.querySelector("#types")) drawOverview(main, counts, running, full);
+        const wanted = stillWanted();
+        const running = () => runJson(["list", "--json", "--state", "running", "--limit", "100"]);
+        if (full || !main.querySelector("#types")) { // first the counts, from the file names alone
+            const [counts, now] = await Promise.all([runJson(["stats", "--json", "--counts"]), running()]);
+            if (!wanted()) return;
+            drawOverview(main, counts, now, full);
+        }
         document.body.dataset.painted = "true";
-        const stats = await runJson(["stats", "--json"]);
-        if (generation !== state.generation) return;
-        drawOverview(main, stats, running, false);
+        const [stats, now] = await Promise.all([runJson(["stats", "--json"]), running()]);
+        if (!wanted()) return;
+        drawOverview(main, stats, now, false);
     }
 
     function drawOverview(main, stats, running, full) {
@@ -472,14 +517,14 @@
     }
 
     async function renderJobs(main, opts, full) {
-        const generation = state.generation;
+        const wanted = stillWanted();
         const chosen = STATES.includes(opts.state) ? opts.state : "queued";
         const page = Math.max(0, parseInt(opts.page || "0", 10) || 0);
         const args = ["list", "--json", "--state", chosen, "--limit", String(PAGE), "--offset", String(page * PAGE)];
         if (opts.type) args.push("--name", opts.type);
         if (opts.owner && state.admin) args.push("--owner", opts.owner);
         const rows = await runJson(args);
-        if (generation !== state.generation) return;
+        if (!wanted()) return;
         const filters = el("form", { class: "mq-filters", id: "filters", onsubmit: ev => {
             ev.preventDefault();
             const data = new FormData(ev.target);
@@ -515,33 +560,33 @@
 
     // -- one job -----------------------------------------------------------------
 
-    async function act(args, title, text, id) {
-        if (!await confirmAndRun(args, title, text)) return;
-        if (state.follow) {
-            state.follow.close();
-            state.follow = null;
-        }
-        renderJob(document.getElementById("main"), id, true).catch(showError);
+    async function act(args, title, text) {
+        if (await confirmAndRun(args, title, text)) await refresh(true, false); // miniq's refusal, if any, stays shown
     }
 
     async function renderJob(main, id, full) {
-        const generation = state.generation;
+        const wanted = stillWanted();
         const [record, shown] = await Promise.all([runJson(["show", "--json", id]), run(["show", id])]);
-        if (generation !== state.generation) return;
+        if (!wanted()) return;
         const jobState = record.state || "";
         const actions = [];
         if (["queued", "delayed", "running"].includes(jobState))
             actions.push(el("button", { type: "button", class: "mq-button mq-danger", id: "action-cancel",
-                onclick: () => act(["cancel", "--no-wait", id], "Cancel this job?", jobState === "running" ? "It is stopped now." : "It will not run.", id) }, "Cancel"));
+                onclick: () => act(["cancel", "--no-wait", id], "Cancel this job?", jobState === "running" ? "It is stopped now." : "It will not run.") }, "Cancel"));
         if (jobState === "failed")
             actions.push(el("button", { type: "button", class: "mq-button mq-primary", id: "action-retry",
-                onclick: () => act(["retry", id], "Retry this job?", "It is queued again with the same id and arguments.", id) }, "Retry"));
+                onclick: () => act(["retry", id], "Retry this job?", "It is queued again with the same id and arguments.") }, "Retry"));
         if (jobState === "running")
             actions.push(el("button", { type: "button", class: "mq-button mq-secondary", id: "action-requeue",
-                onclick: () => act(["requeue", id], "Requeue this job?", "Only for a job whose processor is gone: it runs again from the start.", id) }, "Requeue"));
+                onclick: () => act(["requeue", id], "Requeue this job?", "Only for a job whose processor is gone: it runs again from the start.") }, "Requeue"));
+        // The output read so far stays while it is still what the job says: read in the same
+        // state, or followed while it ran to its end. A job that starts, ends or goes back
+        // while the page looks has its output read again (followed while it runs).
         const old = document.getElementById("output");
-        const keepOutput = !full && old !== null && old.dataset.id === id;
-        const output = keepOutput ? old : el("pre", { class: "mq-output", id: "output", dataset: { id }, tabindex: "0", "aria-label": "Output" });
+        const keepOutput = !full && old !== null && old.dataset.id === id &&
+            (old.dataset.read === jobState || (old.dataset.read === "running" && ["done", "failed"].includes(jobState)));
+        const output = keepOutput ? old
+            : el("pre", { class: "mq-output", id: "output", dataset: { id, read: jobState }, tabindex: "0", "aria-label": "Output" });
         const title = jobState === "running" ? "Output (live)" : "Output";
         const section = el("section", { class: "mq-panel", "aria-labelledby": "output-title" }, el("h3", { id: "output-title" }, title));
         if (!keepOutput) section.append(output);
@@ -564,8 +609,9 @@
         const follow = run(jobState === "running" ? ["logs", "-f", id] : ["logs", id]);
         state.follow = follow;
         follow.stream(chunk => {
+            const atEnd = output.scrollHeight - output.scrollTop - output.clientHeight < 8; // else the person scrolled up to read
             output.append(document.createTextNode(visibleLines(chunk)));
-            output.scrollTop = output.scrollHeight;
+            if (atEnd) output.scrollTop = output.scrollHeight;
         });
         follow.catch(ex => {
             if (state.follow === follow) output.append(el("span", { class: "mq-error-text" }, visible(problem(ex))));
@@ -636,9 +682,9 @@
     // -- schedules ---------------------------------------------------------------
 
     async function renderSchedules(main, full) {
-        const generation = state.generation;
+        const wanted = stillWanted();
         const found = await runJson(["every", "--list", "--json"]);
-        if (generation !== state.generation) return;
+        if (!wanted()) return;
         const table = el("table", { class: "mq-table", id: "schedules" },
             el("caption", {}, "Recurring jobs (persistent systemd timers)"),
             el("thead", {}, el("tr", {}, ...["ID", "Calendar", "Job", "Next", "Last", ""].map(h => el("th", { scope: "col" }, h)))),

@@ -121,24 +121,34 @@ class Browser:
         raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last!r}) at {self.driver.current_url}")
 
     def _now(self, css: str, act: Callable[[Any], T]) -> T:
-        """``act`` on the element ``css`` is now. The page redraws a view whole (an
-        action's own refresh, a watched file's), so an element found a moment ago
-        may be gone; nothing was done to a stale element, so look it up again."""
-        from selenium.common.exceptions import StaleElementReferenceException
+        """``act`` on the element ``css`` is now, once it can be acted on. The page redraws
+        a view whole (an action's own refresh, a watched file's), so an element found a
+        moment ago may be gone, and one just drawn (a dialog as it opens) may not take a
+        click yet; nothing was done to either, so look it up again, for up to 5 s."""
+        from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
         from selenium.webdriver.common.by import By
 
-        for _ in range(50):
+        last: Exception | None = None
+        for _ in range(100):
             try:
                 return act(self.driver.find_element(By.CSS_SELECTOR, css))
-            except StaleElementReferenceException:
+            except (StaleElementReferenceException, ElementNotInteractableException) as e:
+                last = e
                 time.sleep(0.05)
-        raise AssertionError(f"{css} was redrawn 50 times in a row at {self.driver.current_url}")
+        raise AssertionError(f"{css} could not be acted on for 5 s ({last!r}) at {self.driver.current_url}")
 
     def text(self, css: str) -> str:
         return self._now(css, lambda element: str(element.text))
 
     def click(self, css: str) -> None:
         self._now(css, lambda element: element.click())
+
+    def type(self, css: str, text: str) -> None:
+        """Keys sent to ``css`` (WebDriver gives it the focus first), as a person types them."""
+        self._now(css, lambda element: element.send_keys(text))
+
+    def clear(self, css: str) -> None:
+        self._now(css, lambda element: element.clear())
 
     def confirm(self) -> None:
         self.wait(lambda: self.driver.execute_script("return document.getElementById('confirm').open"), "the confirmation")

@@ -210,6 +210,26 @@ def test_a_jobs_output_shows_while_it_runs(box: Sandbox, browsers: dict[str, Bro
     assert root.console_errors() == []
 
 
+def test_a_job_that_starts_while_its_page_is_open_shows_its_output(box: Sandbox, browsers: dict[str, Browser]) -> None:
+    """Opened while queued (its output empty), the job starts: the page follows its output
+    as it comes, without a reload (before, the empty output read while queued stayed)."""
+    root = browsers["root"]
+    miniq(box, None, "--system", "pause")
+    try:
+        job = miniq(box, None, "--system", "enqueue", "talk").stdout.strip()
+        root.open(f"/job/{job}", queue="system")
+        assert root.text("#job-state") in ("queued", "delayed") and "first line" not in root.text("#output")  # held by the pause
+    finally:
+        miniq(box, None, "--system", "resume")
+    root.wait(lambda: "first line" in root.text("#output"), "the output of the job that started")
+    assert root.text("#job-state") == "running"
+    box.run(["touch", f"/tmp/release-{job}"])
+    root.wait(lambda: "second line" in root.text("#output"), "the second line, as it came")
+    root.wait(lambda: root.text("#job-state") == "done", "the job's end")
+    assert root.text("#output").count("first line") == 1
+    assert root.console_errors() == []
+
+
 def test_cancel_and_retry_from_the_page(box: Sandbox, browsers: dict[str, Browser]) -> None:
     alice = browsers["alice"]
     with nothing_runs(box, "alice"):
@@ -286,18 +306,14 @@ def test_a_live_redraw_keeps_what_a_person_is_doing(box: Sandbox, browsers: dict
         new = "const n = document.querySelector(arguments[0]); return n !== null && n.dataset.before === undefined"
         alice.wait(lambda: d.execute_script(new, css), f"a live redraw of {css}")
 
-    def typed(field: str, text: str) -> None:
-        d.find_element("id", field).click()
-        d.find_element("id", field).send_keys(text)
-
     focus = "return [document.activeElement.id, document.activeElement.value]"
     with nothing_runs(box, "alice"):
         alice.open("/jobs?state=queued", queue="user")
-        typed("filter-type", "ec")
+        alice.type("#filter-type", "ec")
         redrawn("#jobs")
         assert d.execute_script(focus) == ["filter-type", "ec"]
         alice.open("/schedules", queue="user")
-        typed("schedule-calendar", "daily")
+        alice.type("#schedule-calendar", "daily")
         redrawn("#schedules")
         assert d.execute_script(focus) == ["schedule-calendar", "daily"]
         alice.open("/", queue="user")
@@ -358,17 +374,17 @@ def test_enqueue_from_the_page_with_options(box: Sandbox, browsers: dict[str, Br
     alice = browsers["alice"]
     alice.open("/enqueue", queue="user")
     form = alice.driver
-    form.find_element("id", "enqueue-name").send_keys("echo")
-    form.find_element("id", "enqueue-argv").send_keys("-x\nsecond arg")
-    form.find_element("id", "enqueue-priority").send_keys("5")
-    form.find_element("id", "enqueue-timeout").send_keys("1m")
+    alice.type("#enqueue-name", "echo")
+    alice.type("#enqueue-argv", "-x\nsecond arg")
+    alice.type("#enqueue-priority", "5")
+    alice.type("#enqueue-timeout", "1m")
     alice.click("#enqueue-submit")
     alice.wait(lambda: form.find_elements("id", "enqueued"), "the new job's id")
     job = alice.text("#enqueued")
     record = json.loads(miniq(box, "alice", "show", "--json", job).stdout)
     assert (record["argv"], record["schedule"]["priority"], record["limits"]["timeout"]) == (["-x", "second arg"], 5, 60.0)
-    form.find_element("id", "enqueue-name").clear()
-    form.find_element("id", "enqueue-name").send_keys("no-such-type")
+    alice.clear("#enqueue-name")
+    alice.type("#enqueue-name", "no-such-type")
     alice.click("#enqueue-submit")
     alice.wait(lambda: form.find_element("id", "alert").is_displayed(), "miniq's error")
     assert "no job type 'no-such-type'" in alice.text("#alert")
@@ -387,7 +403,7 @@ def test_the_page_at_a_phones_width_in_the_dark(box: Sandbox, net: None, tmp_pat
         assert background == "rgb(27, 29, 33)", background
         assert phone.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         # Keyboard: the tabs are links in order, the queue switch buttons.
-        phone.driver.find_element("id", "queue-system").send_keys("\n")
+        phone.type("#queue-system", "\n")
         phone.wait(lambda: "queue=system" in phone.driver.current_url, "the system queue by keyboard")
         readme_shot(phone, "phone-dark")
         assert phone.console_errors() == []
@@ -425,6 +441,16 @@ def _a_long_queue(box: Sandbox, tmp_path: Path) -> None:
         overview_paint, overview_whole = bob.open("/", queue="user")
         assert bob.text("#count-queued .mq-card-value") == "100000"
         assert bob.driver.execute_script("return document.querySelector('#types tr[data-type=echo]').cells[1].textContent") == "100000"
+        # Busy: jobs keep coming while the overview's figures take seconds to read (every
+        # job's file). The page redraws one at a time (its `miniq stats` beside `miniq list`),
+        # never one more per change: before, four redraws and more were reading at once.
+        seen: list[int] = []
+        deadline = time.monotonic() + 120
+        while sum(1 for n in seen if n) < 20 and time.monotonic() < deadline:
+            miniq(box, "bob", "enqueue", "echo", f"busy {len(seen)}")
+            seen.append(int(box.sh("pgrep -c -u bob -f 'miniq --user (stats|list) ' || true").stdout))
+        print(f"the page's miniq at once, at each of {len(seen)} enqueues: {seen}")
+        assert sum(1 for n in seen if n) >= 20 and max(seen) <= 2, seen
         from conftest import REPORT
 
         REPORT.append(
