@@ -39,7 +39,6 @@
         pending: null,
         ticker: null,
         follow: null,
-        view: null,
         generation: 0,
         drawing: 0,
         busy: 0,
@@ -704,6 +703,7 @@
             try {
                 await run(args);
                 clearError();
+                ev.target.reset(); // added: the form is kept by live redraws, so empty it here
                 refresh(false);
             } catch (ex) {
                 showError(ex);

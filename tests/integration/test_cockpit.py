@@ -329,6 +329,29 @@ def test_a_live_redraw_keeps_what_a_person_is_doing(box: Sandbox, browsers: dict
         assert alice.console_errors() == []
 
 
+def test_a_schedule_added_and_removed_from_the_page(box: Sandbox, browsers: dict[str, Browser]) -> None:
+    """Added: `miniq every --list` has it, its row shows and the form is empty again (live
+    redraws keep the form, so the page empties it itself); removed after a confirmation."""
+    alice = browsers["alice"]
+    d = alice.driver
+    alice.open("/schedules", queue="user")
+    alice.type("#schedule-calendar", "Mon..Fri 03:00")
+    alice.type("#schedule-name", "echo")
+    alice.click("#schedule-add button[type=submit]")
+    alice.wait(lambda: "echo" in alice.text("#schedules tbody"), "the new schedule's row")
+    found = json.loads(miniq(box, "alice", "every", "--list", "--json").stdout)
+    assert [(s["name"], s["argv"]) for s in found] == [("echo", [])] and "03:00" in found[0]["calendar"]
+    assert found[0]["calendar"] in alice.text("#schedules tbody")  # as systemd normalised it
+    form = "const f = document.getElementById('schedule-add').elements; "
+    fields = form + "return [f.calendar.value, f.name.value, f.argv.value, f.stack.checked]"
+    assert d.execute_script(fields) == ["", "", "", False]
+    alice.click(f"#schedules button[data-key='remove:{found[0]['id']}']")
+    alice.confirm()
+    alice.wait(lambda: "No schedules." in alice.text("#schedules tbody"), "the schedule gone from the page")
+    assert json.loads(miniq(box, "alice", "every", "--list", "--json").stdout) == []
+    assert alice.console_errors() == []
+
+
 def test_the_pages_face_shows_what_miniqs_face_shows(browsers: dict[str, Browser]) -> None:
     """The page gets a job's text as exact JSON and escapes it itself: its face (miniq.js) must
     show every string as miniq's face (miniq/core/face.py) does, in one line and keeping lines."""
